@@ -1,0 +1,276 @@
+/* The C shim: io_uring plumbing for ublk. See ublk_shim.h for the API. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <liburing.h>
+
+#include "ublk_abi.h"
+#include "ublk_shim.h"
+
+#define CTRL_RING_DEPTH 4
+/* user_data of the stop poll; request tags are always below this. */
+#define STOP_USER_DATA  0xffffffffull
+
+struct shim_ctrl {
+    struct io_uring ring;
+    int fd;
+};
+
+struct shim_ctrl *shim_ctrl_open(int *err)
+{
+    struct shim_ctrl *ctrl = calloc(1, sizeof(*ctrl));
+    int ret;
+
+    if (!ctrl) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    ctrl->fd = open("/dev/ublk-control", O_RDWR | O_CLOEXEC);
+    if (ctrl->fd < 0) {
+        *err = -errno;
+        free(ctrl);
+        return NULL;
+    }
+    ret = io_uring_queue_init(CTRL_RING_DEPTH, &ctrl->ring, IORING_SETUP_SQE128);
+    if (ret < 0) {
+        *err = ret;
+        close(ctrl->fd);
+        free(ctrl);
+        return NULL;
+    }
+    *err = 0;
+    return ctrl;
+}
+
+int shim_ctrl_cmd(struct shim_ctrl *ctrl, uint32_t cmd_op, uint32_t dev_id,
+                  uint16_t queue_id, void *addr, uint16_t len, uint64_t data)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&ctrl->ring);
+    struct io_uring_cqe *cqe;
+    struct ublksrv_ctrl_cmd *cmd;
+    int ret;
+
+    if (!sqe)
+        return -EBUSY;
+    memset(sqe, 0, 2 * sizeof(*sqe));   /* SQE128: two slots */
+    sqe->opcode = IORING_OP_URING_CMD;
+    sqe->fd = ctrl->fd;
+    sqe->cmd_op = cmd_op;
+    cmd = (struct ublksrv_ctrl_cmd *)sqe->cmd;
+    cmd->dev_id = dev_id;
+    cmd->queue_id = queue_id;
+    cmd->addr = (uint64_t)(uintptr_t)addr;
+    cmd->len = len;
+    cmd->data[0] = data;
+
+    ret = io_uring_submit(&ctrl->ring);
+    if (ret < 0)
+        return ret;
+    do {
+        ret = io_uring_wait_cqe(&ctrl->ring, &cqe);
+    } while (ret == -EINTR);
+    if (ret < 0)
+        return ret;
+    ret = cqe->res;
+    io_uring_cqe_seen(&ctrl->ring, cqe);
+    return ret;
+}
+
+void shim_ctrl_close(struct shim_ctrl *ctrl)
+{
+    io_uring_queue_exit(&ctrl->ring);
+    close(ctrl->fd);
+    free(ctrl);
+}
+
+struct shim_queue {
+    struct io_uring ring;
+    const struct ublksrv_io_desc *descs;
+    size_t descs_len;
+    char *buffers;
+    uint32_t buf_size;
+    uint32_t fetch_op, commit_op;
+    uint16_t q_id, depth;
+    int inflight;                       /* commands the kernel holds for us */
+    int stop_fd;                        /* eventfd polled in the ring */
+    bool stopping;
+};
+
+static size_t round_up_page(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + page - 1) / page * page;
+}
+
+static void prep_io_cmd(struct shim_queue *q, uint32_t op, uint16_t tag, int32_t result)
+{
+    /* The ring has one SQE per tag plus the stop poll, so one is always free. */
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+    struct ublksrv_io_cmd *cmd = (struct ublksrv_io_cmd *)sqe->cmd;
+
+    memset(sqe, 0, sizeof(*sqe));
+    sqe->opcode = IORING_OP_URING_CMD;
+    sqe->fd = 0;                        /* registered file index */
+    sqe->flags = IOSQE_FIXED_FILE;
+    sqe->cmd_op = op;
+    sqe->user_data = tag;
+    cmd->q_id = q->q_id;
+    cmd->tag = tag;
+    cmd->result = result;
+    cmd->addr = (uint64_t)(uintptr_t)(q->buffers + (size_t)tag * q->buf_size);
+    q->inflight++;
+}
+
+struct shim_queue *shim_queue_open(int cdev_fd, uint16_t q_id, uint16_t depth,
+                                   void *buffers, uint32_t buf_size,
+                                   uint32_t fetch_op, uint32_t commit_op,
+                                   int *err)
+{
+    struct shim_queue *q = calloc(1, sizeof(*q));
+    struct io_uring_sqe *sqe;
+    off_t off;
+    int ret;
+
+    if (!q) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    q->q_id = q_id;
+    q->depth = depth;
+    q->buffers = buffers;
+    q->buf_size = buf_size;
+    q->fetch_op = fetch_op;
+    q->commit_op = commit_op;
+    q->stop_fd = -1;
+
+    /* Each queue's descriptors sit at a stride sized for the largest depth. */
+    off = (off_t)q_id * round_up_page(UBLK_MAX_QUEUE_DEPTH * sizeof(struct ublksrv_io_desc));
+    q->descs_len = round_up_page((size_t)depth * sizeof(struct ublksrv_io_desc));
+    q->descs = mmap(NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE, cdev_fd, off);
+    if (q->descs == MAP_FAILED) {
+        ret = -errno;
+        goto free_q;
+    }
+    q->stop_fd = eventfd(0, EFD_CLOEXEC);
+    if (q->stop_fd < 0) {
+        ret = -errno;
+        goto unmap;
+    }
+    ret = io_uring_queue_init(depth + 1, &q->ring, 0);
+    if (ret < 0)
+        goto close_stop;
+    ret = io_uring_register_files(&q->ring, &cdev_fd, 1);
+    if (ret < 0)
+        goto exit_ring;
+
+    sqe = io_uring_get_sqe(&q->ring);
+    io_uring_prep_poll_add(sqe, q->stop_fd, POLLIN);
+    sqe->user_data = STOP_USER_DATA;
+    for (int tag = 0; tag < depth; tag++)
+        prep_io_cmd(q, fetch_op, tag, -1);
+    *err = 0;
+    return q;
+
+exit_ring:
+    io_uring_queue_exit(&q->ring);
+close_stop:
+    close(q->stop_fd);
+unmap:
+    munmap((void *)q->descs, q->descs_len);
+free_q:
+    free(q);
+    *err = ret;
+    return NULL;
+}
+
+int shim_queue_run(struct shim_queue *q, int n_commit,
+                   struct shim_request *reqs, int max_reqs)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    int ret, n = 0;
+
+    for (int i = 0; i < n_commit; i++)
+        prep_io_cmd(q, q->commit_op, reqs[i].tag, reqs[i].result);
+
+    for (;;) {
+        if (q->stopping || q->inflight == 0)
+            return -ENODEV;
+        ret = io_uring_submit_and_wait(&q->ring, 1);
+        if (ret < 0 && ret != -EINTR)
+            return ret;
+
+        io_uring_for_each_cqe(&q->ring, head, cqe) {
+            if (n == max_reqs)
+                break;
+            seen++;
+            if (cqe->user_data == STOP_USER_DATA) {
+                q->stopping = true;
+                continue;
+            }
+            q->inflight--;
+            if (cqe->res < 0)           /* UBLK_IO_RES_ABORT: queue going away */
+                continue;
+            uint16_t tag = (uint16_t)cqe->user_data;
+            const volatile struct ublksrv_io_desc *d = &q->descs[tag];
+            uint32_t op_flags = d->op_flags;
+            struct shim_request *r = &reqs[n++];
+            r->tag = tag;
+            r->op = op_flags & 0xff;
+            r->flags = op_flags & ~0xffu;
+            r->nr_sectors = d->nr_sectors;
+            r->start_sector = d->start_sector;
+            r->result = 0;
+        }
+        io_uring_cq_advance(&q->ring, seen);
+        seen = 0;
+        if (n > 0)
+            return n;
+    }
+}
+
+void shim_queue_stop(struct shim_queue *q)
+{
+    uint64_t one = 1;
+    /* An eventfd write cannot block here: the counter never nears overflow. */
+    if (write(q->stop_fd, &one, sizeof(one)) < 0) {}
+}
+
+void shim_queue_close(struct shim_queue *q)
+{
+    io_uring_queue_exit(&q->ring);      /* cancels the FETCHes still held */
+    close(q->stop_fd);
+    munmap((void *)q->descs, q->descs_len);
+    free(q);
+}
+
+int shim_page_is_filled(const void *page, size_t len)
+{
+    const uint64_t *w = page;
+    size_t n = len / sizeof(uint64_t);
+
+    for (size_t i = 1; i < n; i++)
+        if (w[i] != w[0])
+            return 0;
+    return 1;
+}
+
+void shim_page_fill(void *page, size_t len, uint64_t word)
+{
+    uint64_t *w = page;
+    size_t n = len / sizeof(uint64_t);
+
+    if (word == 0) {
+        memset(page, 0, len);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        w[i] = word;
+}

@@ -1,0 +1,47 @@
+/*
+ * The C shim's API, also parsed by cffi: what Python cannot do itself
+ * (io_uring passthrough commands through liburing), kept mechanical.
+ * Policy -- which commands, what to answer each request -- stays in Python.
+ */
+
+/* The control ring on /dev/ublk-control (SQE128, one command at a time). */
+struct shim_ctrl;
+struct shim_ctrl *shim_ctrl_open(int *err);
+/* Issue one control command and wait for it: the CQE's result (>= 0 or -errno). */
+int shim_ctrl_cmd(struct shim_ctrl *ctrl, uint32_t cmd_op, uint32_t dev_id,
+                  uint16_t queue_id, void *addr, uint16_t len, uint64_t data);
+void shim_ctrl_close(struct shim_ctrl *ctrl);
+
+/* One request handed to Python: copied out of the descriptor array. */
+struct shim_request {
+    uint16_t tag;
+    uint8_t  op;
+    uint8_t  pad;
+    uint32_t flags;                     /* op_flags above the low 8 bits */
+    uint32_t nr_sectors;
+    int32_t  result;                    /* set by Python before the commit */
+    uint64_t start_sector;
+};
+
+/* One hardware queue: its io_uring, descriptor mmap and per-tag buffers. */
+struct shim_queue;
+struct shim_queue *shim_queue_open(int cdev_fd, uint16_t q_id, uint16_t depth,
+                                   void *buffers, uint32_t buf_size,
+                                   uint32_t fetch_op, uint32_t commit_op,
+                                   int *err);
+/*
+ * Commit reqs[0..n_commit) with their results (and fetch the next request
+ * for each tag), submit every pending FETCH, wait for at least one request,
+ * then copy every ready request into reqs. Returns how many are ready,
+ * -ENODEV once the queue is shut down (aborted by the kernel or stopped by
+ * shim_queue_stop), or another -errno.
+ */
+int shim_queue_run(struct shim_queue *q, int n_commit,
+                   struct shim_request *reqs, int max_reqs);
+/* Wake the queue's thread and make shim_queue_run return -ENODEV: any thread. */
+void shim_queue_stop(struct shim_queue *q);
+void shim_queue_close(struct shim_queue *q);
+
+/* Page helpers for the store's same-fill fast path (no Python loop over words). */
+int shim_page_is_filled(const void *page, size_t len);
+void shim_page_fill(void *page, size_t len, uint64_t word);

@@ -1,0 +1,4 @@
+# The C shim is compiled by cffi when the package is installed.
+from setuptools import setup
+
+setup(cffi_modules=["native/build_shim.py:ffibuilder"])

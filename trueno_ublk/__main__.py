@@ -1,0 +1,3 @@
+from trueno_ublk.cli import main
+
+main()

@@ -1,0 +1,233 @@
+"""The trueno-ublk command line.
+
+Every error a user can cause ends as one line on stderr and a non-zero exit:
+UserError for our own checks, click's errors for malformed options.
+"""
+import errno
+import json
+import os
+import re
+import signal
+import sys
+import time
+
+import click
+
+from trueno_ublk import state
+from trueno_ublk.codecs import codec_for
+from trueno_ublk.control import STATE_NAMES, Control, ControlError, require_control_device
+from trueno_ublk.daemon import DeviceConfig, Daemon, configure_logging, spawn_detached
+from trueno_ublk.errors import UserError
+from trueno_ublk.stores import STORES
+from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
+
+MAX_QUEUE_DEPTH = 4096
+DELETE_WAIT_SECONDS = 30.0
+
+
+class SizeType(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class AlgorithmType(click.ParamType):
+    name = "ALGORITHM"
+
+    def convert(self, value, param, ctx):
+        try:
+            return codec_for(value).name
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise UserError("this command needs root: run it with sudo")
+
+
+def parse_device(text: str) -> int:
+    """A device as users name it: /dev/ublkb0, ublkb0 or 0."""
+    m = re.fullmatch(r"(?:/dev/)?(?:ublkb)?(\d+)", text.strip())
+    if not m:
+        raise UserError(f"'{text}' is not a ublk device (examples: /dev/ublkb0, ublkb0, 0)")
+    return int(m.group(1))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trueno-ublk")
+def cli():
+    """A compressed RAM block device served from user space over ublk."""
+
+
+@cli.command()
+@click.option("--size", "-s", type=SizeType(), required=True,
+              help="Device size (uncompressed), e.g. 8G; a multiple of 4K.")
+@click.option("--algorithm", "-a", type=AlgorithmType(), default="lz4", show_default=True,
+              help="lz4, lz4hc, zstd, zstd:LEVEL or none.")
+@click.option("--store", type=click.Choice(sorted(STORES)), default="ram", show_default=True,
+              help="ram: compressed pages in RAM; null: no data (transport only).")
+@click.option("--queues", "-q", type=int, default=1, show_default=True,
+              help="Hardware queues, one I/O thread each.")
+@click.option("--depth", "-d", type=int, default=128, show_default=True,
+              help="Requests in flight per queue.")
+@click.option("--id", "dev_id", type=int, default=-1, help="Device number N for /dev/ublkbN.")
+@click.option("--foreground", "-f", is_flag=True,
+              help="Serve in this process (for systemd) instead of detaching.")
+def create(size, algorithm, store, queues, depth, dev_id, foreground):
+    """Create a device; prints its path once it is live."""
+    if size <= 0:
+        raise UserError("--size must be greater than 0")
+    if size % PAGE_SIZE:
+        raise UserError(f"--size must be a multiple of 4K ({size} is not)")
+    cpus = os.cpu_count() or 1
+    if not 1 <= queues <= cpus:
+        raise UserError(f"--queues must be between 1 and {cpus} (the number of CPUs)")
+    if not 1 <= depth <= MAX_QUEUE_DEPTH:
+        raise UserError(f"--depth must be between 1 and {MAX_QUEUE_DEPTH}")
+    if dev_id < -1 or dev_id >= 1 << 20:
+        raise UserError("--id must be between 0 and 1048575")
+    require_root()
+    require_control_device()
+    config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues,
+                          depth=depth, dev_id=dev_id)
+    if foreground:
+        configure_logging()
+        Daemon(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}")).run()
+    else:
+        click.echo(f"/dev/ublkb{spawn_detached(config)}")
+
+
+def _kernel_devices() -> set[int]:
+    return {int(name[5:]) for name in os.listdir("/sys/class/ublk-char")
+            if name.startswith("ublkc") and name[5:].isdigit()} \
+        if os.path.isdir("/sys/class/ublk-char") else set()
+
+
+def _device_rows() -> list[dict]:
+    rows = []
+    records = {r.dev_id: r for r in state.load_all()}
+    for dev_id in sorted(set(records) | _kernel_devices()):
+        r = records.get(dev_id)
+        if r is None:
+            rows.append({"name": f"/dev/ublkb{dev_id}", "state": "unmanaged"})
+            continue
+        rows.append({
+            "name": r.block_path, "size": r.size, "store": r.store, "algorithm": r.algorithm,
+            "queues": r.queues, "depth": r.depth, "pid": r.pid,
+            "state": r.state if r.daemon_alive() else "dead",
+        })
+    return rows
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_devices(as_json):
+    """List devices, including those whose daemon died."""
+    rows = _device_rows()
+    if as_json:
+        click.echo(json.dumps({"devices": rows}, indent=2))
+        return
+    columns = ["NAME", "SIZE", "ALGORITHM", "STORE", "QUEUES", "DEPTH", "PID", "STATE"]
+    table = [columns] + [[
+        row["name"], format_size(row["size"]) if "size" in row else "-",
+        *(str(row.get(key, "-")) for key in ("algorithm", "store", "queues", "depth", "pid")),
+        row["state"]] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+def _device_in_use(dev_id: int) -> bool:
+    """Mounted, active swap and other exclusive holders all make an O_EXCL
+    open of the block device fail with EBUSY."""
+    try:
+        fd = os.open(f"/dev/ublkb{dev_id}", os.O_RDONLY | os.O_EXCL)
+    except OSError as e:
+        return e.errno == errno.EBUSY
+    os.close(fd)
+    return False
+
+
+def _wait_for_exit(record: state.DeviceRecord, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while record.daemon_alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _remove_from_kernel(dev_id: int) -> None:
+    """STOP_DEV + DEL_DEV for a device no live daemon owns."""
+    with Control() as ctrl:
+        try:
+            ctrl.info(dev_id)
+        except ControlError as e:
+            if e.errno == errno.ENODEV:
+                return
+            raise
+        try:
+            ctrl.stop(dev_id)
+        except ControlError:
+            pass                # already stopped: deleting is what matters
+        ctrl.delete(dev_id)
+
+
+def delete_device(dev_id: int, force: bool) -> None:
+    record = state.load(dev_id)
+    if record is None and dev_id not in _kernel_devices():
+        raise UserError(f"no such device: /dev/ublkb{dev_id}")
+    if not force and _device_in_use(dev_id):
+        raise UserError(f"/dev/ublkb{dev_id} is in use (mounted, active swap or held open): "
+                        "unmount or swapoff it first, or pass --force")
+    if record is not None and record.daemon_alive():
+        os.kill(record.pid, signal.SIGTERM)
+        if not _wait_for_exit(record, DELETE_WAIT_SECONDS):
+            raise UserError(f"the daemon of /dev/ublkb{dev_id} (pid {record.pid}) did not stop "
+                            f"within {DELETE_WAIT_SECONDS:.0f}s")
+    try:
+        _remove_from_kernel(dev_id)
+    except ControlError as e:
+        raise UserError(f"cannot delete /dev/ublkb{dev_id}: {e.strerror}") from None
+    state.remove(dev_id)
+
+
+@cli.command()
+@click.argument("devices", nargs=-1)
+@click.option("--all", "all_devices", is_flag=True, help="Delete every device.")
+@click.option("--force", is_flag=True,
+              help="Delete even if mounted or in use as swap (its users get I/O errors).")
+def delete(devices, all_devices, force):
+    """Stop and delete devices: /dev/ublkbN, ublkbN or N."""
+    if not devices and not all_devices:
+        raise UserError("name a device to delete (e.g. /dev/ublkb0), or pass --all")
+    require_root()
+    ids = [parse_device(d) for d in devices]
+    if all_devices:
+        ids += [r.dev_id for r in state.load_all()] + sorted(_kernel_devices())
+    for dev_id in dict.fromkeys(ids):
+        delete_device(dev_id, force)
+        click.echo(f"deleted /dev/ublkb{dev_id}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except UserError as e:
+        click.echo(f"trueno-ublk: {e}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("trueno-ublk: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"trueno-ublk: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

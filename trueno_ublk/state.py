@@ -1,0 +1,69 @@
+"""What every running daemon leaves under /run/trueno-ublk/, so that `list`
+and `delete` can find it: one JSON record and one log per device."""
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import psutil
+
+RUN_DIR = Path(os.environ.get("TRUENO_UBLK_RUN_DIR", "/run/trueno-ublk"))
+
+
+@dataclasses.dataclass
+class DeviceRecord:
+    dev_id: int
+    pid: int
+    pid_start: float            # the daemon's start time: guards against pid reuse
+    size: int
+    store: str
+    algorithm: str
+    queues: int
+    depth: int
+    features: list[str]
+    state: str = "starting"     # starting -> live -> stopping
+
+    @property
+    def block_path(self) -> str:
+        return f"/dev/ublkb{self.dev_id}"
+
+    def daemon_alive(self) -> bool:
+        try:
+            return psutil.Process(self.pid).create_time() == self.pid_start
+        except psutil.Error:
+            return False
+
+
+def record_path(dev_id: int) -> Path:
+    return RUN_DIR / f"{dev_id}.json"
+
+
+def log_path(dev_id: int) -> Path:
+    return RUN_DIR / f"{dev_id}.log"
+
+
+def save(record: DeviceRecord) -> None:
+    RUN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path = record_path(record.dev_id)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(record)))
+    os.replace(tmp, path)       # readers never see half a record
+
+
+def remove(dev_id: int) -> None:
+    for path in (record_path(dev_id), log_path(dev_id)):
+        path.unlink(missing_ok=True)
+
+
+def load(dev_id: int) -> DeviceRecord | None:
+    try:
+        return DeviceRecord(**json.loads(record_path(dev_id).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def load_all() -> list[DeviceRecord]:
+    if not RUN_DIR.is_dir():
+        return []
+    ids = sorted(int(p.stem) for p in RUN_DIR.glob("*.json") if p.stem.isdigit())
+    return [r for r in map(load, ids) if r is not None]
