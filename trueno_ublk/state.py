@@ -29,7 +29,10 @@ class DeviceRecord:
 
     def daemon_alive(self) -> bool:
         try:
-            return psutil.Process(self.pid).create_time() == self.pid_start
+            process = psutil.Process(self.pid)
+            # A daemon whose parent never reaps it stays a zombie: it is gone.
+            return (process.create_time() == self.pid_start
+                    and process.status() != psutil.STATUS_ZOMBIE)
         except psutil.Error:
             return False
 

@@ -1,0 +1,56 @@
+"""Integration tests: the real ublk driver, through the real CLI.
+
+They need root and /dev/ublk-control: scripts/test runs them natively where
+the kernel has ublk and in the guest (scripts/vm) where it has not.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = str(Path(sys.executable).with_name("trueno-ublk"))
+
+if not os.path.exists("/dev/ublk-control") or os.geteuid() != 0:
+    pytest.skip("needs root and the ublk driver (run through scripts/test)",
+                allow_module_level=True)
+
+
+def run_cli(*args, check=True, timeout=120, user=None):
+    cmd = [CLI, *map(str, args)]
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+def sh(cmd: str, timeout=600) -> str:
+    result = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def make_device():
+    """Create devices through the CLI; delete whatever is left afterwards."""
+    created = []
+
+    def make(*args, size="256M"):
+        path = run_cli("create", "--size", size, *args).stdout.strip()
+        assert path.startswith("/dev/ublkb"), path
+        assert os.path.exists(path)
+        created.append(path)
+        return path
+
+    yield make
+    for path in created:
+        if os.path.exists(path):
+            run_cli("delete", "--force", path, check=False)
+
+
+@pytest.fixture
+def device(make_device):
+    return make_device()
