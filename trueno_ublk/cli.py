@@ -121,7 +121,7 @@ def _device_rows() -> list[dict]:
         rows.append({
             "name": r.block_path, "size": r.size, "store": r.store, "algorithm": r.algorithm,
             "queues": r.queues, "depth": r.depth, "pid": r.pid,
-            "state": r.state if r.daemon_alive() else "dead",
+            "state": r.state if r.daemon_alive() else "dead", "features": r.features,
         })
     return rows
 
