@@ -13,13 +13,17 @@ ffibuilder.cdef((here / "ublk_abi.h").read_text() + (here / "ublk_shim.h").read_
 # libc calls Python's os module lacks; values come from the system headers.
 ffibuilder.cdef("""
 int mlockall(int flags);
+int fallocate(int fd, int mode, long offset, long len);
+#define FALLOC_FL_KEEP_SIZE ...
+#define FALLOC_FL_PUNCH_HOLE ...
 #define MCL_CURRENT ...
 #define MCL_FUTURE ...
 #define MCL_ONFAULT ...
 """)
 ffibuilder.set_source(
     "trueno_ublk._shim",
-    '#include <stdint.h>\n#include <stddef.h>\n#include <sys/mman.h>\n'
+    '#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdint.h>\n#include <stddef.h>\n'
+    '#include <sys/mman.h>\n'
     '#include "ublk_abi.h"\n#include "ublk_shim.h"\n',
     sources=["native/ublk_shim.c"],
     include_dirs=["native"],

@@ -13,13 +13,14 @@ import time
 
 import click
 
-from trueno_ublk import state
+from trueno_ublk import admin, listing, state
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import STATE_NAMES, Control, ControlError, require_control_device
 from trueno_ublk.daemon import DeviceConfig, Daemon, configure_logging, spawn_detached
 from trueno_ublk.errors import UserError
 from trueno_ublk.stores import STORES
-from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
+from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD
+from trueno_ublk.units import PAGE_SIZE, parse_size
 
 MAX_QUEUE_DEPTH = 4096
 DELETE_WAIT_SECONDS = 30.0
@@ -78,9 +79,13 @@ def cli():
 @click.option("--depth", "-d", type=int, default=128, show_default=True,
               help="Requests in flight per queue.")
 @click.option("--id", "dev_id", type=int, default=-1, help="Device number N for /dev/ublkbN.")
+@click.option("--mem-limit", type=SizeType(), default=0,
+              help="Cap on memory for stored data; writes beyond it fail (0: none).")
+@click.option("--huge-threshold", type=SizeType(), default=DEFAULT_HUGE_THRESHOLD, show_default=True,
+              help="Pages that compress worse than this are stored raw (huge).")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
-def create(size, algorithm, store, queues, depth, dev_id, foreground):
+def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_threshold, foreground):
     """Create a device; prints its path once it is live."""
     if size <= 0:
         raise UserError("--size must be greater than 0")
@@ -93,10 +98,15 @@ def create(size, algorithm, store, queues, depth, dev_id, foreground):
         raise UserError(f"--depth must be between 1 and {MAX_QUEUE_DEPTH}")
     if dev_id < -1 or dev_id >= 1 << 20:
         raise UserError("--id must be between 0 and 1048575")
+    if not 0 < huge_threshold <= PAGE_SIZE:
+        raise UserError("--huge-threshold must be between 1 and 4K")
+    if mem_limit and store == "null":
+        raise UserError("--mem-limit needs the ram store: the null store holds no memory")
     require_root()
     require_control_device()
     config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues,
-                          depth=depth, dev_id=dev_id)
+                          depth=depth, dev_id=dev_id, mem_limit=mem_limit,
+                          huge_threshold=huge_threshold)
     if foreground:
         configure_logging()
         Daemon(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}")).run()
@@ -104,44 +114,24 @@ def create(size, algorithm, store, queues, depth, dev_id, foreground):
         click.echo(f"/dev/ublkb{spawn_detached(config)}")
 
 
-def _kernel_devices() -> set[int]:
-    return {int(name[5:]) for name in os.listdir("/sys/class/ublk-char")
-            if name.startswith("ublkc") and name[5:].isdigit()} \
-        if os.path.isdir("/sys/class/ublk-char") else set()
-
-
-def _device_rows() -> list[dict]:
-    rows = []
-    records = {r.dev_id: r for r in state.load_all()}
-    for dev_id in sorted(set(records) | _kernel_devices()):
-        r = records.get(dev_id)
-        if r is None:
-            rows.append({"name": f"/dev/ublkb{dev_id}", "state": "unmanaged"})
-            continue
-        rows.append({
-            "name": r.block_path, "size": r.size, "store": r.store, "algorithm": r.algorithm,
-            "queues": r.queues, "depth": r.depth, "pid": r.pid,
-            "state": r.state if r.daemon_alive() else "dead", "features": r.features,
-        })
-    return rows
-
-
 @cli.command("list")
+@click.option("--output", "-o", "output", metavar="LIST",
+              help="Columns, comma-separated (see --output-all for every one).")
+@click.option("--output-all", is_flag=True, help="Show every column.")
+@click.option("--bytes", "-b", "in_bytes", is_flag=True, help="Sizes in bytes.")
+@click.option("--noheadings", "-n", is_flag=True, help="No header line.")
+@click.option("--raw", is_flag=True, help="Raw output: single spaces, no alignment.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_devices(as_json):
-    """List devices, including those whose daemon died."""
-    rows = _device_rows()
+def list_devices(output, output_all, in_bytes, noheadings, raw, as_json):
+    """List devices like zramctl, including those whose daemon died."""
+    columns = (list(listing.COLUMNS) if output_all
+               else listing.parse_columns(output) if output else listing.DEFAULT_COLUMNS)
+    rows = listing.device_rows()
     if as_json:
-        click.echo(json.dumps({"devices": rows}, indent=2))
-        return
-    columns = ["NAME", "SIZE", "ALGORITHM", "STORE", "QUEUES", "DEPTH", "PID", "STATE"]
-    table = [columns] + [[
-        row["name"], format_size(row["size"]) if "size" in row else "-",
-        *(str(row.get(key, "-")) for key in ("algorithm", "store", "queues", "depth", "pid")),
-        row["state"]] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    for line in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        keys = [listing.COLUMNS[c][0] for c in columns]
+        click.echo(json.dumps({"devices": [{k: row[k] for k in keys} for row in rows]}, indent=2))
+    elif rows or not noheadings:
+        click.echo(listing.render(rows, columns, in_bytes, not noheadings, raw))
 
 
 def _device_in_use(dev_id: int) -> bool:
@@ -182,7 +172,7 @@ def _remove_from_kernel(dev_id: int) -> None:
 
 def delete_device(dev_id: int, force: bool) -> None:
     record = state.load(dev_id)
-    if record is None and dev_id not in _kernel_devices():
+    if record is None and dev_id not in listing.kernel_devices():
         raise UserError(f"no such device: /dev/ublkb{dev_id}")
     if not force and _device_in_use(dev_id):
         raise UserError(f"/dev/ublkb{dev_id} is in use (mounted, active swap or held open): "
@@ -211,10 +201,73 @@ def delete(devices, all_devices, force):
     require_root()
     ids = [parse_device(d) for d in devices]
     if all_devices:
-        ids += [r.dev_id for r in state.load_all()] + sorted(_kernel_devices())
+        ids += [r.dev_id for r in state.load_all()] + sorted(listing.kernel_devices())
     for dev_id in dict.fromkeys(ids):
         delete_device(dev_id, force)
         click.echo(f"deleted /dev/ublkb{dev_id}")
+
+
+def _live_device(text: str) -> int:
+    dev_id = parse_device(text)
+    record = state.load(dev_id)
+    if record is None:
+        raise UserError(f"no such device: /dev/ublkb{dev_id}")
+    if not record.daemon_alive():
+        raise UserError(f"the daemon of /dev/ublkb{dev_id} is dead: delete the device")
+    return dev_id
+
+
+MM_STAT = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max",
+           "same_pages", "pages_compacted", "huge_pages")
+IO_STAT = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
+
+
+@cli.command()
+@click.argument("device")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--mm-stat", is_flag=True, help="zram's mm_stat line.")
+@click.option("--io-stat", is_flag=True, help="zram's io_stat line.")
+def stat(device, as_json, mm_stat, io_stat):
+    """Memory and I/O statistics of a device, with zram's meanings."""
+    dev_id = _live_device(device)
+    reply = admin.request(dev_id, "stat")
+    mm, io = reply["mm_stat"], reply["io_stat"]
+    io = {**io, "notify_free": mm.pop("notify_free", 0)}
+    ratio = round(mm["orig_data_size"] / mm["compr_data_size"], 3) if mm.get("compr_data_size") else 0.0
+    if mm_stat:
+        click.echo(" ".join(str(mm.get(k, 0)) for k in MM_STAT))
+    if io_stat:
+        click.echo(" ".join(str(io[k]) for k in IO_STAT))
+    if mm_stat or io_stat:
+        return
+    if as_json:
+        click.echo(json.dumps({"device": f"/dev/ublkb{dev_id}", **mm, **io,
+                               "compression_ratio": ratio}, indent=2))
+        return
+    for key, value in [*mm.items(), *io.items(), ("compression_ratio", ratio)]:
+        click.echo(f"{key:<18} {value}")
+
+
+@cli.command("set")
+@click.argument("device")
+@click.option("--mem-limit", type=SizeType(), help="New cap on stored data's memory (0: none).")
+@click.option("--reset-mem-used-max", is_flag=True, help="Restart mem_used_max from now.")
+def set_(device, mem_limit, reset_mem_used_max):
+    """Change a running device's limits."""
+    if mem_limit is None and not reset_mem_used_max:
+        raise UserError("nothing to set: give --mem-limit SIZE or --reset-mem-used-max")
+    require_root()
+    admin.request(_live_device(device), "set", mem_limit=mem_limit,
+                  reset_mem_used_max=reset_mem_used_max)
+
+
+@cli.command()
+@click.argument("device")
+def compact(device):
+    """Move stored pages together and give freed memory back."""
+    require_root()
+    freed = admin.request(_live_device(device), "compact")["pages_freed"]
+    click.echo(f"compacted /dev/ublkb{parse_device(device)}: {freed * 4} KiB given back")
 
 
 def main() -> None:

@@ -20,12 +20,14 @@ import traceback
 import psutil
 
 from trueno_ublk import state
+from trueno_ublk.admin import AdminServer
 from trueno_ublk._shim import ffi, lib
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control, ControlError, feature_names
 from trueno_ublk.errors import UserError
-from trueno_ublk.queue import Queue
+from trueno_ublk.queue import IO_COUNTERS, Queue
 from trueno_ublk.stores import make_store
+from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ class DeviceConfig:
     queues: int = 1
     depth: int = 128
     dev_id: int = -1
+    mem_limit: int = 0
+    huge_threshold: int = DEFAULT_HUGE_THRESHOLD
 
 
 def harden_process() -> None:
@@ -75,8 +79,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         cfg = self.config
-        codec = codec_for(cfg.algorithm)
-        store = make_store(cfg.store, cfg.size, codec)
+        store = make_store(cfg.store, cfg.size, codec_for(cfg.algorithm), cfg.huge_threshold)
+        if cfg.mem_limit:
+            store.set_mem_limit(cfg.mem_limit)
         harden_process()
         with Control() as ctrl:
             try:
@@ -112,8 +117,10 @@ class Daemon:
         commit_op = ctrl.opcode(lib.UBLK_U_IO_COMMIT_AND_FETCH_REQ, lib.UBLK_IO_COMMIT_AND_FETCH_REQ)
         queues = [Queue(cdev_fd, q, info.queue_depth, info.max_io_buf_bytes, store,
                         cfg.size, fetch_op, commit_op) for q in range(info.nr_hw_queues)]
+        admin = AdminServer(dev_id, self._admin_handlers(record, store, queues))
         started = False
         try:
+            admin.start()
             for q in queues:
                 q.start()
             for q in queues:
@@ -135,6 +142,7 @@ class Daemon:
             record.state = "stopping"
             state.save(record)
         finally:
+            admin.stop()
             if started:
                 try:
                     ctrl.stop(dev_id)
@@ -146,6 +154,26 @@ class Daemon:
                 if q.thread.is_alive():
                     q.thread.join(QUEUE_JOIN_SECONDS)
             os.close(cdev_fd)
+
+    @staticmethod
+    def _admin_handlers(record, store, queues) -> dict:
+        def stat():
+            io = {name: sum(q.counts[name] for q in queues) for name in IO_COUNTERS}
+            return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io}
+
+        def set_(mem_limit=None, reset_mem_used_max=False):
+            if mem_limit is not None:
+                if type(mem_limit) is not int or mem_limit < 0:
+                    raise ValueError("mem_limit must be a whole number of bytes >= 0")
+                store.set_mem_limit(mem_limit)
+            if reset_mem_used_max:
+                store.reset_mem_used_max()
+            return {}
+
+        def compact():
+            return {"pages_freed": store.compact()}
+
+        return {"stat": stat, "set": set_, "compact": compact}
 
     def _delete(self, ctrl: Control) -> None:
         try:

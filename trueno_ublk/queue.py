@@ -21,6 +21,10 @@ READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES = (
     lib.UBLK_IO_OP_DISCARD, lib.UBLK_IO_OP_WRITE_ZEROES)
 
 
+IO_COUNTERS = ("reads", "writes", "discards", "flushes",
+               "failed_reads", "failed_writes", "invalid_io")
+
+
 class QueueError(OSError):
     pass
 
@@ -32,7 +36,7 @@ class Queue:
         self.depth = depth
         self.store = store
         self.dev_size = dev_size
-        self.errors = 0
+        self.counts = dict.fromkeys(IO_COUNTERS, 0)
         # Per-tag buffers: one anonymous mapping, locked by mlockall.
         self._buffers = mmap.mmap(-1, depth * buf_size)
         view = memoryview(self._buffers)
@@ -90,27 +94,33 @@ class Queue:
     def _handle(self, op: int, offset: int, length: int, buf: memoryview) -> int:
         """One request: bytes done, or -errno. Never raises: the daemon keeps
         serving whatever a client sends."""
+        counts = self.counts
         if offset + length > self.dev_size:
-            self.errors += 1
+            counts["invalid_io"] += 1
             return -errno.EIO
         try:
             if op == READ:
+                counts["reads"] += 1
                 self.store.read(offset, buf[:length])
                 return length
             if op == WRITE:
+                counts["writes"] += 1
                 self.store.write(offset, buf[:length])
                 return length
             if op == FLUSH:
+                counts["flushes"] += 1
                 self.store.flush()
                 return 0
-            if op == DISCARD:
-                self.store.discard(offset, length)
+            if op == DISCARD or op == WRITE_ZEROES:
+                counts["discards"] += 1
+                (self.store.discard if op == DISCARD else self.store.write_zeroes)(offset, length)
                 return 0
-            if op == WRITE_ZEROES:
-                self.store.write_zeroes(offset, length)
-                return 0
+            counts["invalid_io"] += 1
             return -errno.EOPNOTSUPP
+        except MemoryError:
+            counts["failed_writes"] += 1       # mem_limit: the write fails, nothing hangs
+            return -errno.EIO
         except Exception:
-            self.errors += 1
+            counts["failed_reads" if op == READ else "failed_writes"] += 1
             log.exception("queue %d: op %d at %d+%d failed", self.q_id, op, offset, length)
             return -errno.EIO

@@ -45,6 +45,10 @@ def log_path(dev_id: int) -> Path:
     return RUN_DIR / f"{dev_id}.log"
 
 
+def socket_path(dev_id: int) -> Path:
+    return RUN_DIR / f"{dev_id}.sock"
+
+
 def save(record: DeviceRecord) -> None:
     RUN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     path = record_path(record.dev_id)
@@ -54,7 +58,7 @@ def save(record: DeviceRecord) -> None:
 
 
 def remove(dev_id: int) -> None:
-    for path in (record_path(dev_id), log_path(dev_id)):
+    for path in (record_path(dev_id), log_path(dev_id), socket_path(dev_id)):
         path.unlink(missing_ok=True)
 
 

@@ -1,6 +1,6 @@
 """Stores behind one interface (stores.base.Store), chosen by name at create."""
 from trueno_ublk.stores.null import NullStore
-from trueno_ublk.stores.ram import CompressedRamStore
+from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD, CompressedRamStore
 
 STORES = {
     "ram": CompressedRamStore,
@@ -8,9 +8,9 @@ STORES = {
 }
 
 
-def make_store(name: str, size: int, codec):
-    try:
-        cls = STORES[name]
-    except KeyError:
-        raise ValueError(f"unknown store '{name}': valid ones are {', '.join(STORES)}") from None
-    return cls(size, codec)
+def make_store(name: str, size: int, codec, huge_threshold: int = DEFAULT_HUGE_THRESHOLD):
+    if name == "ram":
+        return CompressedRamStore(size, codec, huge_threshold)
+    if name == "null":
+        return NullStore(size)
+    raise ValueError(f"unknown store '{name}': valid ones are {', '.join(STORES)}")

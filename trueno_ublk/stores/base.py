@@ -27,4 +27,15 @@ class Store:
         """Make written data durable: RAM holds nothing back, so nothing to do."""
 
     def stats(self) -> dict:
+        """zram's mm_stat figures, where the store has them."""
         return {}
+
+    def set_mem_limit(self, limit: int) -> None:
+        raise ValueError(f"the {self.name} store holds no memory to limit")
+
+    def reset_mem_used_max(self) -> None:
+        raise ValueError(f"the {self.name} store holds no memory to measure")
+
+    def compact(self) -> int:
+        """Give back memory the allocator holds; returns 4 KiB pages freed."""
+        return 0

@@ -5,7 +5,7 @@ from trueno_ublk.stores.base import Store
 class NullStore(Store):
     name = "null"
 
-    def __init__(self, size: int, codec=None):
+    def __init__(self, size: int):
         self.size = size
 
     def read(self, offset, dest):

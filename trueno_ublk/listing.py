@@ -1,0 +1,106 @@
+"""`list` in zramctl's style: named columns, human or raw sizes, JSON."""
+import os
+
+from trueno_ublk import admin, state
+from trueno_ublk.errors import UserError
+from trueno_ublk.units import format_size
+
+DEFAULT_COLUMNS = ["NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "STREAMS", "MOUNTPOINT"]
+# column -> (JSON key, is a byte size)
+COLUMNS = {
+    "NAME": ("name", False),
+    "ALGORITHM": ("algorithm", False),
+    "DISKSIZE": ("disksize", True),
+    "DATA": ("data", True),
+    "COMPR": ("compr", True),
+    "TOTAL": ("total", True),
+    "STREAMS": ("streams", False),
+    "MOUNTPOINT": ("mountpoint", False),
+    "ZERO-PAGES": ("zero-pages", False),
+    "MEM-LIMIT": ("mem-limit", True),
+    "MEM-USED": ("mem-used", True),
+    "HUGE-PAGES": ("huge-pages", False),
+    "COMP-RATIO": ("comp-ratio", False),
+    "QUEUES": ("queues", False),
+    "STATE": ("state", False),
+    "PID": ("pid", False),
+}
+
+
+def parse_columns(text: str) -> list[str]:
+    names = [c.strip().upper() for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in COLUMNS]
+    if unknown or not names:
+        raise UserError(f"unknown column '{unknown[0] if unknown else text}': "
+                        f"valid ones are {', '.join(COLUMNS)}")
+    return names
+
+
+def kernel_devices() -> set[int]:
+    """Every ublk device the kernel has, managed by us or not."""
+    try:
+        names = os.listdir("/sys/class/ublk-char")
+    except FileNotFoundError:
+        return set()
+    return {int(n[5:]) for n in names if n.startswith("ublkc") and n[5:].isdigit()}
+
+
+def _mountpoints() -> dict[str, str]:
+    points = {}
+    for path, field in (("/proc/swaps", 0), ("/proc/mounts", 1)):
+        try:
+            with open(path) as f:
+                for line in f:
+                    parts = line.split()
+                    if parts and parts[0].startswith("/dev/ublkb"):
+                        points[parts[0]] = "[SWAP]" if field == 0 else parts[1]
+        except OSError:
+            pass
+    return points
+
+
+def device_rows() -> list[dict]:
+    rows = []
+    records = {r.dev_id: r for r in state.load_all()}
+    mounts = _mountpoints()
+    for dev_id in sorted(set(records) | kernel_devices()):
+        name = f"/dev/ublkb{dev_id}"
+        r = records.get(dev_id)
+        row = {key: None for key, _ in COLUMNS.values()}
+        row.update(name=name, mountpoint=mounts.get(name), state="unmanaged")
+        if r is not None:
+            row.update(algorithm=r.algorithm, disksize=r.size, streams=r.queues, queues=r.queues,
+                       pid=r.pid, state=r.state if r.daemon_alive() else "dead")
+            if row["state"] == "live":
+                try:
+                    mm = admin.request(dev_id, "stat")["mm_stat"]
+                except UserError:
+                    mm = {}
+                if mm:
+                    row.update(data=mm["orig_data_size"], compr=mm["compr_data_size"],
+                               total=mm["mem_used_total"], **{
+                                   "zero-pages": mm["same_pages"], "mem-limit": mm["mem_limit"],
+                                   "mem-used": mm["mem_used_max"], "huge-pages": mm["huge_pages"],
+                                   "comp-ratio": round(mm["orig_data_size"] / mm["mem_used_total"], 2)
+                                   if mm["mem_used_total"] else 0.0})
+        rows.append(row)
+    return rows
+
+
+def render(rows: list[dict], columns: list[str], in_bytes: bool, headings: bool, raw: bool) -> str:
+    def cell(row, column):
+        key, is_size = COLUMNS[column]
+        value = row[key]
+        if value is None:
+            return "" if raw else "-"
+        if is_size and not in_bytes:
+            return format_size(value)
+        return str(value)
+
+    table = [[cell(row, c) for c in columns] for row in rows]
+    if headings:
+        table.insert(0, columns)
+    if raw:
+        return "\n".join(" ".join(line) for line in table)
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))] if table else []
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table)
