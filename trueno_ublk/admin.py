@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 4096
 CLIENT_TIMEOUT_SECONDS = 5.0
+MAX_CLIENTS = 8
 
 
 class AdminServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -26,6 +27,7 @@ class AdminServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def __init__(self, dev_id: int, handlers: dict):
         self.handlers = handlers
+        self._client_slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self.path = str(state.socket_path(dev_id))
         try:
             os.unlink(self.path)
@@ -40,6 +42,19 @@ class AdminServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def start(self) -> None:
         self.thread.start()
+
+    def process_request(self, request, client_address):
+        # A flood of idle connections costs at most MAX_CLIENTS threads.
+        if not self._client_slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._client_slots.release()
 
     def stop(self) -> None:
         self.shutdown()

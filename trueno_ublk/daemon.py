@@ -31,7 +31,7 @@ from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD
 
 log = logging.getLogger(__name__)
 
-MAX_IO_BYTES = 256 << 10
+MAX_IO_BYTES = 128 << 10      # per tag: 16 MiB of locked buffers per queue at depth 128
 CDEV_WAIT_SECONDS = 5.0
 QUEUE_JOIN_SECONDS = 10.0
 # Features we ask for when the kernel has them. CMD_IOCTL_ENCODE tells newer

@@ -37,8 +37,10 @@ class Queue:
         self.store = store
         self.dev_size = dev_size
         self.counts = dict.fromkeys(IO_COUNTERS, 0)
-        # Per-tag buffers: one anonymous mapping, locked by mlockall.
-        self._buffers = mmap.mmap(-1, depth * buf_size)
+        # Per-tag buffers: one anonymous mapping, faulted in now and locked
+        # by mlockall, so that serving a request never needs a page itself.
+        self._buffers = mmap.mmap(-1, depth * buf_size,
+                                  flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
         view = memoryview(self._buffers)
         self._tag_views = [view[t * buf_size:(t + 1) * buf_size] for t in range(depth)]
         self._reqs = ffi.new("struct shim_request[]", depth)

@@ -84,12 +84,13 @@ def test_list_shows_live_and_dead_daemons(make_device):
     import json
     import signal
     dev = make_device()
-    devices = json.loads(run_cli("list", "--json").stdout)["devices"]
+    columns = ("-o", "NAME,DISKSIZE,STATE,PID")
+    devices = json.loads(run_cli("list", "--json", *columns).stdout)["devices"]
     entry = next(d for d in devices if d["name"] == dev)
-    assert entry["state"] == "live" and entry["size"] == 256 << 20
+    assert entry["state"] == "live" and entry["disksize"] == 256 << 20
     os.kill(entry["pid"], signal.SIGKILL)
     for _ in range(100):
-        devices = json.loads(run_cli("list", "--json").stdout)["devices"]
+        devices = json.loads(run_cli("list", "--json", *columns).stdout)["devices"]
         if next(d for d in devices if d["name"] == dev)["state"] == "dead":
             break
     else:

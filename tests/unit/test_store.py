@@ -117,3 +117,52 @@ def test_null_store_keeps_nothing():
 def test_unknown_store():
     with pytest.raises(ValueError, match="valid ones are ram, null"):
         make_store("disk", 1 << 20, None)
+
+
+def _half_compressible_pages(count):
+    return [os.urandom(2048) + bytes(2048) for _ in range(count)]
+
+
+def test_compact_frees_chunks_and_keeps_data():
+    pages = _half_compressible_pages(512)
+    store = CompressedRamStore(len(pages) * 4096, codec_for("lz4"))
+    for i, page in enumerate(pages):
+        store.write(i * 4096, memoryview(bytearray(page)))
+    for i in range(len(pages)):
+        if i % 4:
+            store.discard(i * 4096, 4096)
+    before = store.stats()["mem_used_total"]
+    freed = store.compact()
+    after = store.stats()
+    assert freed > 0 and after["pages_compacted"] == freed
+    assert after["mem_used_total"] < before * 0.6
+    out = bytearray(4096)
+    for i in range(0, len(pages), 4):
+        store.read(i * 4096, memoryview(out))
+        assert out == pages[i]
+
+
+def test_mem_limit_refuses_new_chunks_and_keeps_old_data():
+    pages = _half_compressible_pages(64)
+    store = CompressedRamStore(1 << 20, codec_for("lz4"))
+    store.set_mem_limit(64 << 10)                    # one chunk
+    stored = 0
+    with pytest.raises(MemoryError):
+        for i, page in enumerate(pages):
+            store.write(i * 4096, memoryview(bytearray(page)))
+            stored += 1
+    assert 0 < stored < len(pages)
+    out = bytearray(4096)
+    for i in range(stored):
+        store.read(i * 4096, memoryview(out))
+        assert out == pages[i]
+
+
+def test_memory_goes_back_after_discard():
+    store = CompressedRamStore(8 << 20, codec_for("lz4"))
+    empty = store.stats()["mem_used_total"]
+    for i, page in enumerate(_half_compressible_pages(2048)):
+        store.write(i * 4096, memoryview(bytearray(page)))
+    assert store.stats()["mem_used_total"] > empty + (4 << 20)
+    store.discard(0, 8 << 20)
+    assert store.stats()["mem_used_total"] <= empty + 4096     # the chunk free list remains

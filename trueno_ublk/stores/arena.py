@@ -138,21 +138,14 @@ class Arena:
         cls = size_class(length)
         partial = self.partial[cls]
         chunk = next(iter(partial)) if partial else self._new_chunk(cls)
-        slots = self.chunk_slots[chunk]
-        slot = slots.find(0)
-        slots[slot] = 1
-        used = self.chunk_used[chunk] + 1
-        self.chunk_used[chunk] = used
-        if used == len(slots):
-            partial.discard(chunk)
-        return chunk, slot
+        return chunk, self.alloc_in(chunk)
 
     def has_room(self, chunk: int) -> bool:
         slots = self.chunk_slots[chunk]
         return slots is not None and self.chunk_used[chunk] < len(slots)
 
     def alloc_in(self, chunk: int) -> int:
-        """A free slot in a given partly used chunk (compaction's target)."""
+        """A free slot in a given chunk that has room."""
         slots = self.chunk_slots[chunk]
         slot = slots.find(0)
         slots[slot] = 1
