@@ -39,8 +39,9 @@ class Queue:
         self.counts = dict.fromkeys(IO_COUNTERS, 0)
         # Per-tag buffers: one anonymous mapping, faulted in now and locked
         # by mlockall, so that serving a request never needs a page itself.
-        self._buffers = mmap.mmap(-1, depth * buf_size,
-                                  flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+        # (MAP_POPULATE is ignored under MCL_ONFAULT: touch every page.)
+        self._buffers = mmap.mmap(-1, depth * buf_size)
+        self._buffers[::mmap.PAGESIZE] = bytes(len(range(0, depth * buf_size, mmap.PAGESIZE)))
         view = memoryview(self._buffers)
         self._tag_views = [view[t * buf_size:(t + 1) * buf_size] for t in range(depth)]
         self._reqs = ffi.new("struct shim_request[]", depth)
