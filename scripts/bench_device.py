@@ -1,0 +1,151 @@
+"""scripts/bench device: the same fio matrix against kernel zram and trueno-ublk.
+
+Everything runs in one boot (the guest, or natively where the kernel has
+ublk), and every figure is reported as a ratio to kernel zram measured in
+that same boot: under emulation only ratios mean anything. Each cell is the
+median of --runs fio runs. Writes a table to stdout, JSON and a PNG chart.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = str(Path(sys.executable).with_name("trueno-ublk"))
+TOP = Path(__file__).resolve().parent.parent
+
+WORKLOADS = {
+    "randread 4k qd64": "--rw=randread --bs=4k --iodepth=64",
+    "randwrite 4k qd64": "--rw=randwrite --bs=4k --iodepth=64",
+    "randrw 70/30 4k qd64": "--rw=randrw --rwmixread=70 --bs=4k --iodepth=64",
+    "seqread 1M qd16": "--rw=read --bs=1M --iodepth=16",
+    "seqwrite 1M qd16": "--rw=write --bs=1M --iodepth=16",
+}
+TARGETS = {
+    "zram lz4": None,
+    "trueno lz4 q1": "--algorithm lz4 --queues 1",
+    "trueno lz4 q2": "--algorithm lz4 --queues 2",
+    "trueno zstd q1": "--algorithm zstd --queues 1",
+    "trueno null q1": "--store null --queues 1",
+    "trueno null q2": "--store null --queues 2",
+}
+DATA = "--buffer_compress_percentage=50 --refill_buffers"
+
+
+def sh(cmd: str) -> str:
+    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True).stdout
+
+
+def fio(dev: str, size: str, workload: str, runtime: int) -> dict:
+    out = sh(f"fio --name=b --filename={dev} --ioengine=io_uring --direct=1 --size={size} "
+             f"--time_based --runtime={runtime} --ramp_time=1 --numjobs=1 {DATA} "
+             f"{workload} --output-format=json")
+    job = json.loads(out)["jobs"][0]
+    iops = job["read"]["iops"] + job["write"]["iops"]
+    bw = job["read"]["bw_bytes"] + job["write"]["bw_bytes"]
+    p99 = max(job[d]["clat_ns"].get("percentile", {}).get("99.000000", 0) for d in ("read", "write"))
+    return {"iops": iops, "mib_s": bw / (1 << 20), "p99_us": p99 / 1000}
+
+
+class Zram:
+    def __init__(self, size: str):
+        sh("modprobe zram num_devices=0")
+        self.id = int(Path("/sys/class/zram-control/hot_add").read_text())
+        sysfs = Path(f"/sys/block/zram{self.id}")
+        (sysfs / "comp_algorithm").write_text("lz4")
+        (sysfs / "disksize").write_text(size)
+        self.path = f"/dev/zram{self.id}"
+
+    def close(self):
+        Path(f"/sys/block/zram{self.id}/reset").write_text("1")
+        Path("/sys/class/zram-control/hot_remove").write_text(str(self.id))
+
+
+class Trueno:
+    def __init__(self, size: str, options: str):
+        self.path = sh(f"{CLI} create --size {size} {options}").strip()
+
+    def close(self):
+        sh(f"{CLI} delete {self.path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="256M")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runtime", type=int, default=4, help="seconds per fio run")
+    ap.add_argument("--out", default=str(TOP / "bench-results"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+
+    results: dict[str, dict[str, dict]] = {}
+    cells = len(TARGETS) * len(WORKLOADS) * args.runs
+    done = 0
+    started = time.monotonic()
+    for target, options in TARGETS.items():
+        dev = Zram(args.size) if options is None else Trueno(args.size, options)
+        try:
+            # Reads need data: prefill the whole device once.
+            sh(f"fio --name=fill --filename={dev.path} --ioengine=io_uring --direct=1 "
+               f"--rw=write --bs=1M --iodepth=16 --size={args.size} {DATA} --output-format=terse")
+            for name, workload in WORKLOADS.items():
+                runs = []
+                for _ in range(args.runs):
+                    runs.append(fio(dev.path, args.size, workload, args.runtime))
+                    done += 1
+                    print(f"\r[{done}/{cells}] {target}: {name} "
+                          f"({time.monotonic() - started:.0f}s)".ljust(70), end="", file=sys.stderr)
+                results.setdefault(target, {})[name] = {
+                    key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        finally:
+            dev.close()
+    print(file=sys.stderr)
+
+    kernel = sh("uname -r").strip()
+    (out / "device.json").write_text(json.dumps(
+        {"kernel": kernel, "size": args.size, "runs": args.runs, "runtime_s": args.runtime,
+         "results": results}, indent=2))
+    print_table(results, kernel, args)
+    draw(results, out / "device.png", kernel)
+    print(f"\nwrote {out / 'device.json'} and {out / 'device.png'}")
+
+
+def print_table(results, kernel, args) -> None:
+    base = results["zram lz4"]
+    print(f"device benchmark: kernel {kernel}, {args.size}, median of {args.runs} x {args.runtime}s, "
+          f"50%-compressible data; ratio = IOPS / kernel zram's in the same boot")
+    print(f"{'target':<16}{'workload':<22}{'IOPS':>10}{'MiB/s':>9}{'p99 us':>9}{'x zram':>8}")
+    for target, cells in results.items():
+        for name, cell in cells.items():
+            ratio = cell["iops"] / base[name]["iops"] if base[name]["iops"] else 0
+            print(f"{target:<16}{name:<22}{cell['iops']:>10.0f}{cell['mib_s']:>9.1f}"
+                  f"{cell['p99_us']:>9.0f}{ratio:>8.2f}")
+
+
+def draw(results, path: Path, kernel: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = results["zram lz4"]
+    targets = [t for t in results if t != "zram lz4"]
+    workloads = list(base)
+    fig, ax = plt.subplots(figsize=(11, 5))
+    width = 0.8 / len(targets)
+    for i, target in enumerate(targets):
+        ratios = [results[target][w]["iops"] / base[w]["iops"] for w in workloads]
+        ax.bar([x + i * width for x in range(len(workloads))], ratios, width, label=target)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(workloads))], workloads)
+    ax.set_ylabel("IOPS / kernel zram (same boot)")
+    ax.set_title(f"trueno-ublk vs kernel zram (lz4), kernel {kernel}, emulated guest: ratios only")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
