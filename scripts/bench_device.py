@@ -77,9 +77,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--runtime", type=int, default=4, help="seconds per fio run")
     ap.add_argument("--out", default=str(TOP / "bench-results"))
+    ap.add_argument("--report", metavar="JSON",
+                    help="only print the table and draw the chart of an earlier run")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
+    if args.report:
+        report(json.loads(Path(args.report).read_text()), out)
+        return
 
     results: dict[str, dict[str, dict]] = {}
     cells = len(TARGETS) * len(WORKLOADS) * args.runs
@@ -104,19 +109,24 @@ def main() -> None:
             dev.close()
     print(file=sys.stderr)
 
-    kernel = sh("uname -r").strip()
-    (out / "device.json").write_text(json.dumps(
-        {"kernel": kernel, "size": args.size, "runs": args.runs, "runtime_s": args.runtime,
-         "results": results}, indent=2))
-    print_table(results, kernel, args)
-    draw(results, out / "device.png", kernel)
-    print(f"\nwrote {out / 'device.json'} and {out / 'device.png'}")
+    run = {"kernel": sh("uname -r").strip(), "size": args.size, "runs": args.runs,
+           "runtime_s": args.runtime, "results": results}
+    (out / "device.json").write_text(json.dumps(run, indent=2))
+    print(f"wrote {out / 'device.json'}", file=sys.stderr)
 
 
-def print_table(results, kernel, args) -> None:
+def report(run: dict, out: Path) -> None:
+    """The table on stdout and the PNG chart: done natively, after the guest run."""
+    print_table(run)
+    draw(run["results"], out / "device.png", run["kernel"])
+    print(f"\nwrote {out / 'device.png'}")
+
+
+def print_table(run: dict) -> None:
+    results = run["results"]
     base = results["zram lz4"]
-    print(f"device benchmark: kernel {kernel}, {args.size}, median of {args.runs} x {args.runtime}s, "
-          f"50%-compressible data; ratio = IOPS / kernel zram's in the same boot")
+    print(f"device benchmark: kernel {run['kernel']}, {run['size']}, median of {run['runs']} x "
+          f"{run['runtime_s']}s, 50%-compressible data; ratio = IOPS / kernel zram's in the same boot")
     print(f"{'target':<16}{'workload':<22}{'IOPS':>10}{'MiB/s':>9}{'p99 us':>9}{'x zram':>8}")
     for target, cells in results.items():
         for name, cell in cells.items():
