@@ -15,7 +15,7 @@ import click
 
 from trueno_ublk import admin, listing, state
 from trueno_ublk.codecs import codec_for
-from trueno_ublk.control import STATE_NAMES, Control, ControlError, require_control_device
+from trueno_ublk.control import Control, ControlError, require_control_device
 from trueno_ublk.daemon import DeviceConfig, Daemon, configure_logging, spawn_detached
 from trueno_ublk.errors import UserError
 from trueno_ublk.stores import STORES

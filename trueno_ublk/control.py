@@ -25,13 +25,6 @@ FEATURE_NAMES = {
     lib.UBLK_F_USER_RECOVERY_FAIL_IO: "USER_RECOVERY_FAIL_IO",
 }
 
-STATE_NAMES = {
-    lib.UBLK_S_DEV_DEAD: "dead",
-    lib.UBLK_S_DEV_LIVE: "live",
-    lib.UBLK_S_DEV_QUIESCED: "quiesced",
-    lib.UBLK_S_DEV_FAIL_IO: "fail-io",
-}
-
 # command name -> (ioctl-encoded opcode, legacy opcode)
 _COMMANDS = {
     name: (getattr(lib, "UBLK_U_CMD_" + name), getattr(lib, "UBLK_CMD_" + name))

@@ -50,7 +50,7 @@ def test_two_devices_with_different_sizes(make_device):
     assert small != large
     assert _sectors(small) * 512 == 64 << 20
     assert _sectors(large) * 512 == 512 << 20
-    sh(f"dd if=/dev/urandom of=/tmp/a bs=1M count=4 status=none")
+    sh("dd if=/dev/urandom of=/tmp/a bs=1M count=4 status=none")
     sh(f"dd if=/tmp/a of={small} bs=1M oflag=direct status=none")
     sh(f"dd if=/dev/zero of={large} bs=1M count=4 oflag=direct status=none")
     sh(f"cmp -n {4 << 20} /tmp/a {small}")
