@@ -28,7 +28,9 @@ def run_cli(*args, check=True, timeout=120, user=None):
 
 
 def sh(cmd: str, timeout=600) -> str:
-    result = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+    # In /tmp: fio leaves verify state files in its working directory.
+    result = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout,
+                            cwd="/tmp")
     assert result.returncode == 0, f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
