@@ -9,13 +9,10 @@ from cffi import FFI
 
 here = Path(__file__).resolve().parent
 ffibuilder = FFI()
-ffibuilder.cdef((here / "ublk_abi.h").read_text() + (here / "ublk_shim.h").read_text())
+ffibuilder.cdef("".join((here / h).read_text() for h in ("ublk_abi.h", "ublk_shim.h", "page_store.h")))
 # libc calls Python's os module lacks; values come from the system headers.
 ffibuilder.cdef("""
 int mlockall(int flags);
-int fallocate(int fd, int mode, long offset, long len);
-#define FALLOC_FL_KEEP_SIZE ...
-#define FALLOC_FL_PUNCH_HOLE ...
 #define MCL_CURRENT ...
 #define MCL_FUTURE ...
 #define MCL_ONFAULT ...
@@ -24,10 +21,10 @@ ffibuilder.set_source(
     "trueno_ublk._shim",
     '#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdint.h>\n#include <stddef.h>\n'
     '#include <sys/mman.h>\n'
-    '#include "ublk_abi.h"\n#include "ublk_shim.h"\n',
-    sources=["native/ublk_shim.c"],
+    '#include "ublk_abi.h"\n#include "ublk_shim.h"\n#include "page_store.h"\n',
+    sources=["native/ublk_shim.c", "native/page_store.c"],
     include_dirs=["native"],
-    libraries=["uring"],
+    libraries=["uring", "lz4", "zstd"],
     extra_compile_args=["-O2", "-Wall", "-std=gnu11"],
 )
 

@@ -250,27 +250,3 @@ void shim_queue_close(struct shim_queue *q)
     munmap((void *)q->descs, q->descs_len);
     free(q);
 }
-
-int shim_page_is_filled(const void *page, size_t len)
-{
-    const uint64_t *w = page;
-    size_t n = len / sizeof(uint64_t);
-
-    for (size_t i = 1; i < n; i++)
-        if (w[i] != w[0])
-            return 0;
-    return 1;
-}
-
-void shim_page_fill(void *page, size_t len, uint64_t word)
-{
-    uint64_t *w = page;
-    size_t n = len / sizeof(uint64_t);
-
-    if (word == 0) {
-        memset(page, 0, len);
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        w[i] = word;
-}

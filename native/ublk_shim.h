@@ -41,7 +41,3 @@ int shim_queue_run(struct shim_queue *q, int n_commit,
 /* Wake the queue's thread and make shim_queue_run return -ENODEV: any thread. */
 void shim_queue_stop(struct shim_queue *q);
 void shim_queue_close(struct shim_queue *q);
-
-/* Page helpers for the store's same-fill fast path (no Python loop over words). */
-int shim_page_is_filled(const void *page, size_t len);
-void shim_page_fill(void *page, size_t len, uint64_t word);

@@ -28,6 +28,7 @@ TARGETS = {
     "trueno lz4 q1": "--algorithm lz4 --queues 1",
     "trueno lz4 q2": "--algorithm lz4 --queues 2",
     "trueno zstd q1": "--algorithm zstd --queues 1",
+    "trueno zstd q2": "--algorithm zstd --queues 2",
     "trueno null q1": "--store null --queues 1",
     "trueno null q2": "--store null --queues 2",
 }

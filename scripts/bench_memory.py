@@ -57,8 +57,8 @@ def main() -> None:
     zram_total, zram_compr = zram_mem_used(args.size, args.algorithm)
     dev = sh(f"{CLI} create --size {args.size} --algorithm {args.algorithm}").strip()
     try:
-        devices = json.loads(sh(f"{CLI} list --json -o NAME,PID"))["devices"]
-        pid = next(d["pid"] for d in devices if d["name"] == dev)
+        devices = json.loads(sh(f"{CLI} list --json -o NAME,WORKER"))["devices"]
+        pid = next(d["worker"] for d in devices if d["name"] == dev)
         time.sleep(1)
         empty = daemon_rss(pid)
         fill(dev, args.size)

@@ -83,9 +83,12 @@ def cli():
               help="Cap on memory for stored data; writes beyond it fail (0: none).")
 @click.option("--huge-threshold", type=SizeType(), default=DEFAULT_HUGE_THRESHOLD, show_default=True,
               help="Pages that compress worse than this are stored raw (huge).")
+@click.option("--recovery/--no-recovery", default=True, show_default=True,
+              help="If the I/O worker dies, serve the device on with a new one, every page kept.")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
-def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_threshold, foreground):
+def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_threshold, recovery,
+           foreground):
     """Create a device; prints its path once it is live."""
     if size <= 0:
         raise UserError("--size must be greater than 0")
@@ -106,7 +109,7 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
     require_control_device()
     config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
-                          huge_threshold=huge_threshold)
+                          huge_threshold=huge_threshold, recovery=recovery)
     if foreground:
         configure_logging()
         Daemon(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}")).run()

@@ -29,7 +29,8 @@ FEATURE_NAMES = {
 _COMMANDS = {
     name: (getattr(lib, "UBLK_U_CMD_" + name), getattr(lib, "UBLK_CMD_" + name))
     for name in ("GET_DEV_INFO", "ADD_DEV", "DEL_DEV", "START_DEV", "STOP_DEV",
-                 "SET_PARAMS", "GET_PARAMS", "GET_FEATURES")
+                 "SET_PARAMS", "GET_PARAMS", "GET_FEATURES",
+                 "START_USER_RECOVERY", "END_USER_RECOVERY")
 }
 
 
@@ -132,6 +133,16 @@ class Control:
 
     def start(self, dev_id: int, daemon_pid: int) -> None:
         self._issue("START_DEV", dev_id, data=daemon_pid)
+
+    def start_recovery(self, dev_id: int) -> None:
+        """Once the kernel has quiesced a device whose server died: a new
+        server may now open /dev/ublkcN and FETCH."""
+        self._issue("START_USER_RECOVERY", dev_id)
+
+    def end_recovery(self, dev_id: int, daemon_pid: int) -> None:
+        """Waits for every queue's FETCHes, like START_DEV, then the device
+        is LIVE again and the requests held meanwhile are reissued."""
+        self._issue("END_USER_RECOVERY", dev_id, data=daemon_pid)
 
     def stop(self, dev_id: int) -> None:
         self._issue("STOP_DEV", dev_id)

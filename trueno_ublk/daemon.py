@@ -1,42 +1,44 @@
 """The daemon: owns one ublk device from ADD_DEV to DEL_DEV.
 
-Start-up order matters to the kernel: ADD_DEV and SET_PARAMS, then every
-queue thread posts a FETCH for each tag, then START_DEV -- sent from this
-(main) thread, since it waits for those FETCHes and may scan partitions
-through the queues. Teardown runs the other way: STOP_DEV, queues drain and
-close /dev/ublkcN, DEL_DEV.
+It is a small supervisor. It adds the device, creates the store's arena (a
+memfd), and forks an I/O worker (worker.py) that serves the requests. If
+the worker dies -- killed, crashed -- and the kernel offers user recovery,
+the daemon keeps the device and the arena: the kernel holds new I/O and
+requeues what was in flight, the daemon starts a new worker on the same
+arena, and that worker ends the recovery with every page intact. Teardown
+(SIGTERM, `delete`): the worker stops the device and exits, then the daemon
+deletes the device and frees the arena.
 """
 import dataclasses
 import errno
-import gc
 import logging
 import os
 import signal
+import socket
 import sys
-import threading
 import time
 import traceback
 
 import psutil
 
 from trueno_ublk import state
-from trueno_ublk.admin import AdminServer
-from trueno_ublk._shim import ffi, lib
-from trueno_ublk.codecs import codec_for
+from trueno_ublk._shim import lib
 from trueno_ublk.control import Control, ControlError, feature_names
 from trueno_ublk.errors import UserError
-from trueno_ublk.queue import IO_COUNTERS, Queue
-from trueno_ublk.stores import make_store
-from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD
+from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD, new_arena
+from trueno_ublk.worker import Worker, harden_process
 
 log = logging.getLogger(__name__)
 
 MAX_IO_BYTES = 128 << 10      # per tag: 16 MiB of locked buffers per queue at depth 128
-CDEV_WAIT_SECONDS = 5.0
-QUEUE_JOIN_SECONDS = 10.0
+QUIESCE_WAIT_SECONDS = 30.0
 # Features we ask for when the kernel has them. CMD_IOCTL_ENCODE tells newer
-# kernels that we speak the encoded opcodes.
+# kernels that we speak the encoded opcodes. Recovery with REISSUE: requests
+# a dead worker held are served again by its successor; writing a page twice
+# is harmless for a RAM store.
 WANTED_FEATURES = lib.UBLK_F_CMD_IOCTL_ENCODE
+RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
+DEV_STATE_QUIESCED, DEV_STATE_FAIL_IO = 2, 3
 
 
 @dataclasses.dataclass
@@ -49,19 +51,21 @@ class DeviceConfig:
     dev_id: int = -1
     mem_limit: int = 0
     huge_threshold: int = DEFAULT_HUGE_THRESHOLD
+    recovery: bool = True
 
 
-def harden_process() -> None:
-    """What a swap server needs before it serves a single page: its memory
-    locked (on fault, so large reserved mappings cost only what is touched),
-    never chosen by the OOM killer, and no garbage collector pauses."""
-    if lib.mlockall(lib.MCL_CURRENT | lib.MCL_FUTURE | lib.MCL_ONFAULT) != 0:
-        err = ffi.errno
-        raise UserError(f"cannot lock the daemon's memory (mlockall): {os.strerror(err)}; "
-                        "it needs CAP_IPC_LOCK or LimitMEMLOCK=infinity")
-    with open("/proc/self/oom_score_adj", "w") as f:
-        f.write("-1000")
-    gc.disable()
+def notify_systemd(message: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(message.encode(), path)
+    except OSError as e:
+        log.warning("cannot notify systemd: %s", e)
 
 
 class Daemon:
@@ -69,41 +73,53 @@ class Daemon:
         self.config = config
         self.on_live = on_live or (lambda dev_id: None)
         self.log_to_file = log_to_file
-        self.stop_requested = threading.Event()
+        self.stop_requested = False
+        self.worker_pid = 0
         self.dev_id: int | None = None
 
     def _request_stop(self, signum, frame):
-        self.stop_requested.set()
+        self.stop_requested = True
+        if self.worker_pid:
+            try:
+                os.kill(self.worker_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         cfg = self.config
-        store = make_store(cfg.store, cfg.size, codec_for(cfg.algorithm), cfg.huge_threshold)
-        if cfg.mem_limit:
-            store.set_mem_limit(cfg.mem_limit)
         harden_process()
         with Control() as ctrl:
+            flags = WANTED_FEATURES & ctrl.features
+            if cfg.recovery and ctrl.features & RECOVERY_FEATURES == RECOVERY_FEATURES:
+                flags |= RECOVERY_FEATURES
             try:
-                info = ctrl.add_device(cfg.dev_id, cfg.queues, cfg.depth, MAX_IO_BYTES,
-                                       WANTED_FEATURES & ctrl.features)
+                info = ctrl.add_device(cfg.dev_id, cfg.queues, cfg.depth, MAX_IO_BYTES, flags)
             except ControlError as e:
                 if e.errno == errno.EEXIST:
                     raise UserError(f"device /dev/ublkb{cfg.dev_id} already exists (busy)") from None
                 raise UserError(f"the kernel refused to add the device: {e.strerror}") from None
             self.dev_id = info.dev_id
+            arena_fd = None
             try:
-                self._serve(ctrl, info, store)
+                if cfg.store == "ram":
+                    arena_fd = new_arena(cfg.size)
+                self._supervise(ctrl, info, arena_fd)
             finally:
+                notify_systemd("STOPPING=1")
                 self._delete(ctrl)
+                if arena_fd is not None:
+                    os.close(arena_fd)
 
-    def _serve(self, ctrl: Control, info, store) -> None:
+    def _supervise(self, ctrl: Control, info, arena_fd: int | None) -> None:
         cfg, dev_id = self.config, self.dev_id
         record = state.DeviceRecord(
             dev_id=dev_id, pid=os.getpid(), pid_start=psutil.Process().create_time(),
-            size=cfg.size, store=cfg.store, algorithm=store.codec.name if cfg.store == "ram" else "-",
-            queues=info.nr_hw_queues, depth=info.queue_depth,
+            size=cfg.size, store=cfg.store, algorithm=cfg.algorithm if cfg.store == "ram" else "-",
+            queues=info.nr_hw_queues, depth=info.queue_depth, max_io_bytes=info.max_io_buf_bytes,
             features=feature_names(info.flags))
+        recoverable = bool(info.flags & lib.UBLK_F_USER_RECOVERY)
         state.save(record)
         if self.log_to_file:
             redirect_output(state.log_path(dev_id))
@@ -112,68 +128,77 @@ class Daemon:
                  " ".join(feature_names(ctrl.features)))
         ctrl.set_params(dev_id, cfg.size, info.max_io_buf_bytes)
 
-        cdev_fd = open_char_device(dev_id)
-        fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)
-        commit_op = ctrl.opcode(lib.UBLK_U_IO_COMMIT_AND_FETCH_REQ, lib.UBLK_IO_COMMIT_AND_FETCH_REQ)
-        queues = [Queue(cdev_fd, q, info.queue_depth, info.max_io_buf_bytes, store,
-                        cfg.size, fetch_op, commit_op) for q in range(info.nr_hw_queues)]
-        admin = AdminServer(dev_id, self._admin_handlers(record, store, queues))
-        started = False
-        try:
-            admin.start()
-            for q in queues:
-                q.start()
-            for q in queues:
-                q.opened.wait()
-                if q.open_error:
-                    raise UserError(f"cannot set up the I/O queue: {q.open_error.strerror}")
-            ctrl.start(dev_id, os.getpid())
-            started = True
-            gc.freeze()         # start-up objects never need scanning again
-            record.state = "live"
+        recovering = False
+        while not self.stop_requested:
+            pid, message = self._start_worker(record, arena_fd, recovering)
+            if message == "live":
+                record.state, record.worker_pid = "live", pid
+                state.save(record)
+                if recovering:
+                    log.info("device %d recovered: worker %d serves it", dev_id, pid)
+                    notify_systemd("STATUS=live")
+                else:
+                    log.info("device %d live as %s (worker %d)", dev_id, record.block_path, pid)
+                    notify_systemd(f"READY=1\nSTATUS=live\nMAINPID={os.getpid()}")
+                    self.on_live(dev_id)
+            status = self._wait_worker(pid)
+            if message.startswith("error "):
+                raise UserError(message[6:])
+            if message != "live" and not recovering:
+                raise UserError(f"the I/O worker {describe_exit(status)} during start-up")
+            if self.stop_requested or status == 0:
+                break
+            if not recoverable or message != "live":       # no retrying a worker that cannot start
+                log.error("worker %d %s: the device is lost", pid, describe_exit(status))
+                break
+            log.error("worker %d %s: recovering the device", pid, describe_exit(status))
+            record.state, record.worker_pid = "recovering", 0
+            record.recoveries += 1
             state.save(record)
-            log.info("device %d live as %s", dev_id, record.block_path)
-            self.on_live(dev_id)
-            while not self.stop_requested.wait(1.0):
-                if not all(q.thread.is_alive() for q in queues):
-                    log.error("a queue thread ended: stopping the device")
-                    break
-            log.info("stopping device %d", dev_id)
-            record.state = "stopping"
-            state.save(record)
-        finally:
-            admin.stop()
-            if started:
-                try:
-                    ctrl.stop(dev_id)
-                except ControlError as e:
-                    log.error("STOP_DEV failed: %s", e)
-            for q in queues:
-                q.stop()
-            for q in queues:
-                if q.thread.is_alive():
-                    q.thread.join(QUEUE_JOIN_SECONDS)
-            os.close(cdev_fd)
+            notify_systemd("STATUS=recovering")
+            self._start_recovery(ctrl)
+            recovering = True
+        record.state = "stopping"
+        state.save(record)
 
-    @staticmethod
-    def _admin_handlers(record, store, queues) -> dict:
-        def stat():
-            io = {name: sum(q.counts[name] for q in queues) for name in IO_COUNTERS}
-            return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io}
+    def _start_worker(self, record, arena_fd, recovering: bool) -> tuple[int, str]:
+        """Fork a worker; returns its pid and what it reported ("live",
+        "error ...", or "" if it died first)."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            # Hold nothing of the daemon's: not its control ring, and not the
+            # pipe `create` waits on, which must close when the daemon reports.
+            keep = sorted({w, arena_fd} - {None})
+            for low, high in zip([3] + [k + 1 for k in keep], keep + [os.sysconf("SC_OPEN_MAX")]):
+                os.closerange(low, high)
+            _worker_main(Worker(self.config, record, arena_fd, recovering), w)
+        os.close(w)
+        self.worker_pid = pid
+        if self.stop_requested:         # a SIGTERM that came before the pid was known
+            os.kill(pid, signal.SIGTERM)
+        with os.fdopen(r, "r") as pipe:
+            return pid, pipe.read().strip()
 
-        def set_(mem_limit=None, reset_mem_used_max=False):
-            if mem_limit is not None:
-                if type(mem_limit) is not int or mem_limit < 0:
-                    raise ValueError("mem_limit must be a whole number of bytes >= 0")
-                store.set_mem_limit(mem_limit)
-            if reset_mem_used_max:
-                store.reset_mem_used_max()
-            return {}
+    def _wait_worker(self, pid: int) -> int:
+        _, status = os.waitpid(pid, 0)
+        self.worker_pid = 0
+        return status
 
-        def compact():
-            return {"pages_freed": store.compact()}
-
-        return {"stat": stat, "set": set_, "compact": compact}
+    def _start_recovery(self, ctrl: Control) -> None:
+        """Wait until the kernel has quiesced the device, then open recovery."""
+        deadline = time.monotonic() + QUIESCE_WAIT_SECONDS
+        while True:
+            try:
+                if ctrl.info(self.dev_id).state in (DEV_STATE_QUIESCED, DEV_STATE_FAIL_IO):
+                    ctrl.start_recovery(self.dev_id)
+                    return
+            except ControlError as e:
+                if e.errno != errno.EBUSY:
+                    raise UserError(f"cannot recover the device: {e.strerror}") from None
+            if time.monotonic() > deadline or self.stop_requested:
+                raise UserError("cannot recover the device: the kernel did not quiesce it")
+            time.sleep(0.1)
 
     def _delete(self, ctrl: Control) -> None:
         try:
@@ -184,17 +209,32 @@ class Daemon:
         log.info("device %d deleted", self.dev_id)
 
 
-def open_char_device(dev_id: int) -> int:
-    """Open /dev/ublkcN, which devtmpfs creates just after ADD_DEV."""
-    path = f"/dev/ublkc{dev_id}"
-    deadline = time.monotonic() + CDEV_WAIT_SECONDS
-    while True:
-        try:
-            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if time.monotonic() > deadline:
-                raise UserError(f"{path} did not appear") from None
-            time.sleep(0.01)
+def _worker_main(worker: Worker, report_fd: int) -> None:
+    """The forked worker's whole life; never returns into the daemon's code."""
+    def report(text: str) -> None:
+        nonlocal report_fd
+        if report_fd is not None:
+            os.write(report_fd, (text + "\n").encode())
+            os.close(report_fd)
+            report_fd = None
+
+    code = 1
+    try:
+        code = worker.run(report)
+    except UserError as e:
+        log.error("%s", e)
+        report(f"error {e}")
+    except BaseException as e:
+        log.error("worker failed: %s", "".join(traceback.format_exception(e)))
+        report(f"error the I/O worker failed: {e!r}")
+    finally:
+        os._exit(code)
+
+
+def describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
 
 
 def redirect_output(path) -> None:

@@ -24,6 +24,8 @@ COLUMNS = {
     "QUEUES": ("queues", False),
     "STATE": ("state", False),
     "PID": ("pid", False),
+    "WORKER": ("worker", False),
+    "RECOVERIES": ("recoveries", False),
 }
 
 
@@ -70,7 +72,8 @@ def device_rows() -> list[dict]:
         row.update(name=name, mountpoint=mounts.get(name), state="unmanaged")
         if r is not None:
             row.update(algorithm=r.algorithm, disksize=r.size, streams=r.queues, queues=r.queues,
-                       pid=r.pid, state=r.state if r.daemon_alive() else "dead")
+                       pid=r.pid, worker=r.worker_pid or None, recoveries=r.recoveries,
+                       state=r.state if r.daemon_alive() else "dead")
             if row["state"] == "live":
                 try:
                     mm = admin.request(dev_id, "stat")["mm_stat"]

@@ -1,8 +1,9 @@
 """One hardware queue: a thread that answers the kernel's requests.
 
-The C shim hands over every ready request in one call and commits the
-previous batch's results in the same call, so the per-request work in Python
-is the dispatch below plus the store's own work.
+Per batch, two C calls: shim_queue_run commits the previous batch's results
+and hands over every ready request in a flat array; the store's batch
+server then serves them all (for the ram store, in C with the GIL released,
+so queues run in parallel).
 """
 import errno
 import logging
@@ -12,17 +13,10 @@ import threading
 import prctl
 
 from trueno_ublk._shim import ffi, lib
-from trueno_ublk.units import SECTOR_SIZE
 
 log = logging.getLogger(__name__)
 
-READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES = (
-    lib.UBLK_IO_OP_READ, lib.UBLK_IO_OP_WRITE, lib.UBLK_IO_OP_FLUSH,
-    lib.UBLK_IO_OP_DISCARD, lib.UBLK_IO_OP_WRITE_ZEROES)
-
-
-IO_COUNTERS = ("reads", "writes", "discards", "flushes",
-               "failed_reads", "failed_writes", "invalid_io")
+IO_COUNTERS = tuple(name for name, _ in ffi.typeof("struct io_counters").fields)
 
 
 class QueueError(OSError):
@@ -34,16 +28,15 @@ class Queue:
                  dev_size: int, fetch_op: int, commit_op: int):
         self.q_id = q_id
         self.depth = depth
-        self.store = store
-        self.dev_size = dev_size
-        self.counts = dict.fromkeys(IO_COUNTERS, 0)
+        self.counts = ffi.new("struct io_counters *")
+        self.inflight = 0           # requests of the batch being served
+        self.tid = 0
         # Per-tag buffers: one anonymous mapping, faulted in now and locked
         # by mlockall, so that serving a request never needs a page itself.
         # (MAP_POPULATE is ignored under MCL_ONFAULT: touch every page.)
         self._buffers = mmap.mmap(-1, depth * buf_size)
         self._buffers[::mmap.PAGESIZE] = bytes(len(range(0, depth * buf_size, mmap.PAGESIZE)))
-        view = memoryview(self._buffers)
-        self._tag_views = [view[t * buf_size:(t + 1) * buf_size] for t in range(depth)]
+        self._serve_batch = store.batch_server(self._buffers, buf_size, dev_size, self.counts)
         self._reqs = ffi.new("struct shim_request[]", depth)
         self._args = (cdev_fd, q_id, depth, ffi.from_buffer(self._buffers), buf_size,
                       fetch_op, commit_op)
@@ -60,11 +53,15 @@ class Queue:
         if self._q is not None:
             lib.shim_queue_stop(self._q)
 
+    def io_counts(self) -> dict:
+        return {name: getattr(self.counts, name) for name in IO_COUNTERS}
+
     def _run(self) -> None:
         # A thread that writes pages out on behalf of reclaim must not itself
         # wait for reclaim: PR_SET_IO_FLUSHER gives it PF_MEMALLOC_NOIO.
         prctl.set_name(f"ublk-q{self.q_id}")
         prctl.set_io_flusher(1)
+        self.tid = threading.get_native_id()
         err = ffi.new("int *")
         # Each queue's commands must come from one thread: open it here.
         self._q = lib.shim_queue_open(*self._args, err)
@@ -80,50 +77,14 @@ class Queue:
             lib.shim_queue_close(self._q)
 
     def _serve(self) -> None:
-        q, reqs, depth, views = self._q, self._reqs, self.depth, self._tag_views
-        handle = self._handle
+        q, reqs, depth, serve_batch = self._q, self._reqs, self.depth, self._serve_batch
         n = 0
         while True:
+            self.inflight = 0
             n = lib.shim_queue_run(q, n, reqs, depth)
             if n < 0:
                 if n != -errno.ENODEV:
                     log.error("queue %d: io_uring failed: %s", self.q_id, errno.errorcode.get(-n, n))
                 return
-            for i in range(n):
-                r = reqs[i]
-                r.result = handle(r.op, r.start_sector * SECTOR_SIZE,
-                                  r.nr_sectors * SECTOR_SIZE, views[r.tag])
-
-    def _handle(self, op: int, offset: int, length: int, buf: memoryview) -> int:
-        """One request: bytes done, or -errno. Never raises: the daemon keeps
-        serving whatever a client sends."""
-        counts = self.counts
-        if offset + length > self.dev_size:
-            counts["invalid_io"] += 1
-            return -errno.EIO
-        try:
-            if op == READ:
-                counts["reads"] += 1
-                self.store.read(offset, buf[:length])
-                return length
-            if op == WRITE:
-                counts["writes"] += 1
-                self.store.write(offset, buf[:length])
-                return length
-            if op == FLUSH:
-                counts["flushes"] += 1
-                self.store.flush()
-                return 0
-            if op == DISCARD or op == WRITE_ZEROES:
-                counts["discards"] += 1
-                (self.store.discard if op == DISCARD else self.store.write_zeroes)(offset, length)
-                return 0
-            counts["invalid_io"] += 1
-            return -errno.EOPNOTSUPP
-        except MemoryError:
-            counts["failed_writes"] += 1       # mem_limit: the write fails, nothing hangs
-            return -errno.EIO
-        except Exception:
-            counts["failed_reads" if op == READ else "failed_writes"] += 1
-            log.exception("queue %d: op %d at %d+%d failed", self.q_id, op, offset, length)
-            return -errno.EIO
+            self.inflight = n
+            serve_batch(reqs, n)

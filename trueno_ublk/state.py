@@ -13,7 +13,7 @@ RUN_DIR = Path(os.environ.get("TRUENO_UBLK_RUN_DIR", "/run/trueno-ublk"))
 @dataclasses.dataclass
 class DeviceRecord:
     dev_id: int
-    pid: int
+    pid: int                    # the daemon (supervisor)
     pid_start: float            # the daemon's start time: guards against pid reuse
     size: int
     store: str
@@ -21,7 +21,10 @@ class DeviceRecord:
     queues: int
     depth: int
     features: list[str]
-    state: str = "starting"     # starting -> live -> stopping
+    max_io_bytes: int = 0
+    state: str = "starting"     # starting -> live (-> recovering -> live) -> stopping
+    worker_pid: int = 0         # the I/O worker serving the device now
+    recoveries: int = 0         # workers replaced after dying
 
     @property
     def block_path(self) -> str:

@@ -20,8 +20,8 @@ def stats(dev) -> dict:
 
 
 def daemon_rss(dev) -> int:
-    devices = json.loads(run_cli("list", "--json", "-o", "NAME,PID").stdout)["devices"]
-    pid = next(d["pid"] for d in devices if d["name"] == dev)
+    devices = json.loads(run_cli("list", "--json", "-o", "NAME,WORKER").stdout)["devices"]
+    pid = next(d["worker"] for d in devices if d["name"] == dev)
     return psutil.Process(pid).memory_info().rss
 
 

@@ -8,9 +8,10 @@ STORES = {
 }
 
 
-def make_store(name: str, size: int, codec, huge_threshold: int = DEFAULT_HUGE_THRESHOLD):
+def make_store(name: str, size: int, codec, huge_threshold: int = DEFAULT_HUGE_THRESHOLD,
+               arena_fd: int | None = None, attach: bool = False):
     if name == "ram":
-        return CompressedRamStore(size, codec, huge_threshold)
+        return CompressedRamStore(size, codec, huge_threshold, arena_fd, attach)
     if name == "null":
         return NullStore(size)
     raise ValueError(f"unknown store '{name}': valid ones are {', '.join(STORES)}")

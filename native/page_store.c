@@ -1,0 +1,931 @@
+/*
+ * The compressed page store: a zsmalloc-like arena in one memfd.
+ *
+ * Layout of the memfd:
+ *   header   one page: struct arena_header
+ *   entries  one u64 per device page: what the page holds (see ENTRY_*)
+ *   fills    one u64 per device page: the word of a same-filled page
+ *   chunks   CHUNK_SIZE each; a chunk serves one 16-byte size class, its
+ *            slots packed end to end
+ * All of it is sparse: a map page or a chunk costs memory once written, and
+ * goes back (a hole is punched) once empty.
+ *
+ * A write compresses into per-thread scratch, copies the payload into a
+ * fresh slot, publishes the slot in the page's entry with one 64-bit store,
+ * then frees the old slot. So the entries alone describe the arena at every
+ * instant, and a new daemon rebuilds the allocator from them (ps_open with
+ * attach), whatever moment the old one died at.
+ *
+ * Locking: a page is read or changed only under its stripe lock, so a slot
+ * is never freed under a reader and a partial-page read-modify-write never
+ * loses a concurrent write. alloc_lock guards the allocator, the counters
+ * and the map's touched flags; it is taken inside a stripe lock, never the
+ * other way round.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <lz4.h>
+#include <lz4hc.h>
+#include <zstd.h>
+
+#include "ublk_abi.h"
+#include "ublk_shim.h"
+#include "page_store.h"
+
+#define PAGE_SIZE       4096u
+#define SECTOR_SHIFT    9
+#define CHUNK_SIZE      PS_CHUNK_SIZE
+#define CLASS_DELTA     16u
+#define CLASS_COUNT     (PAGE_SIZE / CLASS_DELTA)
+#define ENTRIES_PER_MAP_PAGE (PAGE_SIZE / 8)
+#define LOCK_STRIPES    256
+#define NO_CHUNK        UINT32_MAX
+
+#define ENTRY_SAME      (1ull << 63)
+#define ENTRY_STORED    (1ull << 62)
+#define ENTRY_CHUNK_SHIFT 24
+#define ENTRY_SLOT_SHIFT  12
+#define ENTRY_FIELD_MASK  0xfffull
+
+#define ARENA_MAGIC     "TRUENOA2"
+#define ARENA_VERSION   2
+
+struct arena_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t chunk_size;
+    uint64_t pages;
+    uint64_t max_chunks;
+};
+
+/* Allocator state of one chunk; free slots link through their first bytes. */
+struct chunk_meta {
+    int16_t cls;                        /* -1: not in use */
+    uint16_t used;
+    uint16_t bump;                      /* slots below this have been handed out */
+    uint16_t free_head;                 /* first free slot + 1, or 0 */
+    uint32_t prev, next;                /* in its class's list of chunks with room */
+};
+
+struct page_store {
+    int fd;
+    int codec, level;
+    uint32_t huge_threshold;
+    uint64_t pages, max_chunks, length;
+    char *base;
+    uint64_t *entries, *fills;
+    char *chunks;
+    uint8_t *touched;                   /* one flag per map page ever written */
+    uint64_t map_pages;
+
+    pthread_mutex_t stripes[LOCK_STRIPES];
+    pthread_mutex_t alloc_lock;
+    struct chunk_meta *meta;
+    uint32_t partial[CLASS_COUNT];      /* heads of the chunks-with-room lists */
+    uint32_t *free_chunks;              /* stack of released chunk numbers */
+    uint64_t n_free_chunks, chunk_high;
+    uint64_t mem_limit;
+    struct ps_stats st;
+};
+
+struct ps_worker {
+    struct page_store *ps;
+    void *codec_state;                  /* LZ4 / LZ4HC extState */
+    ZSTD_CCtx *zc;
+    ZSTD_DCtx *zd;
+    char page[PAGE_SIZE];               /* read-modify-write of partial pages */
+    char out[PAGE_SIZE + 64];           /* compressed payloads before their slot */
+};
+
+static const char zero_page[PAGE_SIZE];
+
+static inline uint32_t slot_size(int cls) { return (uint32_t)(cls + 1) * CLASS_DELTA; }
+static inline uint32_t slots_per_chunk(int cls) { return CHUNK_SIZE / slot_size(cls); }
+static inline int size_class(uint32_t len) { return (int)((len - 1) / CLASS_DELTA); }
+
+static inline uint64_t entry_stored(uint64_t chunk, uint32_t slot, uint32_t len)
+{
+    return ENTRY_STORED | chunk << ENTRY_CHUNK_SHIFT | (uint64_t)slot << ENTRY_SLOT_SHIFT | (len - 1);
+}
+static inline uint64_t entry_chunk(uint64_t e) { return (e & ~ENTRY_STORED) >> ENTRY_CHUNK_SHIFT; }
+static inline uint32_t entry_slot(uint64_t e) { return (e >> ENTRY_SLOT_SHIFT) & ENTRY_FIELD_MASK; }
+static inline uint32_t entry_len(uint64_t e) { return (uint32_t)(e & ENTRY_FIELD_MASK) + 1; }
+
+static inline char *slot_addr(struct page_store *ps, uint64_t chunk, uint32_t slot)
+{
+    return ps->chunks + chunk * CHUNK_SIZE + (uint64_t)slot * slot_size(ps->meta[chunk].cls);
+}
+
+static inline pthread_mutex_t *stripe(struct page_store *ps, uint64_t index)
+{
+    return &ps->stripes[index % LOCK_STRIPES];
+}
+
+static uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
+
+static uint64_t map_bytes(uint64_t pages) { return round_up(pages * 8, PAGE_SIZE); }
+
+static uint64_t chunks_offset(uint64_t pages)
+{
+    return round_up(PAGE_SIZE + 2 * map_bytes(pages), CHUNK_SIZE);
+}
+
+static uint64_t max_chunks_for(uint64_t pages)
+{
+    /* Every page stored raw, twice over for fragmentation, plus one partly
+     * filled chunk per class. Room never used is only address space. */
+    return 2 * round_up(pages * PAGE_SIZE, CHUNK_SIZE) / CHUNK_SIZE + CLASS_COUNT;
+}
+
+uint64_t ps_arena_length(uint64_t pages)
+{
+    return chunks_offset(pages) + max_chunks_for(pages) * CHUNK_SIZE;
+}
+
+int ps_zstd_max_level(void) { return ZSTD_maxCLevel(); }
+
+/* -- giving memory back ---------------------------------------------------- */
+
+static void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len)
+{
+    /* fallocate, not madvise(MADV_REMOVE): the latter refuses mlocked maps.
+     * A failure only leaves memory allocated; the data stays correct. */
+    fallocate(ps->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len);
+}
+
+/* -- the allocator (alloc_lock held) -------------------------------------- */
+
+static void list_add(struct page_store *ps, uint32_t c)
+{
+    struct chunk_meta *m = &ps->meta[c];
+    uint32_t head = ps->partial[m->cls];
+
+    m->prev = NO_CHUNK;
+    m->next = head;
+    if (head != NO_CHUNK)
+        ps->meta[head].prev = c;
+    ps->partial[m->cls] = c;
+}
+
+static void list_del(struct page_store *ps, uint32_t c)
+{
+    struct chunk_meta *m = &ps->meta[c];
+
+    if (m->prev != NO_CHUNK)
+        ps->meta[m->prev].next = m->next;
+    else
+        ps->partial[m->cls] = m->next;
+    if (m->next != NO_CHUNK)
+        ps->meta[m->next].prev = m->prev;
+    m->prev = m->next = NO_CHUNK;
+}
+
+static int new_chunk(struct page_store *ps, int cls, uint32_t *out)
+{
+    uint32_t c;
+
+    if (ps->mem_limit && (ps->st.live_chunks + 1) * CHUNK_SIZE > ps->mem_limit)
+        return -ENOSPC;
+    if (ps->n_free_chunks)
+        c = ps->free_chunks[--ps->n_free_chunks];
+    else if (ps->chunk_high < ps->max_chunks)
+        c = (uint32_t)ps->chunk_high++;
+    else
+        return -ENOMEM;                 /* fragmentation beyond the reservation */
+    ps->meta[c] = (struct chunk_meta){ .cls = (int16_t)cls, .prev = NO_CHUNK, .next = NO_CHUNK };
+    list_add(ps, c);
+    if (++ps->st.live_chunks > ps->st.peak_live_chunks)
+        ps->st.peak_live_chunks = ps->st.live_chunks;
+    *out = c;
+    return 0;
+}
+
+static uint32_t take_slot(struct page_store *ps, uint32_t c)
+{
+    struct chunk_meta *m = &ps->meta[c];
+    uint32_t slot;
+
+    if (m->free_head) {
+        slot = m->free_head - 1u;
+        memcpy(&m->free_head, slot_addr(ps, c, slot), sizeof(m->free_head));
+    } else {
+        slot = m->bump++;
+    }
+    if (++m->used == slots_per_chunk(m->cls))
+        list_del(ps, c);
+    return slot;
+}
+
+static int alloc_slot(struct page_store *ps, uint32_t len, uint32_t *chunk, uint32_t *slot)
+{
+    int cls = size_class(len);
+    uint32_t c = ps->partial[cls];
+    int ret;
+
+    if (c == NO_CHUNK && (ret = new_chunk(ps, cls, &c)) < 0)
+        return ret;
+    *chunk = c;
+    *slot = take_slot(ps, c);
+    return 0;
+}
+
+static void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
+{
+    struct chunk_meta *m = &ps->meta[c];
+
+    if (m->used-- == slots_per_chunk(m->cls))
+        list_add(ps, c);
+    if (m->used == 0) {
+        list_del(ps, c);
+        m->cls = -1;
+        punch_hole(ps, (uint64_t)(ps->chunks - ps->base) + (uint64_t)c * CHUNK_SIZE, CHUNK_SIZE);
+        ps->free_chunks[ps->n_free_chunks++] = c;
+        ps->st.live_chunks--;
+        return;
+    }
+    memcpy(slot_addr(ps, c, slot), &m->free_head, sizeof(m->free_head));
+    m->free_head = (uint16_t)(slot + 1);
+}
+
+/* Point page `index` at `entry`, then free what it held before. Holds the
+ * page's stripe lock and alloc_lock. */
+static void publish(struct page_store *ps, uint64_t index, uint64_t entry)
+{
+    uint64_t old = ps->entries[index];
+
+    __atomic_store_n(&ps->entries[index], entry, __ATOMIC_RELEASE);
+    if (entry) {
+        ps->st.pages_stored++;
+        if (entry & ENTRY_SAME)
+            ps->st.same_pages++;
+        else {
+            ps->st.compr_data_size += entry_len(entry);
+            ps->st.huge_pages += entry_len(entry) == PAGE_SIZE;
+        }
+    }
+    if (!old)
+        return;
+    ps->st.pages_stored--;
+    if (old & ENTRY_SAME) {
+        ps->st.same_pages--;
+        return;
+    }
+    ps->st.compr_data_size -= entry_len(old);
+    ps->st.huge_pages -= entry_len(old) == PAGE_SIZE;
+    free_slot(ps, (uint32_t)entry_chunk(old), entry_slot(old));
+}
+
+/* -- one whole page (its stripe lock held) -------------------------------- */
+
+static bool page_is_filled(const void *page)
+{
+    const uint64_t *w = page;
+
+    for (size_t i = 1; i < PAGE_SIZE / 8; i++)
+        if (w[i] != w[0])
+            return false;
+    return true;
+}
+
+static void page_fill(void *page, uint64_t word)
+{
+    uint64_t *w = page;
+
+    if (word == 0) {
+        memset(page, 0, PAGE_SIZE);
+        return;
+    }
+    for (size_t i = 0; i < PAGE_SIZE / 8; i++)
+        w[i] = word;
+}
+
+/* The payload length in w->out, or 0 for "store raw": the page does not
+ * compress below the huge threshold. */
+static uint32_t compress_page(struct ps_worker *w, const void *page)
+{
+    struct page_store *ps = w->ps;
+    /* A payload of a whole page would read back as a raw one. */
+    int cap = (int)(ps->huge_threshold < PAGE_SIZE ? ps->huge_threshold : PAGE_SIZE - 1);
+    size_t n;
+
+    switch (ps->codec) {
+    case PS_CODEC_LZ4:
+        return (uint32_t)LZ4_compress_fast_extState(w->codec_state, page, w->out, PAGE_SIZE, cap, 1);
+    case PS_CODEC_LZ4HC:
+        return (uint32_t)LZ4_compress_HC_extStateHC(w->codec_state, page, w->out, PAGE_SIZE, cap,
+                                                    LZ4HC_CLEVEL_DEFAULT);
+    case PS_CODEC_ZSTD:
+        n = ZSTD_compress2(w->zc, w->out, (size_t)cap, page, PAGE_SIZE);
+        return ZSTD_isError(n) ? 0 : (uint32_t)n;
+    default:
+        return 0;
+    }
+}
+
+static int decompress_page(struct ps_worker *w, const char *payload, uint32_t len, void *dest)
+{
+    size_t n;
+
+    switch (w->ps->codec) {
+    case PS_CODEC_LZ4:
+    case PS_CODEC_LZ4HC:
+        return LZ4_decompress_safe(payload, dest, (int)len, PAGE_SIZE) == PAGE_SIZE ? 0 : -EIO;
+    case PS_CODEC_ZSTD:
+        n = ZSTD_decompressDCtx(w->zd, dest, PAGE_SIZE, payload, len);
+        return n == PAGE_SIZE ? 0 : -EIO;
+    default:
+        return -EIO;
+    }
+}
+
+static int load_page(struct ps_worker *w, uint64_t index, void *dest)
+{
+    struct page_store *ps = w->ps;
+    uint64_t e;
+
+    if (!ps->touched[index / ENTRIES_PER_MAP_PAGE] || !(e = ps->entries[index])) {
+        memset(dest, 0, PAGE_SIZE);
+        return 0;
+    }
+    if (e & ENTRY_SAME) {
+        page_fill(dest, ps->fills[index]);
+        return 0;
+    }
+    if (entry_len(e) == PAGE_SIZE) {
+        memcpy(dest, slot_addr(ps, entry_chunk(e), entry_slot(e)), PAGE_SIZE);
+        return 0;
+    }
+    return decompress_page(w, slot_addr(ps, entry_chunk(e), entry_slot(e)), entry_len(e), dest);
+}
+
+static int store_page(struct ps_worker *w, uint64_t index, const void *page)
+{
+    struct page_store *ps = w->ps;
+    const void *payload = w->out;
+    uint32_t len, chunk, slot;
+    int ret = 0;
+
+    if (page_is_filled(page)) {
+        pthread_mutex_lock(&ps->alloc_lock);
+        ps->touched[index / ENTRIES_PER_MAP_PAGE] = 1;
+        memcpy(&ps->fills[index], page, 8);
+        publish(ps, index, ENTRY_SAME);
+        pthread_mutex_unlock(&ps->alloc_lock);
+        return 0;
+    }
+    len = compress_page(w, page);
+    if (len == 0) {
+        payload = page;
+        len = PAGE_SIZE;
+    }
+    pthread_mutex_lock(&ps->alloc_lock);
+    ret = alloc_slot(ps, len, &chunk, &slot);
+    if (ret == 0) {
+        memcpy(slot_addr(ps, chunk, slot), payload, len);
+        ps->touched[index / ENTRIES_PER_MAP_PAGE] = 1;
+        publish(ps, index, entry_stored(chunk, slot, len));
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return ret;
+}
+
+/* Replace part of one page: `len` bytes of `data` (NULL: zeros) at `start`. */
+static int patch_page(struct ps_worker *w, uint64_t index, uint32_t start, uint32_t len,
+                      const void *data)
+{
+    pthread_mutex_t *lock = stripe(w->ps, index);
+    int ret;
+
+    pthread_mutex_lock(lock);
+    ret = load_page(w, index, w->page);
+    if (ret == 0) {
+        memcpy(w->page + start, data ? data : zero_page, len);
+        ret = store_page(w, index, w->page);
+    }
+    pthread_mutex_unlock(lock);
+    return ret;
+}
+
+/* -- the store's operations ------------------------------------------------ */
+
+int ps_read(struct ps_worker *w, uint64_t offset, uint32_t len, void *dest)
+{
+    char *out = dest;
+
+    while (len) {
+        uint64_t index = offset / PAGE_SIZE;
+        uint32_t start = offset % PAGE_SIZE;
+        uint32_t n = PAGE_SIZE - start < len ? PAGE_SIZE - start : len;
+        pthread_mutex_t *lock = stripe(w->ps, index);
+        int ret;
+
+        pthread_mutex_lock(lock);
+        if (n == PAGE_SIZE) {
+            ret = load_page(w, index, out);
+        } else {
+            ret = load_page(w, index, w->page);
+            memcpy(out, w->page + start, n);
+        }
+        pthread_mutex_unlock(lock);
+        if (ret)
+            return ret;
+        out += n;
+        offset += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int ps_write(struct ps_worker *w, uint64_t offset, uint32_t len, const void *src)
+{
+    const char *in = src;
+
+    while (len) {
+        uint64_t index = offset / PAGE_SIZE;
+        uint32_t start = offset % PAGE_SIZE;
+        uint32_t n = PAGE_SIZE - start < len ? PAGE_SIZE - start : len;
+        int ret;
+
+        if (n == PAGE_SIZE) {
+            pthread_mutex_lock(stripe(w->ps, index));
+            ret = store_page(w, index, in);
+            pthread_mutex_unlock(stripe(w->ps, index));
+        } else {
+            ret = patch_page(w, index, start, n, in);
+        }
+        if (ret)
+            return ret;
+        in += n;
+        offset += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void drop_page(struct page_store *ps, uint64_t index)
+{
+    pthread_mutex_t *lock = stripe(ps, index);
+
+    if (!ps->entries[index])
+        return;
+    pthread_mutex_lock(lock);
+    pthread_mutex_lock(&ps->alloc_lock);
+    if (ps->entries[index]) {
+        publish(ps, index, 0);
+        ps->st.notify_free++;
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+    pthread_mutex_unlock(lock);
+}
+
+/* Give back map page `mp` of entries and fills, unless a write raced in. */
+static void release_map_page(struct page_store *ps, uint64_t mp)
+{
+    uint64_t first = mp * ENTRIES_PER_MAP_PAGE;
+
+    pthread_mutex_lock(&ps->alloc_lock);
+    for (uint64_t i = first; i < first + ENTRIES_PER_MAP_PAGE; i++)
+        if (ps->entries[i])
+            goto keep;
+    ps->touched[mp] = 0;
+    punch_hole(ps, (uint64_t)((char *)ps->entries - ps->base) + first * 8, PAGE_SIZE);
+    punch_hole(ps, (uint64_t)((char *)ps->fills - ps->base) + first * 8, PAGE_SIZE);
+keep:
+    pthread_mutex_unlock(&ps->alloc_lock);
+}
+
+int ps_discard(struct ps_worker *w, uint64_t offset, uint64_t len)
+{
+    struct page_store *ps = w->ps;
+    uint64_t first = offset / PAGE_SIZE, last = (offset + len) / PAGE_SIZE;   /* last: exclusive */
+    uint32_t head = offset % PAGE_SIZE, tail = (offset + len) % PAGE_SIZE;
+    int ret;
+
+    if (len == 0)
+        return 0;
+    if (first == last)                  /* inside one page */
+        return patch_page(w, first, head, (uint32_t)len, NULL);
+    if (head) {
+        if ((ret = patch_page(w, first, head, PAGE_SIZE - head, NULL)))
+            return ret;
+        first++;
+    }
+    if (tail && (ret = patch_page(w, last, 0, tail, NULL)))
+        return ret;
+    for (uint64_t index = first; index < last;) {
+        uint64_t mp = index / ENTRIES_PER_MAP_PAGE;
+        uint64_t run_end = (mp + 1) * ENTRIES_PER_MAP_PAGE;
+
+        if (run_end > last)
+            run_end = last;
+        if (ps->touched[mp]) {
+            for (uint64_t i = index; i < run_end; i++)
+                drop_page(ps, i);
+            if (run_end - index == ENTRIES_PER_MAP_PAGE)
+                release_map_page(ps, mp);
+        }
+        index = run_end;
+    }
+    return 0;
+}
+
+void ps_serve(struct ps_worker *w, struct shim_request *reqs, int n,
+              char *buffers, uint32_t buf_size, uint64_t dev_size,
+              struct io_counters *counts)
+{
+    for (int i = 0; i < n; i++) {
+        struct shim_request *r = &reqs[i];
+        uint64_t offset = r->start_sector << SECTOR_SHIFT;
+        uint64_t len = (uint64_t)r->nr_sectors << SECTOR_SHIFT;
+        char *buf = buffers + (size_t)r->tag * buf_size;
+        int ret;
+
+        if (offset + len > dev_size || offset + len < offset) {
+            counts->invalid_io++;
+            r->result = -EIO;
+            continue;
+        }
+        switch (r->op) {
+        case UBLK_IO_OP_READ:
+        case UBLK_IO_OP_WRITE:
+            if (len > buf_size) {
+                counts->invalid_io++;
+                r->result = -EIO;
+                break;
+            }
+            if (r->op == UBLK_IO_OP_READ) {
+                counts->reads++;
+                ret = ps_read(w, offset, (uint32_t)len, buf);
+                counts->failed_reads += ret != 0;
+                counts->read_bytes += ret ? 0 : len;
+            } else {
+                counts->writes++;
+                ret = ps_write(w, offset, (uint32_t)len, buf);
+                counts->failed_writes += ret != 0;
+                counts->written_bytes += ret ? 0 : len;
+            }
+            r->result = ret ? -EIO : (int32_t)len;
+            break;
+        case UBLK_IO_OP_FLUSH:
+            counts->flushes++;          /* RAM holds nothing back */
+            r->result = 0;
+            break;
+        case UBLK_IO_OP_DISCARD:
+        case UBLK_IO_OP_WRITE_ZEROES:
+            counts->discards++;
+            ret = ps_discard(w, offset, len);
+            counts->failed_writes += ret != 0;
+            r->result = ret ? -EIO : 0;
+            break;
+        default:
+            counts->invalid_io++;
+            r->result = -EOPNOTSUPP;
+        }
+    }
+}
+
+/* -- settings and figures -------------------------------------------------- */
+
+void ps_set_mem_limit(struct page_store *ps, uint64_t bytes)
+{
+    pthread_mutex_lock(&ps->alloc_lock);
+    ps->mem_limit = bytes;
+    pthread_mutex_unlock(&ps->alloc_lock);
+}
+
+void ps_get_stats(struct page_store *ps, struct ps_stats *out)
+{
+    pthread_mutex_lock(&ps->alloc_lock);
+    *out = ps->st;
+    out->mem_limit = ps->mem_limit;
+    out->metadata_bytes = ps->chunk_high * (sizeof(struct chunk_meta) + sizeof(uint32_t))
+                          + ps->map_pages + sizeof(*ps);
+    pthread_mutex_unlock(&ps->alloc_lock);
+}
+
+void ps_reset_peak(struct page_store *ps)
+{
+    pthread_mutex_lock(&ps->alloc_lock);
+    ps->st.peak_live_chunks = ps->st.live_chunks;
+    pthread_mutex_unlock(&ps->alloc_lock);
+}
+
+/* -- compaction ------------------------------------------------------------ */
+
+static int by_used(const void *a, const void *b, void *arg)
+{
+    const struct chunk_meta *meta = arg;
+    return (int)meta[*(const uint32_t *)a].used - (int)meta[*(const uint32_t *)b].used;
+}
+
+/* Move page `index`'s payload (entry `e`) into a chunk of `targets`. */
+static bool move_page(struct page_store *ps, uint64_t index, uint64_t e,
+                      uint32_t *targets, size_t n_targets, size_t *next_target)
+{
+    uint32_t from = (uint32_t)entry_chunk(e), slot, len = entry_len(e);
+    bool moved = false;
+
+    pthread_mutex_lock(stripe(ps, index));
+    pthread_mutex_lock(&ps->alloc_lock);
+    while (*next_target < n_targets) {
+        struct chunk_meta *t = &ps->meta[targets[*next_target]];
+        if (t->cls == ps->meta[from].cls && t->used < slots_per_chunk(t->cls))
+            break;
+        (*next_target)++;
+    }
+    if (ps->entries[index] == e && *next_target < n_targets) {
+        uint32_t to = targets[*next_target];
+        slot = take_slot(ps, to);
+        memcpy(slot_addr(ps, to, slot), slot_addr(ps, from, entry_slot(e)), len);
+        __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len), __ATOMIC_RELEASE);
+        free_slot(ps, from, entry_slot(e));
+        moved = true;
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+    pthread_mutex_unlock(stripe(ps, index));
+    return moved;
+}
+
+uint64_t ps_compact(struct page_store *ps)
+{
+    uint8_t *is_source = calloc(ps->max_chunks, 1);
+    uint32_t *list = malloc(ps->max_chunks * sizeof(*list));
+    uint32_t *targets[CLASS_COUNT] = { 0 };
+    size_t n_targets[CLASS_COUNT] = { 0 }, next_target[CLASS_COUNT] = { 0 };
+    uint64_t live_before, freed = 0;
+    bool any = false;
+
+    if (!is_source || !list)
+        goto out;
+    /* Per class: the sparsest chunks whose payloads fit in the free room of
+     * the others become sources; the others, fullest first, targets. */
+    pthread_mutex_lock(&ps->alloc_lock);
+    live_before = ps->st.live_chunks;
+    for (int cls = 0; cls < (int)CLASS_COUNT; cls++) {
+        size_t n = 0, lo, hi;
+        uint64_t room = 0, moving = 0;
+
+        for (uint32_t c = ps->partial[cls]; c != NO_CHUNK; c = ps->meta[c].next)
+            list[n++] = c;
+        if (n < 2)
+            continue;
+        qsort_r(list, n, sizeof(*list), by_used, ps->meta);
+        for (lo = 0, hi = n; lo < hi; lo++) {
+            while (hi > lo + 1 && room < moving + ps->meta[list[lo]].used)
+                room += slots_per_chunk(cls) - ps->meta[list[--hi]].used;
+            if (room < moving + ps->meta[list[lo]].used)
+                break;
+            moving += ps->meta[list[lo]].used;
+            is_source[list[lo]] = 1;
+        }
+        if (lo == 0 || !(targets[cls] = malloc((n - hi) * sizeof(uint32_t))))
+            continue;
+        for (size_t i = n; i > hi; i--)
+            targets[cls][n_targets[cls]++] = list[i - 1];
+        any = true;
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+
+    for (uint64_t mp = 0; any && mp < ps->map_pages; mp++) {
+        if (!ps->touched[mp])
+            continue;
+        uint64_t end = (mp + 1) * ENTRIES_PER_MAP_PAGE;
+        for (uint64_t i = mp * ENTRIES_PER_MAP_PAGE; i < end && i < ps->pages; i++) {
+            uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
+            if (!(e & ENTRY_STORED) || !is_source[entry_chunk(e)])
+                continue;
+            int cls = ps->meta[entry_chunk(e)].cls;
+            if (cls >= 0 && targets[cls])
+                move_page(ps, i, e, targets[cls], n_targets[cls], &next_target[cls]);
+        }
+    }
+    pthread_mutex_lock(&ps->alloc_lock);
+    if (ps->st.live_chunks < live_before)
+        freed = live_before - ps->st.live_chunks;
+    ps->st.pages_compacted += freed * (CHUNK_SIZE / PAGE_SIZE);
+    pthread_mutex_unlock(&ps->alloc_lock);
+out:
+    for (int cls = 0; cls < (int)CLASS_COUNT; cls++)
+        free(targets[cls]);
+    free(list);
+    free(is_source);
+    return freed * (CHUNK_SIZE / PAGE_SIZE);
+}
+
+/* -- opening: format or attach --------------------------------------------- */
+
+/* Rebuild the allocator from the entries a previous daemon left. */
+static int rebuild(struct page_store *ps)
+{
+    uint8_t **used_slots = calloc(ps->max_chunks, sizeof(*used_slots));
+    off_t map_start = (char *)ps->entries - ps->base, map_end = map_start + (off_t)(ps->map_pages * PAGE_SIZE);
+    int ret = -ENOMEM;
+
+    if (!used_slots)
+        goto out;
+    /* Only map pages the memfd holds (resident or swapped) were written and
+     * not given back; reading the others would only fault in zeros. */
+    for (off_t pos = map_start; pos < map_end;) {
+        off_t data = lseek(ps->fd, pos, SEEK_DATA), hole;
+        if (data < 0 || data >= map_end)
+            break;
+        hole = lseek(ps->fd, data, SEEK_HOLE);
+        if (hole < 0 || hole > map_end)
+            hole = map_end;
+        for (off_t p = data; p < hole; p += PAGE_SIZE)
+            ps->touched[(p - map_start) / PAGE_SIZE] = 1;
+        pos = hole;
+    }
+    ret = -EUCLEAN;
+    for (uint64_t mp = 0; mp < ps->map_pages; mp++) {
+        if (!ps->touched[mp])
+            continue;
+        for (uint64_t i = mp * ENTRIES_PER_MAP_PAGE; i < (mp + 1) * ENTRIES_PER_MAP_PAGE && i < ps->pages; i++) {
+            uint64_t e = ps->entries[i];
+            if (!e)
+                continue;
+            ps->st.pages_stored++;
+            if (e & ENTRY_SAME) {
+                ps->st.same_pages++;
+                continue;
+            }
+            uint64_t c = entry_chunk(e);
+            uint32_t slot = entry_slot(e), len = entry_len(e);
+            int cls = size_class(len);
+            if (!(e & ENTRY_STORED) || c >= ps->max_chunks || slot >= slots_per_chunk(cls))
+                goto out;
+            if (!used_slots[c]) {
+                if (!(used_slots[c] = calloc(slots_per_chunk(cls), 1))) {
+                    ret = -ENOMEM;
+                    goto out;
+                }
+                ps->meta[c].cls = (int16_t)cls;
+            }
+            if (ps->meta[c].cls != cls || used_slots[c][slot])
+                goto out;               /* two classes in a chunk, or a slot twice */
+            used_slots[c][slot] = 1;
+            ps->meta[c].used++;
+            ps->st.compr_data_size += len;
+            ps->st.huge_pages += len == PAGE_SIZE;
+            if (c + 1 > ps->chunk_high)
+                ps->chunk_high = c + 1;
+        }
+    }
+    for (uint64_t c = ps->chunk_high; c-- > 0;) {
+        struct chunk_meta *m = &ps->meta[c];
+        if (!used_slots[c]) {
+            punch_hole(ps, (uint64_t)(ps->chunks - ps->base) + c * CHUNK_SIZE, CHUNK_SIZE);
+            ps->free_chunks[ps->n_free_chunks++] = (uint32_t)c;
+            continue;
+        }
+        uint32_t slots = slots_per_chunk(m->cls), bump = slots;
+        /* Slots past the last used one stay unhanded (and untouched). */
+        while (!used_slots[c][bump - 1])
+            bump--;
+        m->bump = (uint16_t)bump;
+        for (uint32_t s = bump; s-- > 0;) {
+            if (used_slots[c][s])
+                continue;
+            memcpy(slot_addr(ps, c, s), &m->free_head, sizeof(m->free_head));
+            m->free_head = (uint16_t)(s + 1);
+        }
+        ps->st.live_chunks++;
+        if (m->used < slots)
+            list_add(ps, (uint32_t)c);
+    }
+    ps->st.peak_live_chunks = ps->st.live_chunks;
+    ret = 0;
+out:
+    if (used_slots)
+        for (uint64_t c = 0; c < ps->max_chunks; c++)
+            free(used_slots[c]);
+    free(used_slots);
+    return ret;
+}
+
+struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
+                           uint32_t huge_threshold, int attach, int *err)
+{
+    struct page_store *ps = calloc(1, sizeof(*ps));
+    struct arena_header *h;
+    int ret = -ENOMEM;
+
+    if (!ps)
+        goto fail;
+    ps->fd = memfd;
+    ps->codec = codec;
+    ps->level = level;
+    ps->huge_threshold = huge_threshold;
+    ps->pages = pages;
+    ps->max_chunks = max_chunks_for(pages);
+    ps->length = ps_arena_length(pages);
+    ps->map_pages = map_bytes(pages) / PAGE_SIZE;
+    for (int i = 0; i < LOCK_STRIPES; i++)
+        pthread_mutex_init(&ps->stripes[i], NULL);
+    pthread_mutex_init(&ps->alloc_lock, NULL);
+    for (unsigned cls = 0; cls < CLASS_COUNT; cls++)
+        ps->partial[cls] = NO_CHUNK;
+    /* Bookkeeping sized for the largest arena: calloc'd, so the pages cost
+     * memory only as chunks come into use. */
+    ps->meta = calloc(ps->max_chunks, sizeof(*ps->meta));
+    ps->free_chunks = calloc(ps->max_chunks, sizeof(*ps->free_chunks));
+    ps->touched = calloc(ps->map_pages, 1);
+    if (!ps->meta || !ps->free_chunks || !ps->touched)
+        goto fail;
+    for (uint64_t c = 0; c < ps->max_chunks; c++)
+        ps->meta[c].cls = -1;
+
+    ps->base = mmap(NULL, ps->length, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (ps->base == MAP_FAILED) {
+        ps->base = NULL;
+        ret = -errno;
+        goto fail;
+    }
+    ps->entries = (uint64_t *)(ps->base + PAGE_SIZE);
+    ps->fills = (uint64_t *)(ps->base + PAGE_SIZE + map_bytes(pages));
+    ps->chunks = ps->base + chunks_offset(pages);
+    h = (struct arena_header *)ps->base;
+    if (attach) {
+        ret = -EUCLEAN;
+        if (memcmp(h->magic, ARENA_MAGIC, 8) || h->version != ARENA_VERSION ||
+            h->chunk_size != CHUNK_SIZE || h->pages != pages || h->max_chunks != ps->max_chunks)
+            goto fail;
+        if ((ret = rebuild(ps)) < 0)
+            goto fail;
+    } else {
+        memcpy(h->magic, ARENA_MAGIC, 8);
+        h->version = ARENA_VERSION;
+        h->chunk_size = CHUNK_SIZE;
+        h->pages = pages;
+        h->max_chunks = ps->max_chunks;
+    }
+    *err = 0;
+    return ps;
+fail:
+    if (ps)
+        ps_close(ps);
+    *err = ret;
+    return NULL;
+}
+
+void ps_close(struct page_store *ps)
+{
+    if (ps->base)
+        munmap(ps->base, ps->length);
+    free(ps->meta);
+    free(ps->free_chunks);
+    free(ps->touched);
+    free(ps);
+}
+
+struct ps_worker *ps_worker_new(struct page_store *ps)
+{
+    struct ps_worker *w = calloc(1, sizeof(*w));
+
+    if (!w)
+        return NULL;
+    w->ps = ps;
+    switch (ps->codec) {
+    case PS_CODEC_LZ4:
+        w->codec_state = malloc((size_t)LZ4_sizeofState());
+        break;
+    case PS_CODEC_LZ4HC:
+        w->codec_state = malloc((size_t)LZ4_sizeofStateHC());
+        break;
+    case PS_CODEC_ZSTD:
+        w->zc = ZSTD_createCCtx();
+        w->zd = ZSTD_createDCtx();
+        if (w->zc && w->zd) {
+            /* Frames as small as they go: no size, checksum or dictionary id. */
+            ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, ps->level);
+            ZSTD_CCtx_setParameter(w->zc, ZSTD_c_contentSizeFlag, 0);
+            ZSTD_CCtx_setParameter(w->zc, ZSTD_c_checksumFlag, 0);
+            ZSTD_CCtx_setParameter(w->zc, ZSTD_c_dictIDFlag, 0);
+        }
+        break;
+    }
+    if ((ps->codec == PS_CODEC_LZ4 || ps->codec == PS_CODEC_LZ4HC) && !w->codec_state)
+        goto fail;
+    if (ps->codec == PS_CODEC_ZSTD && (!w->zc || !w->zd))
+        goto fail;
+    return w;
+fail:
+    ps_worker_free(w);
+    return NULL;
+}
+
+void ps_worker_free(struct ps_worker *w)
+{
+    free(w->codec_state);
+    ZSTD_freeCCtx(w->zc);
+    ZSTD_freeDCtx(w->zd);
+    free(w);
+}

@@ -1,0 +1,78 @@
+/*
+ * The compressed page store's per-page mechanics, also parsed by cffi.
+ *
+ * Everything the store holds lives in one memfd (layout in page_store.c), so
+ * that memory is counted and returned precisely and so that a restarted
+ * daemon can attach to the same memory and find every page again.
+ * Policy -- which codec, the huge threshold, the memory limit, when to
+ * compact -- is chosen by the Python side and passed in.
+ */
+
+#define PS_CODEC_NONE  0
+#define PS_CODEC_LZ4   1
+#define PS_CODEC_LZ4HC 2
+#define PS_CODEC_ZSTD  3
+
+#define PS_CHUNK_SIZE  65536           /* the arena's unit of allocation */
+
+struct page_store;
+/* Per-thread scratch: codec state and a page buffer, allocated up front so
+ * that serving I/O allocates nothing. */
+struct ps_worker;
+
+struct ps_stats {
+    uint64_t pages_stored;              /* map entries in use, same-filled included */
+    uint64_t same_pages;
+    uint64_t huge_pages;
+    uint64_t compr_data_size;
+    uint64_t pages_compacted;
+    uint64_t notify_free;
+    uint64_t live_chunks;
+    uint64_t peak_live_chunks;
+    uint64_t metadata_bytes;            /* the allocator's own malloc'd bookkeeping */
+    uint64_t mem_limit;
+};
+
+/* One queue's request counters, written by that queue's thread alone. */
+struct io_counters {
+    uint64_t reads, writes, discards, flushes;
+    uint64_t failed_reads, failed_writes, invalid_io;
+    uint64_t read_bytes, written_bytes;
+};
+
+/* The memfd length ps_open needs for a device of `pages` 4 KiB pages. */
+uint64_t ps_arena_length(uint64_t pages);
+/*
+ * Open the store over `memfd`. attach == 0 formats it (the caller has sized
+ * it with ps_arena_length); attach == 1 checks the header and rebuilds the
+ * allocator from the page map a previous daemon left. *err is -errno on
+ * failure (-EUCLEAN: the memfd does not hold a consistent arena).
+ */
+struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
+                           uint32_t huge_threshold, int attach, int *err);
+void ps_close(struct page_store *ps);
+struct ps_worker *ps_worker_new(struct page_store *ps);
+void ps_worker_free(struct ps_worker *w);
+
+/* Byte offsets and lengths on the 512-byte grid. 0, or -ENOSPC when the
+ * memory limit refuses the write, -ENOMEM when the arena is full, -EIO when
+ * a stored payload does not decode. */
+int ps_read(struct ps_worker *w, uint64_t offset, uint32_t len, void *dest);
+int ps_write(struct ps_worker *w, uint64_t offset, uint32_t len, const void *src);
+int ps_discard(struct ps_worker *w, uint64_t offset, uint64_t len);
+
+/*
+ * Serve a batch of requests from shim_queue_run: each one's data is in (or
+ * goes to) buffers + tag * buf_size. Sets every request's result and counts
+ * it; never fails as a whole. The GIL is released around this call.
+ */
+void ps_serve(struct ps_worker *w, struct shim_request *reqs, int n,
+              char *buffers, uint32_t buf_size, uint64_t dev_size,
+              struct io_counters *counts);
+
+void ps_set_mem_limit(struct page_store *ps, uint64_t bytes);
+void ps_get_stats(struct page_store *ps, struct ps_stats *out);
+void ps_reset_peak(struct page_store *ps);
+/* Move payloads out of sparse chunks; returns the 4 KiB pages given back. */
+uint64_t ps_compact(struct page_store *ps);
+int ps_zstd_max_level(void);

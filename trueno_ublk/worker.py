@@ -1,0 +1,154 @@
+"""The I/O worker: the process that serves one device's requests.
+
+The daemon (daemon.py) forks it once the device exists. It opens
+/dev/ublkcN, runs one thread per queue over the store, answers the admin
+socket, and then either starts the device or -- when it replaces a worker
+that died -- ends the kernel's user recovery, after which the requests
+queued meanwhile are reissued to it. The store's arena is the daemon's
+memfd, so a replacement finds every page the dead worker stored.
+"""
+import dataclasses
+import errno
+import gc
+import logging
+import os
+import signal
+import threading
+import time
+
+import prctl
+
+from trueno_ublk import state
+from trueno_ublk._shim import ffi, lib
+from trueno_ublk.admin import AdminServer
+from trueno_ublk.codecs import codec_for
+from trueno_ublk.control import Control
+from trueno_ublk.errors import UserError
+from trueno_ublk.queue import IO_COUNTERS, Queue
+from trueno_ublk.stores import make_store
+
+log = logging.getLogger(__name__)
+
+CDEV_WAIT_SECONDS = 5.0
+QUEUE_JOIN_SECONDS = 10.0
+
+
+def harden_process() -> None:
+    """What a swap server needs before it serves a single page: its memory
+    locked (on fault, so large reserved mappings cost only what is touched),
+    never chosen by the OOM killer, and no garbage collector pauses.
+    Neither the lock nor MCL_FUTURE survives fork: each process does this."""
+    if lib.mlockall(lib.MCL_CURRENT | lib.MCL_FUTURE | lib.MCL_ONFAULT) != 0:
+        err = ffi.errno
+        raise UserError(f"cannot lock the daemon's memory (mlockall): {os.strerror(err)}; "
+                        "it needs CAP_IPC_LOCK or LimitMEMLOCK=infinity")
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("-1000")
+    gc.disable()
+
+
+class Worker:
+    def __init__(self, config, record: state.DeviceRecord, arena_fd: int | None, recovering: bool):
+        self.config = config
+        self.record = record
+        self.arena_fd = arena_fd
+        self.recovering = recovering
+        self.stop_requested = threading.Event()
+
+    def run(self, report) -> int:
+        """Serve until SIGTERM; `report(text)` tells the daemon "live" or
+        "error ...". Returns the exit status: 0 once the device is stopped."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)       # the daemon decides
+        # If the daemon dies, stop the device rather than serve unsupervised.
+        prctl.set_pdeathsig(signal.SIGTERM)
+        if os.getppid() != self.record.pid:
+            return 1
+        harden_process()
+        cfg, dev_id = self.config, self.record.dev_id
+        store = make_store(cfg.store, cfg.size, codec_for(cfg.algorithm), cfg.huge_threshold,
+                           self.arena_fd, attach=self.recovering)
+        if cfg.mem_limit:
+            store.set_mem_limit(cfg.mem_limit)
+        with Control() as ctrl:
+            cdev_fd = open_char_device(dev_id)
+            fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)
+            commit_op = ctrl.opcode(lib.UBLK_U_IO_COMMIT_AND_FETCH_REQ, lib.UBLK_IO_COMMIT_AND_FETCH_REQ)
+            queues = [Queue(cdev_fd, q, self.record.depth, self.record.max_io_bytes, store,
+                            cfg.size, fetch_op, commit_op) for q in range(self.record.queues)]
+            admin = AdminServer(dev_id, self._admin_handlers(store, queues))
+            started = False
+            try:
+                admin.start()
+                for q in queues:
+                    q.start()
+                for q in queues:
+                    q.opened.wait()
+                    if q.open_error:
+                        raise UserError(f"cannot set up the I/O queue: {q.open_error.strerror}")
+                # Both wait for every queue's FETCHes, then make the device LIVE.
+                if self.recovering:
+                    ctrl.end_recovery(dev_id, os.getpid())
+                else:
+                    ctrl.start(dev_id, os.getpid())
+                started = True
+                gc.freeze()         # start-up objects never need scanning again
+                self.record.state, self.record.worker_pid = "live", os.getpid()
+                report("live")
+                while not self.stop_requested.wait(1.0):
+                    if not all(q.thread.is_alive() for q in queues):
+                        log.error("a queue thread ended: stopping the device")
+                        break
+                log.info("stopping device %d", dev_id)
+            finally:
+                admin.stop()
+                if started:
+                    ctrl.stop(dev_id)
+                for q in queues:
+                    q.stop()
+                for q in queues:
+                    if q.thread.is_alive():
+                        q.thread.join(QUEUE_JOIN_SECONDS)
+                os.close(cdev_fd)
+                store.close()
+        return 0
+
+    def _admin_handlers(self, store, queues) -> dict:
+        record = self.record
+
+        def stat():
+            counts = [q.io_counts() for q in queues]
+            io = {name: sum(c[name] for c in counts) for name in IO_COUNTERS}
+            return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io,
+                    "queues": [{"id": q.q_id, "tid": q.tid, "inflight": q.inflight} for q in queues]}
+
+        def set_(mem_limit=None, reset_mem_used_max=False):
+            if mem_limit is not None:
+                if type(mem_limit) is not int or mem_limit < 0:
+                    raise ValueError("mem_limit must be a whole number of bytes >= 0")
+                store.set_mem_limit(mem_limit)
+            if reset_mem_used_max:
+                store.reset_mem_used_max()
+            return {}
+
+        def compact():
+            return {"pages_freed": store.compact()}
+
+        return {"stat": stat, "set": set_, "compact": compact}
+
+
+def open_char_device(dev_id: int) -> int:
+    """Open /dev/ublkcN, which devtmpfs creates just after ADD_DEV."""
+    path = f"/dev/ublkc{dev_id}"
+    deadline = time.monotonic() + CDEV_WAIT_SECONDS
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise UserError(f"{path} did not appear") from None
+            time.sleep(0.01)
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise UserError(f"cannot open {path}: {e.strerror}") from None
+            time.sleep(0.05)        # the dead worker's file is still being released
