@@ -37,8 +37,6 @@
 #include <lz4hc.h>
 #include <zstd.h>
 
-#include "ublk_abi.h"
-#include "ublk_shim.h"
 #include "page_store.h"
 
 #define PAGE_SIZE       4096u
@@ -559,61 +557,6 @@ int ps_discard(struct ps_worker *w, uint64_t offset, uint64_t len)
         index = run_end;
     }
     return 0;
-}
-
-void ps_serve(struct ps_worker *w, struct shim_request *reqs, int n,
-              char *buffers, uint32_t buf_size, uint64_t dev_size,
-              struct io_counters *counts)
-{
-    for (int i = 0; i < n; i++) {
-        struct shim_request *r = &reqs[i];
-        uint64_t offset = r->start_sector << SECTOR_SHIFT;
-        uint64_t len = (uint64_t)r->nr_sectors << SECTOR_SHIFT;
-        char *buf = buffers + (size_t)r->tag * buf_size;
-        int ret;
-
-        if (offset + len > dev_size || offset + len < offset) {
-            counts->invalid_io++;
-            r->result = -EIO;
-            continue;
-        }
-        switch (r->op) {
-        case UBLK_IO_OP_READ:
-        case UBLK_IO_OP_WRITE:
-            if (len > buf_size) {
-                counts->invalid_io++;
-                r->result = -EIO;
-                break;
-            }
-            if (r->op == UBLK_IO_OP_READ) {
-                counts->reads++;
-                ret = ps_read(w, offset, (uint32_t)len, buf);
-                counts->failed_reads += ret != 0;
-                counts->read_bytes += ret ? 0 : len;
-            } else {
-                counts->writes++;
-                ret = ps_write(w, offset, (uint32_t)len, buf);
-                counts->failed_writes += ret != 0;
-                counts->written_bytes += ret ? 0 : len;
-            }
-            r->result = ret ? -EIO : (int32_t)len;
-            break;
-        case UBLK_IO_OP_FLUSH:
-            counts->flushes++;          /* RAM holds nothing back */
-            r->result = 0;
-            break;
-        case UBLK_IO_OP_DISCARD:
-        case UBLK_IO_OP_WRITE_ZEROES:
-            counts->discards++;
-            ret = ps_discard(w, offset, len);
-            counts->failed_writes += ret != 0;
-            r->result = ret ? -EIO : 0;
-            break;
-        default:
-            counts->invalid_io++;
-            r->result = -EOPNOTSUPP;
-        }
-    }
 }
 
 /* -- settings and figures -------------------------------------------------- */

@@ -33,13 +33,6 @@ struct ps_stats {
     uint64_t mem_limit;
 };
 
-/* One queue's request counters, written by that queue's thread alone. */
-struct io_counters {
-    uint64_t reads, writes, discards, flushes;
-    uint64_t failed_reads, failed_writes, invalid_io;
-    uint64_t read_bytes, written_bytes;
-};
-
 /* The memfd length ps_open needs for a device of `pages` 4 KiB pages. */
 uint64_t ps_arena_length(uint64_t pages);
 /*
@@ -60,15 +53,6 @@ void ps_worker_free(struct ps_worker *w);
 int ps_read(struct ps_worker *w, uint64_t offset, uint32_t len, void *dest);
 int ps_write(struct ps_worker *w, uint64_t offset, uint32_t len, const void *src);
 int ps_discard(struct ps_worker *w, uint64_t offset, uint64_t len);
-
-/*
- * Serve a batch of requests from shim_queue_run: each one's data is in (or
- * goes to) buffers + tag * buf_size. Sets every request's result and counts
- * it; never fails as a whole. The GIL is released around this call.
- */
-void ps_serve(struct ps_worker *w, struct shim_request *reqs, int n,
-              char *buffers, uint32_t buf_size, uint64_t dev_size,
-              struct io_counters *counts);
 
 void ps_set_mem_limit(struct page_store *ps, uint64_t bytes);
 void ps_get_stats(struct page_store *ps, struct ps_stats *out);

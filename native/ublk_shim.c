@@ -163,7 +163,12 @@ struct shim_queue *shim_queue_open(int cdev_fd, uint16_t q_id, uint16_t depth,
         ret = -errno;
         goto unmap;
     }
-    ret = io_uring_queue_init(depth + 1, &q->ring, 0);
+    /* One thread owns the ring: the kernel may then run completion work only
+     * when that thread waits for it, without interrupting it (6.1+). */
+    ret = io_uring_queue_init(depth + 1, &q->ring, IORING_SETUP_COOP_TASKRUN |
+                              IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+    if (ret == -EINVAL)
+        ret = io_uring_queue_init(depth + 1, &q->ring, 0);
     if (ret < 0)
         goto close_stop;
     ret = io_uring_register_files(&q->ring, &cdev_fd, 1);

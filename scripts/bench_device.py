@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--runtime", type=int, default=4, help="seconds per fio run")
     ap.add_argument("--out", default=str(TOP / "bench-results"))
+    ap.add_argument("--targets", metavar="NAMES",
+                    help="comma-separated subset of: " + ", ".join(TARGETS) + " (zram is always run)")
     ap.add_argument("--report", metavar="JSON",
                     help="only print the table and draw the chart of an earlier run")
     args = ap.parse_args()
@@ -87,11 +89,17 @@ def main() -> None:
         report(json.loads(Path(args.report).read_text()), out)
         return
 
+    targets = dict(TARGETS)
+    if args.targets:
+        wanted = {"zram lz4", *(t.strip() for t in args.targets.split(","))}
+        if wanted - set(TARGETS):
+            ap.error(f"unknown target(s): {', '.join(sorted(wanted - set(TARGETS)))}")
+        targets = {t: o for t, o in TARGETS.items() if t in wanted}
     results: dict[str, dict[str, dict]] = {}
-    cells = len(TARGETS) * len(WORKLOADS) * args.runs
+    cells = len(targets) * len(WORKLOADS) * args.runs
     done = 0
     started = time.monotonic()
-    for target, options in TARGETS.items():
+    for target, options in targets.items():
         dev = Zram(args.size) if options is None else Trueno(args.size, options)
         try:
             # Reads need data: prefill the whole device once.

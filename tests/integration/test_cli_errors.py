@@ -78,3 +78,45 @@ def test_no_control_device():
         assert_one_line_error(result, "/dev/ublk-control", "modprobe ublk_drv")
     finally:
         sh("modprobe ublk_drv")
+
+
+NONSENSE = ["", "-1", "0x", "1e99", "../../etc/passwd", "/dev/null", "ublkb999999999",
+            "x" * 5000, "☃", "--", "1G 2G"]
+
+
+def _commands(group=None, prefix=()):
+    """Every command of the CLI, with its path (e.g. ("config", "check"))."""
+    import click
+    from trueno_ublk.cli import cli
+    group = group or cli
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, prefix + (name,))
+        else:
+            yield prefix + (name,), command
+
+
+def _nonsense_cases():
+    import click
+    for path, command in _commands():
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.is_flag and param.name != "help":
+                yield path, param.opts[0]
+            elif isinstance(param, click.Argument):
+                yield path, None
+
+
+@pytest.mark.parametrize("path, option", list(_nonsense_cases()))
+def test_every_option_given_nonsense(path, option):
+    """Nonsense for every option of every command: at most one line on
+    stderr, never a traceback, never a hang; a run that succeeds must not
+    have left a device behind unnoticed."""
+    base = ["--size", "64M"] if path == ("create",) and option != "--size" else []
+    for value in NONSENSE:
+        args = [*path, *base, option, value] if option else [*path, value]
+        result = run_cli(*args, check=False, timeout=60)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        if result.returncode != 0:
+            assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+    run_cli("delete", "--all", "--force", check=False)
+    assert sh("ls /sys/class/ublk-char") == ""

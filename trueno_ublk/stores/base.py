@@ -4,17 +4,9 @@ Offsets and lengths are in bytes and multiples of the 512-byte sector; a
 request may start and end anywhere on that grid, not only on page bounds.
 Several queue threads call one store at once, so stores are thread-safe.
 """
-import errno
-import logging
+import os
 
-from trueno_ublk._shim import lib
-from trueno_ublk.units import SECTOR_SIZE
-
-log = logging.getLogger(__name__)
-
-READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES = (
-    lib.UBLK_IO_OP_READ, lib.UBLK_IO_OP_WRITE, lib.UBLK_IO_OP_FLUSH,
-    lib.UBLK_IO_OP_DISCARD, lib.UBLK_IO_OP_WRITE_ZEROES)
+from trueno_ublk._shim import ffi, lib
 
 
 class Store:
@@ -35,63 +27,24 @@ class Store:
         self.discard(offset, length)
 
     def batch_server(self, buffers, buf_size: int, dev_size: int, counts):
-        """A function serving one batch of requests from shim_queue_run: it
-        sets each request's result and counts it in `counts` (a cffi struct
-        io_counters). `buffers` holds every tag's data, buf_size apart. This
-        one calls the methods above from Python; a store with a native fast
-        path returns its own."""
-        view = memoryview(buffers)
-        tags = [view[t:t + buf_size] for t in range(0, len(view), buf_size)]
-        serve_one = self._serve_one
+        """A function serving one batch of requests from shim_queue_run, in C
+        (native/batch.c): it sets each request's result and counts it in
+        `counts` (a cffi struct io_counters). `buffers` holds every tag's
+        data, buf_size apart. Freed by close_servers()."""
+        raise NotImplementedError
 
-        def serve_batch(reqs, n):
-            for i in range(n):
-                r = reqs[i]
-                offset, length = r.start_sector * SECTOR_SIZE, r.nr_sectors * SECTOR_SIZE
-                if offset + length > dev_size:
-                    counts.invalid_io += 1
-                    r.result = -errno.EIO
-                else:
-                    r.result = serve_one(r.op, offset, length, tags[r.tag], counts)
-        return serve_batch
+    def _keep(self, server, buffers):
+        if server == ffi.NULL:
+            raise MemoryError(f"cannot start a batch server: {os.strerror(-self._err[0])}")
+        self.__dict__.setdefault("_servers", []).append((server, buffers))
+        serve = lib.batch_serve
+        return lambda reqs, n: serve(server, reqs, n)
 
-    def _serve_one(self, op: int, offset: int, length: int, buf: memoryview, counts) -> int:
-        """One request: bytes done, or -errno. Never raises: the daemon keeps
-        serving whatever a client sends."""
-        if (op == READ or op == WRITE) and length > len(buf):
-            counts.invalid_io += 1
-            return -errno.EIO
-        try:
-            if op == READ:
-                counts.reads += 1
-                self.read(offset, buf[:length])
-                counts.read_bytes += length
-                return length
-            if op == WRITE:
-                counts.writes += 1
-                self.write(offset, buf[:length])
-                counts.written_bytes += length
-                return length
-            if op == FLUSH:
-                counts.flushes += 1
-                self.flush()
-                return 0
-            if op == DISCARD or op == WRITE_ZEROES:
-                counts.discards += 1
-                (self.discard if op == DISCARD else self.write_zeroes)(offset, length)
-                return 0
-            counts.invalid_io += 1
-            return -errno.EOPNOTSUPP
-        except Exception:
-            if op == READ:
-                counts.failed_reads += 1
-            else:
-                counts.failed_writes += 1
-            log.exception("%s store: op %d at %d+%d failed", self.name, op, offset, length)
-            return -errno.EIO
-
-    def flush(self) -> None:
-        """Make written data durable: RAM holds nothing back, so nothing to do."""
+    def close_servers(self) -> None:
+        """Free the batch servers (and join their helper threads): only once
+        the queue threads using them have stopped."""
+        for server, _ in self.__dict__.pop("_servers", []):
+            lib.batch_server_free(server)
 
     def close(self) -> None:
         """Release what the store holds."""

@@ -59,9 +59,11 @@ class CompressedRamStore(Store):
         self._workers = []
         self._workers_lock = threading.Lock()
         self._stats = ffi.new("struct ps_stats *")
+        self._err = ffi.new("int *")
         self.mem_used_max = 0
 
     def close(self) -> None:
+        self.close_servers()
         for w in self._workers:
             lib.ps_worker_free(w)
         self._workers.clear()
@@ -106,11 +108,11 @@ class CompressedRamStore(Store):
         self._check(lib.ps_discard(self._worker(), offset, length))
 
     def batch_server(self, buffers, buf_size: int, dev_size: int, counts):
-        worker, data, serve = self.new_worker(), ffi.from_buffer(buffers), lib.ps_serve
-
-        def serve_batch(reqs, n):
-            serve(worker, reqs, n, data, buf_size, dev_size, counts)
-        return serve_batch
+        # A helper thread pays off only with a second CPU to run it.
+        helper = (os.cpu_count() or 1) > 1
+        return self._keep(lib.batch_server_for_page_store(
+            self._ps, ffi.from_buffer(buffers), buf_size, dev_size, counts, int(helper),
+            self._err), buffers)
 
     def set_mem_limit(self, limit: int) -> None:
         lib.ps_set_mem_limit(self._ps, limit)
