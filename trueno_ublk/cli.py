@@ -12,15 +12,17 @@ import sys
 import time
 
 import click
+from click.core import ParameterSource
 
 from trueno_ublk import admin, listing, state
+from trueno_ublk import config as device_config
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control, ControlError, require_control_device
 from trueno_ublk.daemon import DeviceConfig, Daemon, configure_logging, spawn_detached
 from trueno_ublk.errors import UserError
 from trueno_ublk.stores import STORES
 from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD
-from trueno_ublk.units import PAGE_SIZE, parse_size
+from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
 
 MAX_QUEUE_DEPTH = 4096
 DELETE_WAIT_SECONDS = 30.0
@@ -68,7 +70,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--size", "-s", type=SizeType(), required=True,
+@click.option("--size", "-s", type=SizeType(),
               help="Device size (uncompressed), e.g. 8G; a multiple of 4K.")
 @click.option("--algorithm", "-a", type=AlgorithmType(), default="lz4", show_default=True,
               help="lz4, lz4hc, zstd, zstd:LEVEL or none.")
@@ -85,11 +87,33 @@ def cli():
               help="Pages that compress worse than this are stored raw (huge).")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="If the I/O worker dies, serve the device on with a new one, every page kept.")
+@click.option("--from-config", metavar="NAME",
+              help="Take size, algorithm, queues and mem-limit from section [NAME] (ublkbN) "
+                   "of the config; options given here win.")
+@click.option("--config-file", metavar="FILE",
+              help="Read FILE instead of /etc/trueno-ublk.conf and its drop-ins.")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
 def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_threshold, recovery,
-           foreground):
+           from_config, config_file, foreground):
     """Create a device; prints its path once it is live."""
+    if from_config:
+        section = _config_section(from_config, config_file)
+        source = click.get_current_context().get_parameter_source
+        if source("size") != ParameterSource.COMMANDLINE:
+            size = section.size
+        if source("algorithm") != ParameterSource.COMMANDLINE:
+            algorithm = section.algorithm
+        if source("queues") != ParameterSource.COMMANDLINE:
+            queues = section.queues
+        if source("mem_limit") != ParameterSource.COMMANDLINE:
+            mem_limit = section.mem_limit
+        if source("dev_id") != ParameterSource.COMMANDLINE:
+            dev_id = section.dev_id
+    elif config_file:
+        raise UserError("--config-file goes with --from-config NAME")
+    if size is None:
+        raise UserError("missing --size (e.g. --size 8G), or --from-config NAME")
     if size <= 0:
         raise UserError("--size must be greater than 0")
     if size % PAGE_SIZE:
@@ -107,6 +131,9 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
         raise UserError("--mem-limit needs the ram store: the null store holds no memory")
     require_root()
     require_control_device()
+    stale = state.load(dev_id) if dev_id >= 0 else None
+    if stale is not None and not stale.daemon_alive():
+        delete_device(dev_id, force=False)      # left by a daemon that died (systemd restarts)
     config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery)
@@ -271,6 +298,43 @@ def compact(device):
     require_root()
     freed = admin.request(_live_device(device), "compact")["pages_freed"]
     click.echo(f"compacted /dev/ublkb{parse_device(device)}: {freed * 4} KiB given back")
+
+
+def _config_section(name: str, config_file: str | None) -> device_config.DeviceSection:
+    if not device_config.SECTION.fullmatch(name):
+        raise UserError(f"'{name}' is not a config section name: use ublkbN")
+    if config_file and not os.path.isfile(config_file):
+        raise UserError(f"{config_file}: no such file")
+    try:
+        return device_config.section_for(name, [config_file] if config_file else None)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+@cli.group("config")
+def config_group():
+    """Device configuration: /etc/trueno-ublk.conf and /etc/trueno-ublk.conf.d/*.conf."""
+
+
+@config_group.command("check")
+@click.argument("file", required=False)
+def config_check(file):
+    """Check a config file (default: the installed ones); each problem with its line."""
+    if file and not os.path.isfile(file):
+        raise UserError(f"{file}: no such file")
+    paths = [file] if file else device_config.config_files()
+    devices, errors = device_config.load_all_errors(paths)
+    for error in errors:
+        click.echo(f"trueno-ublk: {error}", err=True)
+    if errors:
+        sys.exit(1)
+    where = ", ".join(map(str, paths)) or "no config files"
+    click.echo(f"{where}: OK, {len(devices)} device(s)")
+    for d in devices:
+        use = f"swap, priority {d.swap_priority}" if d.is_swap else f"{d.fs_type} on {d.mount_point}"
+        limit = f", mem-limit {format_size(d.mem_limit)}" if d.mem_limit else ""
+        click.echo(f"  {d.name}: size {format_size(d.size)} ({d.size_expression}), {d.algorithm}, "
+                   f"{d.queues} queue(s){limit}, {use}, options {d.options}")
 
 
 def main() -> None:

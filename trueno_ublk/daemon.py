@@ -196,7 +196,9 @@ class Daemon:
             except ControlError as e:
                 if e.errno != errno.EBUSY:
                     raise UserError(f"cannot recover the device: {e.strerror}") from None
-            if time.monotonic() > deadline or self.stop_requested:
+            if self.stop_requested:
+                return              # the device is being deleted anyway
+            if time.monotonic() > deadline:
                 raise UserError("cannot recover the device: the kernel did not quiesce it")
             time.sleep(0.1)
 
