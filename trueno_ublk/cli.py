@@ -14,7 +14,7 @@ import time
 import click
 from click.core import ParameterSource
 
-from trueno_ublk import admin, listing, state
+from trueno_ublk import admin, listing, metrics, state, top as live_view
 from trueno_ublk import config as device_config
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control, ControlError, require_control_device
@@ -92,10 +92,12 @@ def cli():
                    "of the config; options given here win.")
 @click.option("--config-file", metavar="FILE",
               help="Read FILE instead of /etc/trueno-ublk.conf and its drop-ins.")
+@click.option("--metrics-listen", metavar="ADDR", default="",
+              help="Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or :PORT for loopback).")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
 def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_threshold, recovery,
-           from_config, config_file, foreground):
+           from_config, config_file, metrics_listen, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
         section = _config_section(from_config, config_file)
@@ -129,6 +131,11 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
         raise UserError("--huge-threshold must be between 1 and 4K")
     if mem_limit and store == "null":
         raise UserError("--mem-limit needs the ram store: the null store holds no memory")
+    if metrics_listen:
+        try:
+            metrics.parse_address(metrics_listen)
+        except ValueError as e:
+            raise UserError(f"--metrics-listen: {e}") from None
     require_root()
     require_control_device()
     stale = state.load(dev_id) if dev_id >= 0 else None
@@ -136,7 +143,8 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
         delete_device(dev_id, force=False)      # left by a daemon that died (systemd restarts)
     config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
-                          huge_threshold=huge_threshold, recovery=recovery)
+                          huge_threshold=huge_threshold, recovery=recovery,
+                          metrics_listen=metrics_listen)
     if foreground:
         configure_logging()
         Daemon(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}")).run()
@@ -232,7 +240,10 @@ def delete(devices, all_devices, force):
     ids = [parse_device(d) for d in devices]
     if all_devices:
         ids += [r.dev_id for r in state.load_all()] + sorted(listing.kernel_devices())
-    for dev_id in dict.fromkeys(ids):
+    ids = list(dict.fromkeys(ids))
+    for i, dev_id in enumerate(ids, 1):
+        if sys.stderr.isatty() and len(ids) > 1:
+            click.echo(f"deleting /dev/ublkb{dev_id} ({i}/{len(ids)})...", err=True)
         delete_device(dev_id, force)
         click.echo(f"deleted /dev/ublkb{dev_id}")
 
@@ -298,6 +309,43 @@ def compact(device):
     require_root()
     freed = admin.request(_live_device(device), "compact")["pages_freed"]
     click.echo(f"compacted /dev/ublkb{parse_device(device)}: {freed * 4} KiB given back")
+
+
+@cli.command("metrics")
+def metrics_command():
+    """Every device's figures in Prometheus' text format (for a textfile collector)."""
+    require_root()
+    devices = []
+    for record in state.load_all():
+        reply = None
+        if record.daemon_alive() and record.state == "live":
+            try:
+                reply = admin.request(record.dev_id, "stat")
+            except UserError:
+                pass
+        devices.append((f"ublkb{record.dev_id}", reply))
+    click.echo(metrics.render(devices), nl=False)
+
+
+@cli.command()
+@click.argument("device", required=False)
+@click.option("--interval", "-i", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one frame as text (rates over one interval) and exit.")
+def top(device, interval, once):
+    """A live view of every device (or DEVICE): I/O rates, compression, memory, queues."""
+    require_root()
+    dev_ids = [parse_device(device)] if device else None
+    if dev_ids and state.load(dev_ids[0]) is None:
+        raise UserError(f"no such device: /dev/ublkb{dev_ids[0]}")
+    if once:
+        before = live_view.sample(dev_ids)
+        time.sleep(interval)
+        click.echo("\n".join(live_view.frame(live_view.sample(dev_ids), before)))
+        return
+    if not sys.stdout.isatty():
+        raise UserError("top needs a terminal: use --once for plain text")
+    live_view.run(dev_ids, interval)
 
 
 def _config_section(name: str, config_file: str | None) -> device_config.DeviceSection:

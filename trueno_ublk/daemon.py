@@ -52,6 +52,7 @@ class DeviceConfig:
     mem_limit: int = 0
     huge_threshold: int = DEFAULT_HUGE_THRESHOLD
     recovery: bool = True
+    metrics_listen: str = ""        # HOST:PORT for GET /metrics; empty: off
 
 
 def notify_systemd(message: str) -> None:

@@ -17,6 +17,7 @@ import threading
 import time
 
 import prctl
+import psutil
 
 from trueno_ublk import state
 from trueno_ublk._shim import ffi, lib
@@ -24,6 +25,7 @@ from trueno_ublk.admin import AdminServer
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control
 from trueno_ublk.errors import UserError
+from trueno_ublk.metrics import MetricsServer, render
 from trueno_ublk.queue import IO_COUNTERS, Queue
 from trueno_ublk.stores import make_store
 
@@ -76,10 +78,20 @@ class Worker:
             commit_op = ctrl.opcode(lib.UBLK_U_IO_COMMIT_AND_FETCH_REQ, lib.UBLK_IO_COMMIT_AND_FETCH_REQ)
             queues = [Queue(cdev_fd, q, self.record.depth, self.record.max_io_bytes, store,
                             cfg.size, fetch_op, commit_op) for q in range(self.record.queues)]
-            admin = AdminServer(dev_id, self._admin_handlers(store, queues))
+            handlers = self._admin_handlers(store, queues)
+            admin = AdminServer(dev_id, handlers)
+            metrics = None
+            if cfg.metrics_listen:
+                try:
+                    metrics = MetricsServer(cfg.metrics_listen,
+                                            lambda: render([(f"ublkb{dev_id}", handlers["stat"]())]))
+                except OSError as e:
+                    raise UserError(f"cannot serve metrics on {cfg.metrics_listen}: {e.strerror}") from None
             started = False
             try:
                 admin.start()
+                if metrics:
+                    metrics.start()
                 for q in queues:
                     q.start()
                 for q in queues:
@@ -102,6 +114,8 @@ class Worker:
                 log.info("stopping device %d", dev_id)
             finally:
                 admin.stop()
+                if metrics:
+                    metrics.stop()
                 if started:
                     ctrl.stop(dev_id)
                 for q in queues:
@@ -119,8 +133,10 @@ class Worker:
         def stat():
             counts = [q.io_counts() for q in queues]
             io = {name: sum(c[name] for c in counts) for name in IO_COUNTERS}
+            cpu = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
             return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io,
-                    "queues": [{"id": q.q_id, "tid": q.tid, "inflight": q.inflight} for q in queues]}
+                    "queues": [{"id": q.q_id, "tid": q.tid, "inflight": q.inflight,
+                                "cpu_seconds": round(cpu.get(q.tid, 0.0), 3)} for q in queues]}
 
         def set_(mem_limit=None, reset_mem_used_max=False):
             if mem_limit is not None:

@@ -1,0 +1,64 @@
+"""Watching devices: top in a real terminal, metrics text and HTTP."""
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import CLI, run_cli, sh
+
+
+def tmux(*args) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_top_in_a_terminal_shows_devices_and_quits_on_q(make_device):
+    dev = make_device()
+    sh(f"dd if=/dev/urandom of={dev} bs=1M count=8 oflag=direct status=none")
+    session = "trueno-top"
+    tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "30", f"{CLI} top --interval 0.5")
+    try:
+        deadline = time.monotonic() + 30
+        while "ublkb" not in (screen := tmux("capture-pane", "-p", "-t", session)):
+            assert time.monotonic() < deadline, screen
+            time.sleep(0.3)
+        line = next(l for l in screen.splitlines() if dev.removeprefix("/dev/") in l)
+        assert "live" in line and "/128" in line and "q0" in line, screen
+        assert "DEVICE" in screen and "q quits" in screen
+        tmux("send-keys", "-t", session, "q")
+        deadline = time.monotonic() + 15
+        while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "top did not quit on q"
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_top_once_and_without_a_terminal(device):
+    out = run_cli("top", "--once", "--interval", "0.2", device).stdout
+    assert out.splitlines()[0].startswith("DEVICE") and "live" in out
+    result = run_cli("top", device, check=False)
+    assert result.returncode != 0 and "--once" in result.stderr
+
+
+def test_metrics_text_after_a_known_write(device):
+    sh(f"dd if=/dev/zero of={device} bs=1M count=4 oflag=direct status=none")
+    name = device.removeprefix("/dev/")
+    text = run_cli("metrics").stdout
+    assert f'trueno_ublk_up{{device="{name}"}} 1' in text
+    assert f'trueno_ublk_written_bytes_total{{device="{name}"}} {4 << 20}' in text
+    assert f'trueno_ublk_same_pages{{device="{name}"}} 1024' in text
+    assert "# TYPE trueno_ublk_reads_total counter" in text
+
+
+def test_metrics_over_http(make_device):
+    dev = make_device("--metrics-listen", "127.0.0.1:19851")
+    sh(f"dd if=/dev/urandom of={dev} bs=64k count=16 oflag=direct status=none")
+    with urllib.request.urlopen("http://127.0.0.1:19851/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    assert f'trueno_ublk_written_bytes_total{{device="{dev.removeprefix("/dev/")}"}} {1 << 20}' in text
+    for bad in ("19851", "127.0.0.1:99999", "example.com:80"):
+        result = run_cli("create", "--size", "64M", "--metrics-listen", bad, check=False)
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+    taken = run_cli("create", "--size", "64M", "--metrics-listen", "127.0.0.1:19851", check=False)
+    assert taken.returncode != 0 and "cannot serve metrics" in taken.stderr
+    assert Path(dev).exists()

@@ -1,0 +1,125 @@
+"""Prometheus metrics: the text exposition format (0.0.4) of every device,
+for `trueno-ublk metrics` (node_exporter's textfile collector) and for the
+daemon's opt-in HTTP endpoint (`create --metrics-listen`)."""
+import http.server
+import ipaddress
+import logging
+import socket
+import socketserver
+import threading
+
+log = logging.getLogger(__name__)
+
+PREFIX = "trueno_ublk_"
+CLIENT_TIMEOUT_SECONDS = 5.0
+
+# name, type, help, where the value comes from in a `stat` reply
+DEVICE_METRICS = [
+    ("up", "gauge", "1 if the device's daemon answers, 0 if it is dead.", None),
+    ("device_size_bytes", "gauge", "Uncompressed size of the device.", ("device", "size")),
+    ("recoveries_total", "counter", "I/O workers replaced after dying.", ("device", "recoveries")),
+    ("orig_data_bytes", "gauge", "Uncompressed bytes stored.", ("mm_stat", "orig_data_size")),
+    ("compr_data_bytes", "gauge", "Compressed bytes stored.", ("mm_stat", "compr_data_size")),
+    ("mem_used_bytes", "gauge", "Memory holding the stored data.", ("mm_stat", "mem_used_total")),
+    ("mem_limit_bytes", "gauge", "Cap on mem_used (0: none).", ("mm_stat", "mem_limit")),
+    ("mem_used_max_bytes", "gauge", "Peak of mem_used.", ("mm_stat", "mem_used_max")),
+    ("same_pages", "gauge", "Pages stored as one repeated word.", ("mm_stat", "same_pages")),
+    ("huge_pages", "gauge", "Pages stored uncompressed.", ("mm_stat", "huge_pages")),
+    ("pages_compacted_total", "counter", "Pages given back by compaction.", ("mm_stat", "pages_compacted")),
+    ("notify_free_total", "counter", "Pages freed by discard.", ("mm_stat", "notify_free")),
+    ("reads_total", "counter", "Read requests.", ("io_stat", "reads")),
+    ("writes_total", "counter", "Write requests.", ("io_stat", "writes")),
+    ("discards_total", "counter", "Discard and write-zeroes requests.", ("io_stat", "discards")),
+    ("flushes_total", "counter", "Flush requests.", ("io_stat", "flushes")),
+    ("read_bytes_total", "counter", "Bytes read.", ("io_stat", "read_bytes")),
+    ("written_bytes_total", "counter", "Bytes written.", ("io_stat", "written_bytes")),
+    ("failed_reads_total", "counter", "Reads that failed.", ("io_stat", "failed_reads")),
+    ("failed_writes_total", "counter", "Writes that failed (mem_limit included).", ("io_stat", "failed_writes")),
+    ("invalid_io_total", "counter", "Requests out of range or of unknown kind.", ("io_stat", "invalid_io")),
+]
+QUEUE_METRICS = [
+    ("queue_inflight", "gauge", "Requests the queue is serving now.", "inflight"),
+    ("queue_cpu_seconds_total", "counter", "CPU time of the queue's thread.", "cpu_seconds"),
+]
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render(devices: list[tuple[str, dict | None]]) -> str:
+    """Exposition text for (device name, stat reply or None if dead) pairs."""
+    lines = []
+    for name, kind, help_text, source in DEVICE_METRICS:
+        samples = []
+        for device, reply in devices:
+            label = f'{{device="{escape_label(device)}"}}'
+            if source is None:
+                samples.append(f"{PREFIX}{name}{label} {0 if reply is None else 1}")
+            elif reply is not None and source[1] in reply.get(source[0], {}):
+                samples.append(f"{PREFIX}{name}{label} {reply[source[0]][source[1]]}")
+        if samples:
+            lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}", *samples]
+    for name, kind, help_text, key in QUEUE_METRICS:
+        samples = [f'{PREFIX}{name}{{device="{escape_label(device)}",queue="{q["id"]}"}} {q[key]}'
+                   for device, reply in devices if reply for q in reply.get("queues", []) if key in q]
+        if samples:
+            lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}", *samples]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT or :PORT (loopback); ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{text}' is not an address: use HOST:PORT or :PORT (e.g. :9851)")
+    host = host.strip("[]") if host.startswith("[") and host.endswith("]") else host
+    host = host or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError(f"'{host}' is not an IP address (e.g. 127.0.0.1, [::1])") from None
+    return host, int(port)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    timeout = CLIENT_TIMEOUT_SECONDS
+
+    def do_GET(self):
+        if self.path.split("?")[0] != "/metrics":
+            self.send_error(404)
+            return
+        try:
+            body = self.server.collect().encode()
+        except Exception:                       # never let a scrape hurt the daemon
+            log.exception("collecting metrics failed")
+            self.send_error(500)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass                                    # scrapes every few seconds: not worth a log line
+
+
+class MetricsServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """GET /metrics on `address`, answered by collect() -> exposition text."""
+    daemon_threads = True
+
+    def __init__(self, address: str, collect):
+        host, port = parse_address(address)
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.collect = collect
+        super().__init__((host, port), _Handler)
+        self._thread = threading.Thread(target=self.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,95 @@
+"""`trueno-ublk top`: a live view of every device, refreshed each interval.
+
+The figures come from two `stat` samples; the layout is plain lines, so
+frame() is testable without a terminal and `--once` prints it as text.
+"""
+import curses
+import time
+
+from trueno_ublk import admin, state
+from trueno_ublk.errors import UserError
+from trueno_ublk.units import format_size
+
+HEADER = (f"{'DEVICE':<12}{'STATE':<11}{'R IOPS':>8}{'W IOPS':>8}{'R MiB/s':>9}{'W MiB/s':>9}"
+          f"{'RATIO':>7}{'MEM USED':>10}{'LIMIT':>8}{'SAME':>6}{'HUGE':>6}{'QDEPTH':>8}  QUEUE CPU")
+
+
+def sample(dev_ids: list[int] | None = None) -> dict[int, tuple[float, dict | None, str]]:
+    """{dev_id: (time, stat reply or None, state)} for the devices asked (all if None)."""
+    out = {}
+    for record in state.load_all():
+        if dev_ids is not None and record.dev_id not in dev_ids:
+            continue
+        reply = None
+        if record.daemon_alive() and record.state == "live":
+            try:
+                reply = admin.request(record.dev_id, "stat")
+            except UserError:
+                pass
+        status = record.state if record.daemon_alive() else "dead"
+        out[record.dev_id] = (time.monotonic(), reply, status)
+    return out
+
+
+def _rate(now: dict, before: dict | None, key: str, seconds: float) -> float:
+    if not before or seconds <= 0:
+        return 0.0
+    return max(0, now["io_stat"][key] - before["io_stat"][key]) / seconds
+
+
+def device_line(dev_id: int, now, before) -> str:
+    t1, reply, status = now
+    if reply is None:
+        return f"{'ublkb%d' % dev_id:<12}{status:<11}"
+    t0, previous, _ = before if before else (t1, None, "")
+    dt = t1 - t0
+    mm, queues = reply["mm_stat"], reply.get("queues", [])
+    stored = mm.get("pages_stored", 0)
+    ratio = f"{mm['orig_data_size'] / mm['compr_data_size']:.2f}" if mm.get("compr_data_size") else "-"
+    share = (lambda key: f"{100 * mm[key] / stored:.0f}%" if stored else "-")
+    depth = reply["device"]["depth"] * max(1, len(queues))
+    inflight = sum(q.get("inflight", 0) for q in queues)
+    cpu = []
+    for q in queues:
+        was = next((p for p in (previous or {}).get("queues", []) if p["id"] == q["id"]), None)
+        used = (q.get("cpu_seconds", 0) - was.get("cpu_seconds", 0)) / dt if was and dt > 0 else 0.0
+        cpu.append(f"q{q['id']} {100 * used:.0f}%")
+    mib = 1 << 20
+    return (f"{'ublkb%d' % dev_id:<12}{status:<11}"
+            f"{_rate(reply, previous, 'reads', dt):>8.0f}{_rate(reply, previous, 'writes', dt):>8.0f}"
+            f"{_rate(reply, previous, 'read_bytes', dt) / mib:>9.1f}"
+            f"{_rate(reply, previous, 'written_bytes', dt) / mib:>9.1f}"
+            f"{ratio:>7}{format_size(mm['mem_used_total']) if mm else '-':>10}"
+            f"{format_size(mm['mem_limit']) if mm.get('mem_limit') else '-':>8}"
+            f"{share('same_pages') if mm else '-':>6}{share('huge_pages') if mm else '-':>6}"
+            f"{f'{inflight}/{depth}':>8}  {' '.join(cpu)}")
+
+
+def frame(now: dict, before: dict) -> list[str]:
+    if not now:
+        return ["no devices"]
+    return [HEADER] + [device_line(d, now[d], before.get(d)) for d in sorted(now)]
+
+
+def run(dev_ids: list[int] | None, interval: float) -> None:
+    curses.wrapper(_loop, dev_ids, interval)
+
+
+def _loop(screen, dev_ids, interval: float) -> None:
+    curses.curs_set(0)
+    screen.timeout(int(interval * 1000))
+    before = sample(dev_ids)
+    while True:
+        now = sample(dev_ids)
+        lines = [f"trueno-ublk top -- every {interval:g}s, q quits", ""] + frame(now, before)
+        screen.erase()
+        height, width = screen.getmaxyx()
+        if width < 40 or height < 4:
+            screen.addstr(0, 0, "terminal too small"[:max(0, width - 1)])
+        else:
+            for y, line in enumerate(lines[:height - 1]):
+                screen.addstr(y, 0, line[:width - 1])
+        screen.refresh()
+        before = now
+        if screen.getch() in (ord("q"), ord("Q")):
+            return
