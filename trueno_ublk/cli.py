@@ -376,7 +376,7 @@ def config_check(file):
         click.echo(f"trueno-ublk: {error}", err=True)
     if errors:
         sys.exit(1)
-    where = ", ".join(map(str, paths)) or "no config files"
+    where = ", ".join(map(str, paths)) or f"{device_config.main_file()} (absent)"
     click.echo(f"{where}: OK, {len(devices)} device(s)")
     for d in devices:
         use = f"swap, priority {d.swap_priority}" if d.is_swap else f"{d.fs_type} on {d.mount_point}"

@@ -8,10 +8,14 @@
     algorithm = zstd
     swap-priority = 100
 
-Every error names its file and line.
+Comments start a line with # or ;, or follow whitespace after a value.
+$TRUENO_UBLK_CONFIG names another main file (its drop-ins: the same name
+plus ".d"). Every error names its file and line; a device with an error is
+left out, the others stay usable.
 """
 import ast
 import dataclasses
+import math
 import operator
 import os
 import re
@@ -22,16 +26,23 @@ import psutil
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.units import PAGE_SIZE, parse_size
 
-MAIN_FILE = Path(os.environ.get("TRUENO_UBLK_CONFIG", "/etc/trueno-ublk.conf"))
+DEFAULT_MAIN_FILE = Path("/etc/trueno-ublk.conf")
+CONFIG_ENV = "TRUENO_UBLK_CONFIG"
 DEFAULT_SIZE = "min(ram / 2, 4096)"
-SECTION = re.compile(r"ublkb(\d+)")
+SECTION = re.compile(r"ublkb(0|[1-9]\d*)")     # one spelling per device: no ublkb01
+MAX_DEVICE_ID = (1 << 20) - 1          # what `create --id` accepts
+MAX_SIZE = 1 << 60                      # far beyond any RAM, well within the kernel's u64 sectors
+INLINE_COMMENT = re.compile(r"\s[#;].*$")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ConfigError(ValueError):
-    """One problem in a config file, at a line."""
+    """One problem in a config file, at a line (0: the file as a whole).
+    `section` is the device it spoils, None if it spoils none in particular."""
 
-    def __init__(self, path, line: int, message: str):
-        super().__init__(f"{path}:{line}: {message}")
+    def __init__(self, path, line: int, message: str, section: str | None = None):
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+        self.path, self.line, self.section = Path(path), line, section
 
 
 @dataclasses.dataclass
@@ -53,169 +64,245 @@ class DeviceSection:
         return not self.fs_type
 
 
+# --- size expressions ------------------------------------------------------
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+              ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv}
+_FUNCTIONS = {"min": min, "max": max}
+_ALLOWED = "use numbers, ram, + - * / //, parentheses, min(), max()"
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """`text` quoted in a message, cut short: an error stays one readable line."""
+    return f"'{text}'" if len(text) <= limit else f"'{text[:limit - 3]}...'"
+
+
 def evaluate_size(expression: str, ram_mib: float) -> float:
-    """A size expression over `ram` (MiB), in MiB: numbers, ram, + - * / //
-    %, parentheses, min() and max(). Never eval: a whitelist over the AST."""
-    binary = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-              ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
-    functions = {"min": min, "max": max}
+    """A size expression over `ram` (MiB), in MiB. Never eval: the parsed
+    tree is walked with a whitelist of node types. ValueError otherwise."""
 
     def value(node):
         if isinstance(node, ast.Constant) and type(node.value) in (int, float):
             return node.value
         if isinstance(node, ast.Name) and node.id == "ram":
             return ram_mib
-        if isinstance(node, ast.BinOp) and type(node.op) in binary:
-            return binary[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](value(node.left), value(node.right))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            return -value(node.operand) if isinstance(node.op, ast.USub) else value(node.operand)
+            operand = value(node.operand)
+            return -operand if isinstance(node.op, ast.USub) else operand
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in functions and node.args and not node.keywords):
-            return functions[node.func.id](*(value(a) for a in node.args))
-        raise ValueError(f"'{ast.unparse(node)}' is not allowed in a size "
-                         "(use numbers, ram, + - * / //, min(), max())")
+                and node.func.id in _FUNCTIONS and node.args and not node.keywords
+                and not any(isinstance(a, ast.Starred) for a in node.args)):
+            return _FUNCTIONS[node.func.id]([value(a) for a in node.args])
+        raise ValueError(f"{_shown(ast.unparse(node))} is not allowed in a size ({_ALLOWED})")
 
     try:
         tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError:
-        raise ValueError(f"'{expression}' is not a size expression") from None
-    try:
-        return float(value(tree.body))
+        result = float(value(tree.body))
+    except (SyntaxError, RecursionError, MemoryError):
+        # MemoryError / RecursionError: absurdly nested input, which the
+        # parser or the walk cannot take; it is no size either way.
+        raise ValueError(f"{_shown(expression)} is not a size expression ({_ALLOWED})") from None
     except ZeroDivisionError:
-        raise ValueError(f"'{expression}' divides by zero") from None
+        raise ValueError(f"{_shown(expression)} divides by zero") from None
+    except OverflowError:
+        raise ValueError(f"{_shown(expression)} is too large") from None
+    if not math.isfinite(result):
+        raise ValueError(f"{_shown(expression)} is too large")
+    return result
 
 
 def ram_mib() -> float:
     return psutil.virtual_memory().total / (1 << 20)
 
 
-def config_files(main: Path = MAIN_FILE) -> list[Path]:
+# --- files -------------------------------------------------------------------
+
+def main_file() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_MAIN_FILE)
+
+
+def config_files(main: Path | None = None) -> list[Path]:
+    """The main file (if it exists), then its drop-ins in name order."""
+    main = Path(main) if main is not None else main_file()
     drop_ins = main.with_name(main.name + ".d")
-    found = sorted(drop_ins.glob("*.conf")) if drop_ins.is_dir() else []
-    return ([main] if main.exists() else []) + found
+    found = sorted(p for p in drop_ins.glob("*.conf") if p.is_file()) if drop_ins.is_dir() else []
+    return ([main] if main.is_file() else []) + found
 
 
-def _parse_file(path: Path, raw: dict, errors: list, bad: set) -> None:
+def _parse_file(path: Path, raw: dict, errors: list) -> None:
     """Sections and keys of one file into raw[section][key] = (value, path,
-    line); each problem into `errors`, its section into `bad`."""
+    line); each problem into `errors`."""
     section = None
-    seen = set()
+    in_bad_section = False          # its keys are skipped: the header was reported
+    seen = set()                    # (section, key) within this file
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         errors.append(ConfigError(path, 0, f"cannot read: {getattr(e, 'strerror', None) or e}"))
         return
     for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+        line = INLINE_COMMENT.sub("", line).strip()
         if not line or line[0] in "#;":
             continue
         if line.startswith("["):
-            section = line[1:-1].strip() if line.endswith("]") else ""
-            if not SECTION.fullmatch(section):
-                errors.append(ConfigError(path, number, f"bad section {line}: use [ublkbN]"))
-                section = None
-                continue
-            raw.setdefault(section, {})
+            name = line[1:-1].strip() if line.endswith("]") else ""
+            match = SECTION.fullmatch(name)
+            in_bad_section = not match or int(match.group(1)) > MAX_DEVICE_ID
+            if in_bad_section:
+                errors.append(ConfigError(path, number, f"bad section {line}: use [ublkbN], "
+                                                        f"N from 0 to {MAX_DEVICE_ID}"))
+            section = None if in_bad_section else name
+            if section:
+                raw.setdefault(section, {})
             continue
         key, eq, value = line.partition("=")
         key, value = key.strip(), value.strip()
+        if in_bad_section:
+            continue
         if section is None:
-            errors.append(ConfigError(path, number, f"'{key}' is outside any [ublkbN] section"))
+            errors.append(ConfigError(path, number, f"{_shown(key)} is outside any [ublkbN] section"))
         elif not eq or not key:
-            errors.append(ConfigError(path, number, f"expected 'key = value', got '{line}'"))
-            bad.add(section)
+            errors.append(ConfigError(path, number, f"expected 'key = value', got {_shown(line)}", section))
         elif (section, key) in seen:
-            errors.append(ConfigError(path, number, f"'{key}' is set twice in [{section}]"))
-            bad.add(section)
+            errors.append(ConfigError(path, number, f"'{key}' is set twice in [{section}]", section))
         else:
             seen.add((section, key))
             raw[section][key] = (value, path, number)
 
 
-def _whole(value: str, low: int, high: int, what: str) -> int:
-    if not re.fullmatch(r"-?\d+", value) or not low <= int(value) <= high:
-        raise ValueError(f"{what} must be a whole number from {low} to {high}, not '{value}'")
+# --- keys --------------------------------------------------------------------
+
+def _whole(value: str, low: int, high: int, what: str, note: str = "") -> int:
+    if not re.fullmatch(r"[-+]?\d+", value) or not low <= int(value) <= high:
+        raise ValueError(f"{what} must be a whole number from {low} to {high}{note}, "
+                         f"not {_shown(value)}")
     return int(value)
 
 
+def _size(value: str, ram: float) -> int:
+    mib = evaluate_size(value, ram)
+    size = int(mib * (1 << 20)) // PAGE_SIZE * PAGE_SIZE        # whole pages, rounded down
+    if size <= 0:
+        raise ValueError(f"size {_shown(value)} comes to {mib:g} MiB: it must be at least 4K")
+    if size > MAX_SIZE:
+        raise ValueError(f"size {_shown(value)} comes to {mib:g} MiB: it must be at most 1 EiB")
+    return size
+
+
+def _mount_point(value: str) -> str:
+    if not value.startswith("/") or CONTROL_CHARS.search(value):
+        raise ValueError(f"mount-point must be an absolute path, not {_shown(value)}")
+    path = "/" + os.path.normpath(value).lstrip("/")    # normpath keeps a leading //
+    if path == "/":
+        raise ValueError("mount-point cannot be / itself")
+    return path
+
+
 def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
+    """Set `key` of `dev` from its text; ValueError saying what is wrong."""
     if key == "size":
-        mib = evaluate_size(value, ram)
-        size = int(mib * (1 << 20)) // PAGE_SIZE * PAGE_SIZE
-        if size <= 0:
-            raise ValueError(f"size '{value}' comes to {mib:g} MiB: it must be at least 4K")
-        dev.size_expression, dev.size = value, size
+        dev.size_expression, dev.size = value, _size(value, ram)
     elif key == "algorithm":
         dev.algorithm = codec_for(value).name
     elif key == "queues":
-        dev.queues = _whole(value, 1, os.cpu_count() or 1, "queues")
+        dev.queues = _whole(value, 1, os.cpu_count() or 1, "queues", " (the CPU count)")
     elif key == "mem-limit":
-        dev.mem_limit = parse_size(value) if value != "0" else 0
+        dev.mem_limit = parse_size(value)
     elif key == "swap-priority":
         dev.swap_priority = _whole(value, -1, 32767, "swap-priority")
     elif key == "fs-type":
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value):
-            raise ValueError(f"'{value}' is not a filesystem type")
-        dev.fs_type = value
+            raise ValueError(f"{_shown(value)} is not a filesystem type")
+        dev.fs_type = "" if value == "swap" else value      # zram-generator: swap is a type too
     elif key == "mount-point":
-        if not value.startswith("/") or "\n" in value:
-            raise ValueError(f"mount-point must be an absolute path, not '{value}'")
-        dev.mount_point = os.path.normpath(value)
+        dev.mount_point = _mount_point(value)
     elif key == "options":
+        if not value or CONTROL_CHARS.search(value):
+            raise ValueError("options must be a non-empty list like discard,noatime, "
+                             f"not {_shown(value)}")
         dev.options = value
     else:
-        raise ValueError(f"unknown key '{key}'")
+        raise ValueError(f"unknown key {_shown(key)}")
+
+
+def _check_device(dev: DeviceSection, keys: dict, mount_points: dict) -> list[tuple]:
+    """Problems between the keys of one device, and with mount points
+    other devices took, as (path, line, message)."""
+    problems = []
+    if dev.fs_type and not dev.mount_point:
+        problems.append((*keys["fs-type"][1:], f"[{dev.name}] has fs-type {dev.fs_type} "
+                                               "but no mount-point"))
+    if dev.mount_point and not dev.fs_type:
+        problems.append((*keys["mount-point"][1:], f"[{dev.name}] has a mount-point but no "
+                                                   "filesystem fs-type (swap takes none)"))
+    if dev.mount_point and dev.fs_type:
+        other = mount_points.setdefault(dev.mount_point, dev.name)
+        if other != dev.name:
+            problems.append((*keys["mount-point"][1:], f"mount-point {dev.mount_point} "
+                                                       f"is already [{other}]'s"))
+    return problems
+
+
+# --- loading -----------------------------------------------------------------
+
+def load_all_errors(paths: list[Path] | None = None, ram: float | None = None):
+    """(devices that are fine in id order, every ConfigError found):
+    `config check` and the generator report all problems and keep the
+    good devices."""
+    paths = config_files() if paths is None else paths
+    ram = ram_mib() if ram is None else ram
+    raw: dict[str, dict] = {}
+    errors: list[ConfigError] = []
+    for path in paths:
+        _parse_file(Path(path), raw, errors)
+    devices = []
+    mount_points: dict[str, str] = {}
+    for name in sorted(raw, key=lambda n: int(SECTION.fullmatch(n).group(1))):
+        dev = DeviceSection(name=name, dev_id=int(SECTION.fullmatch(name).group(1)))
+        keys = raw[name]
+        if "size" not in keys:
+            _apply(dev, "size", DEFAULT_SIZE, ram)
+        found = []
+        for key, (value, path, line) in keys.items():
+            try:
+                _apply(dev, key, value, ram)
+            except ValueError as e:
+                # "unknown algorithm 'lzo' in [ublkb0]: valid ones are ..."
+                what, colon, detail = str(e).partition(": ")
+                found.append(ConfigError(path, line, f"{what} in [{name}]{colon}{detail}", name))
+        if not found:
+            found = [ConfigError(path, line, message, name)
+                     for path, line, message in _check_device(dev, keys, mount_points)]
+        errors += found
+        if not any(e.section == name for e in errors):
+            devices.append(dev)
+    file_order = {Path(p): i for i, p in enumerate(paths)}
+    errors.sort(key=lambda e: (file_order.get(e.path, len(file_order)), e.line))    # reading order
+    return devices, errors
 
 
 def load(paths: list[Path] | None = None, ram: float | None = None) -> list[DeviceSection]:
-    """Every configured device, in id order. Raises ConfigError (the first
-    problem, with file and line)."""
+    """Every configured device, in id order. Raises the first ConfigError."""
     devices, errors = load_all_errors(paths, ram)
     if errors:
         raise errors[0]
     return devices
 
 
-def load_all_errors(paths: list[Path] | None = None, ram: float | None = None):
-    """(devices that are fine, every ConfigError found): `config check` and
-    the generator report all problems and keep the good devices."""
+def section_for(name: str, paths: list[Path] | None = None,
+                ram: float | None = None) -> DeviceSection:
+    """Device `name` (e.g. ublkb0) as the generator sees it: usable when its
+    own keys are fine, whatever is wrong elsewhere. ValueError otherwise,
+    the first problem with its line."""
     paths = config_files() if paths is None else paths
-    ram = ram_mib() if ram is None else ram
-    raw: dict[str, dict] = {}
-    errors = []
-    bad_sections = set()
-    for path in paths:
-        _parse_file(Path(path), raw, errors, bad_sections)
-    devices = []
-    for name in sorted(raw, key=lambda n: int(SECTION.fullmatch(n).group(1))):
-        dev = DeviceSection(name=name, dev_id=int(SECTION.fullmatch(name).group(1)))
-        bad = name in bad_sections
-        keys = raw[name]
-        for key, (value, path, line) in keys.items():
-            try:
-                _apply(dev, key, value, ram)
-            except ValueError as e:
-                errors.append(ConfigError(path, line, f"{e} in [{name}]"))
-                bad = True
-        if "size" not in keys:
-            _apply(dev, "size", DEFAULT_SIZE, ram)
-        if dev.fs_type and not dev.mount_point:
-            path, line = keys["fs-type"][1:]
-            errors.append(ConfigError(path, line, f"[{name}] has fs-type but no mount-point"))
-            bad = True
-        if dev.mount_point and not dev.fs_type:
-            path, line = keys["mount-point"][1:]
-            errors.append(ConfigError(path, line, f"[{name}] has mount-point but no fs-type"))
-            bad = True
-        if not bad:
-            devices.append(dev)
-    return devices, errors
-
-
-def section_for(name: str, paths: list[Path] | None = None) -> DeviceSection:
-    """The section `name` (e.g. ublkb0) from the config; ValueError if absent."""
-    for dev in load(paths):
+    devices, errors = load_all_errors(paths, ram)
+    for dev in devices:
         if dev.name == name:
             return dev
-    where = ", ".join(map(str, config_files() if paths is None else paths)) or str(MAIN_FILE)
+    for error in errors:
+        if error.section == name:
+            raise error
+    where = ", ".join(map(str, paths)) or f"{main_file()} (which does not exist)"
     raise ValueError(f"no [{name}] section in {where}")

@@ -1,6 +1,15 @@
-"""The systemd generator against expected unit trees, one directory per
-case (tests/unit/generator/CASE/{trueno-ublk.conf,expected/}), and the
-units through systemd-analyze verify where it exists."""
+"""The systemd generator, run as systemd runs it, against expected trees:
+one directory per case under tests/unit/generator/, like zram-generator's
+test suite:
+
+    CASE/trueno-ublk.conf        the main file
+    CASE/trueno-ublk.conf.d/     drop-ins (optional)
+    CASE/expected/               exactly the files and symlinks generated
+    CASE/expected-log            what is logged, one problem a line (optional:
+                                 none expected when it is absent)
+
+The inputs are copied to a scratch /etc, whose path reads /etc in what is
+compared. Where systemd-analyze exists, the units also pass its verify."""
 import os
 import shutil
 import subprocess
@@ -8,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from trueno_ublk import config, generator
+from trueno_ublk import generator
 
 CASES = Path(__file__).with_name("generator")
 TEMPLATE = Path(__file__).parents[2] / "systemd" / "trueno-ublk@.service"
+CLI = Path(__file__).parents[2] / ".venv" / "bin" / "trueno-ublk"
 
 
 def tree(root: Path) -> dict:
+    """Relative path -> contents, or "-> target" for a symlink."""
     out = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
@@ -25,48 +36,102 @@ def tree(root: Path) -> dict:
     return out
 
 
+def run_generator(case: Path, tmp_path: Path, monkeypatch, capsys) -> tuple[Path, str]:
+    """The case's config in a scratch etc/, the generator run on it as systemd
+    does: (the normal output directory, stderr with etc/ shown as /etc)."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(case / "trueno-ublk.conf", etc)
+    if (case / "trueno-ublk.conf.d").is_dir():
+        shutil.copytree(case / "trueno-ublk.conf.d", etc / "trueno-ublk.conf.d")
+    monkeypatch.setenv("TRUENO_UBLK_CONFIG", str(etc / "trueno-ublk.conf"))
+    monkeypatch.setattr(generator, "KMSG", str(tmp_path / "no-kmsg" / "kmsg"))  # log to stderr
+    monkeypatch.setattr(generator.config, "ram_mib", lambda: 8192.0)
+    out = tmp_path / "normal"
+    dirs = [out, tmp_path / "early", tmp_path / "late"]
+    assert generator.main([str(d) for d in dirs]) == 0
+    assert not dirs[1].exists() and not dirs[2].exists()
+    for path in out.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.write_text(path.read_text().replace(str(etc), "/etc"))
+    return out, capsys.readouterr().err.replace(str(etc), "/etc")
+
+
 @pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir()))
-def test_generated_units_match_expected(case, tmp_path):
-    devices = config.load([CASES / case / "trueno-ublk.conf"], ram=8192)
-    generator.generate(tmp_path, devices, "/etc/trueno-ublk.conf")
-    assert tree(tmp_path) == tree(CASES / case / "expected")
+def test_generated_units_match_expected(case, tmp_path, monkeypatch, capsys):
+    out, log = run_generator(CASES / case, tmp_path, monkeypatch, capsys)
+    assert tree(out) == tree(CASES / case / "expected")
+    expected_log = CASES / case / "expected-log"
+    assert log == (expected_log.read_text() if expected_log.exists() else "")
+
+
+def test_every_case_has_an_expected_tree():
+    for case in CASES.iterdir():
+        assert (case / "expected").is_dir() or (case / "expected-log").is_file(), case
 
 
 @pytest.mark.parametrize("path, name", [
-    ("/", "-"), ("/var/tmp/scratch", "var-tmp-scratch"), ("/mnt/a-b", r"mnt-a\x2db"),
-    ("/srv/.cache", r"srv-.cache"), ("/x/.y", r"x-.y"), ("/.hidden", r"\x2ehidden"), ("/é", r"\xc3\xa9"),
+    ("/", "-"), ("//", "-"), ("/var/tmp/scratch", "var-tmp-scratch"), ("/mnt/a-b", r"mnt-a\x2db"),
+    ("/srv/.cache", r"srv-.cache"), ("/.hidden", r"\x2ehidden"), ("/é", r"\xc3\xa9"),
+    ("//a//b/", "a-b"), ("/x/./y", "x-y"), ("/a b", r"a\x20b"), ("/foo:bar_baz", "foo:bar_baz"),
+    ("/a\\b", r"a\x5cb"), ("/100%", r"100\x25"), ("/A.B/C~", r"A.B-C\x7e"),
 ])
 def test_escape_path_like_systemd_escape(path, name):
     assert generator.escape_path(path) == name
-    if shutil.which("systemd-escape"):
-        assert subprocess.run(["systemd-escape", "--path", path], capture_output=True,
-                              text=True).stdout.strip() == name
 
 
-def test_generator_skips_broken_devices_and_never_fails(tmp_path, monkeypatch):
+@pytest.mark.skipif(not shutil.which("systemd-escape"), reason="systemd-escape is not installed")
+@pytest.mark.parametrize("path", ["/var/tmp/scratch space", "/mnt/a-b", "/.x/.y", "/é/ü", "//a//b/",
+                                  "/x/./y", "/a\\b:c_d", "/100%", "/tab\there"])
+def test_escape_path_agrees_with_systemd_escape(path):
+    systemd = subprocess.run(["systemd-escape", "--path", path], capture_output=True, text=True)
+    assert generator.escape_path(path) == systemd.stdout.strip()
+
+
+def test_logging_goes_to_the_kernel_log_when_it_can(tmp_path, monkeypatch, capsys):
+    kmsg = tmp_path / "kmsg"
+    kmsg.touch()
+    monkeypatch.setattr(generator, "KMSG", str(kmsg))
+    generator.log("x.conf:3: unknown key 'sise' in [ublkb1]")
+    assert kmsg.read_text() == "<4>trueno-ublk-generator: x.conf:3: unknown key 'sise' in [ublkb1]\n"
+    assert capsys.readouterr().err == ""
+
+
+def test_the_generator_never_fails(tmp_path, monkeypatch, capsys):
     conf = tmp_path / "trueno-ublk.conf"
-    conf.write_text("[ublkb0]\nsize = 64\n[ublkb1]\nsise = 1\n")
-    monkeypatch.setattr(config, "MAIN_FILE", conf)
-    monkeypatch.setattr(config.config_files, "__defaults__", (conf,))
-    out = tmp_path / "out"
-    assert generator.main([str(out), str(tmp_path), str(tmp_path)]) == 0
-    assert (out / "dev-ublkb0.swap").exists() and not (out / "dev-ublkb1.swap").exists()
-    assert generator.main([]) == 2
+    conf.write_text("[ublkb0]\nsize = 64\n")
+    monkeypatch.setenv("TRUENO_UBLK_CONFIG", str(conf))
+    monkeypatch.setattr(generator, "KMSG", str(tmp_path / "no-kmsg" / "kmsg"))
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")                      # the output "directory" cannot be made
+    assert generator.main([str(blocked / "normal"), "early", "late"]) == 0
+    assert capsys.readouterr().err.startswith("trueno-ublk-generator: cannot generate units: ")
+    monkeypatch.setenv("TRUENO_UBLK_CONFIG", str(tmp_path / "absent.conf"))
+    assert generator.main([str(tmp_path / "out")]) == 0
+    assert not (tmp_path / "out").exists() and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("argv", [[], ["a", "b"], ["a", "b", "c", "d"]])
+def test_usage(argv, capsys):
+    assert generator.main(argv) == 2
+    assert capsys.readouterr().err.startswith("usage: trueno-ublk-generator NORMAL_DIR")
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
-def test_units_pass_systemd_analyze_verify(tmp_path):
-    devices = config.load([CASES / "fs-and-swap" / "trueno-ublk.conf"], ram=8192)
-    generator.generate(tmp_path, devices, "/etc/trueno-ublk.conf")
-    shutil.copy(TEMPLATE, tmp_path)
-    # The template's ExecStart must exist for verify: point it at this checkout's CLI.
-    cli = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).parents[2] / ".venv")) / "bin" / "trueno-ublk"
-    unit = tmp_path / TEMPLATE.name
-    unit.write_text(unit.read_text().replace("/usr/local/bin/trueno-ublk", str(cli)))
-    units = [str(tmp_path / n) for n in ("dev-ublkb0.swap", r"var-tmp-scratch\x20space.mount",
-                                         "trueno-ublk@ublkb0.service")]
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True,
-                            text=True, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"})
-    problems = [line for line in result.stderr.splitlines()
-                if str(tmp_path) in line or "trueno" in line]
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir()))
+def test_units_pass_systemd_analyze_verify(case, tmp_path, monkeypatch, capsys):
+    out, _ = run_generator(CASES / case, tmp_path, monkeypatch, capsys)
+    # The template beside the generated units; verify wants ExecStart= to
+    # exist, so it points at this checkout's command instead of /usr/local/bin.
+    unit = out / TEMPLATE.name
+    unit.write_text(TEMPLATE.read_text().replace("/usr/local/bin/trueno-ublk", str(CLI)))
+    units = [p for p in sorted(out.iterdir()) if p.suffix in (".swap", ".mount")]
+    instances = [out / p.name.removesuffix(".d") for p in out.glob("trueno-ublk@*.service.d")]
+    for instance in instances:                  # verify takes instance names as files
+        instance.symlink_to(unit.name)
+    assert len(instances) == len(units) > 0
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, units + instances)],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "SYSTEMD_UNIT_PATH": f"{out}:"})
+    problems = [line for line in result.stderr.splitlines() if str(out) in line or "trueno" in line]
     assert result.returncode == 0 and not problems, result.stderr
