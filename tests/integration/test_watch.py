@@ -1,4 +1,5 @@
 """Watching devices: top in a real terminal, metrics text and HTTP."""
+import os
 import subprocess
 import time
 import urllib.request
@@ -7,8 +8,12 @@ from pathlib import Path
 from conftest import CLI, run_cli, sh
 
 
-def tmux(*args) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+def tmux(*args, check=True) -> subprocess.CompletedProcess:
+    # A private server, so a user's tmux (or a stale socket) is never touched;
+    # no LINES/COLUMNS (pytest exports 24x80), which curses would trust over the pane.
+    env = {k: v for k, v in os.environ.items() if k not in ("LINES", "COLUMNS")}
+    return subprocess.run(["tmux", "-L", "trueno-test", *args], capture_output=True, text=True,
+                          check=check, env=env)
 
 
 def test_top_in_a_terminal_shows_devices_and_quits_on_q(make_device):
@@ -18,7 +23,7 @@ def test_top_in_a_terminal_shows_devices_and_quits_on_q(make_device):
     tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "30", f"{CLI} top --interval 0.5")
     try:
         deadline = time.monotonic() + 30
-        while "ublkb" not in (screen := tmux("capture-pane", "-p", "-t", session)):
+        while "ublkb" not in (screen := tmux("capture-pane", "-p", "-t", session).stdout):
             assert time.monotonic() < deadline, screen
             time.sleep(0.3)
         line = next(l for l in screen.splitlines() if dev.removeprefix("/dev/") in l)
@@ -26,11 +31,11 @@ def test_top_in_a_terminal_shows_devices_and_quits_on_q(make_device):
         assert "DEVICE" in screen and "q quits" in screen
         tmux("send-keys", "-t", session, "q")
         deadline = time.monotonic() + 15
-        while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
+        while tmux("has-session", "-t", session, check=False).returncode == 0:
             assert time.monotonic() < deadline, "top did not quit on q"
             time.sleep(0.2)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        tmux("kill-server", check=False)
 
 
 def test_top_once_and_without_a_terminal(device):
