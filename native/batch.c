@@ -176,6 +176,21 @@ void batch_serve(struct batch_server *bs, struct shim_request *reqs, int n)
     add_counts(bs->counts, &h->counts);
 }
 
+int batch_serve_queue(struct batch_server *bs, struct shim_queue *q, struct shim_request *reqs,
+                      int depth, volatile int *inflight)
+{
+    int n = 0;
+
+    for (;;) {
+        *inflight = 0;
+        n = shim_queue_run(q, n, reqs, depth);
+        if (n < 0)
+            return n;
+        *inflight = n;
+        batch_serve(bs, reqs, n);
+    }
+}
+
 static struct batch_server *new_server(const struct store_ops *ops, void *ctx, char *buffers,
                                        uint32_t buf_size, uint64_t dev_size,
                                        struct io_counters *counts)

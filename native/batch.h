@@ -26,4 +26,11 @@ struct batch_server *batch_server_for_null(char *buffers, uint32_t buf_size, uin
                                            struct io_counters *counts, int *err);
 /* Serve reqs[0..n): sets every result and counts it. Releases the GIL. */
 void batch_serve(struct batch_server *bs, struct shim_request *reqs, int n);
+/* Serve one queue until it shuts down: commit, fetch and serve batch after
+ * batch without returning. The whole loop runs in C with the GIL released:
+ * under swap, a Python thread holding the GIL may be waiting for memory that
+ * only this queue can free. `inflight` shows the batch being served. Returns
+ * -ENODEV once the queue is stopped, or another -errno. */
+int batch_serve_queue(struct batch_server *bs, struct shim_queue *q, struct shim_request *reqs,
+                      int depth, volatile int *inflight);
 void batch_server_free(struct batch_server *bs);

@@ -7,8 +7,15 @@
  *   fills    one u64 per device page: the word of a same-filled page
  *   chunks   CHUNK_SIZE each; a chunk serves one 16-byte size class, its
  *            slots packed end to end
- * All of it is sparse: a map page or a chunk costs memory once written, and
- * goes back (a hole is punched) once empty.
+ The maps are faulted in when the store opens (8 bytes each per device
+ * page, as zram's table); the chunks are sparse: a chunk costs memory while
+ * in use and goes back (a hole is punched) once empty.
+ *
+ * Serving I/O never faults in a page. A device that holds swap is written
+ * to by the kernel's reclaim, when free memory is exhausted; a fault there
+ * would wait for reclaim, which waits for that very write. So writes take
+ * new chunks from a reserve of chunks already faulted in, and a refill
+ * thread -- free to wait for reclaim -- tops the reserve up from behind.
  *
  * A write compresses into per-thread scratch, copies the payload into a
  * fresh slot, publishes the slot in the page's entry with one 64-bit store,
@@ -18,19 +25,21 @@
  *
  * Locking: a page is read or changed only under its stripe lock, so a slot
  * is never freed under a reader and a partial-page read-modify-write never
- * loses a concurrent write. alloc_lock guards the allocator, the counters
- * and the map's touched flags; it is taken inside a stripe lock, never the
- * other way round.
+ * loses a concurrent write. alloc_lock guards the allocator, the reserve
+ * and the counters; it is taken inside a stripe lock, never the other way
+ * round.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 #include <lz4.h>
@@ -47,6 +56,12 @@
 #define ENTRIES_PER_MAP_PAGE (PAGE_SIZE / 8)
 #define LOCK_STRIPES    256
 #define NO_CHUNK        UINT32_MAX
+#define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
+#define RESERVE_WAIT_MS 1000            /* then writes fail rather than hang */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 #define ENTRY_SAME      (1ull << 63)
 #define ENTRY_STORED    (1ull << 62)
@@ -83,8 +98,6 @@ struct page_store {
     char *base;
     uint64_t *entries, *fills;
     char *chunks;
-    uint8_t *touched;                   /* one flag per map page ever written */
-    uint64_t map_pages;
 
     pthread_mutex_t stripes[LOCK_STRIPES];
     pthread_mutex_t alloc_lock;
@@ -92,6 +105,13 @@ struct page_store {
     uint32_t partial[CLASS_COUNT];      /* heads of the chunks-with-room lists */
     uint32_t *free_chunks;              /* stack of released chunk numbers */
     uint64_t n_free_chunks, chunk_high;
+    uint32_t *ready;                    /* the reserve: free chunks faulted in */
+    uint32_t n_ready, reserve_target;
+    pthread_cond_t reserve_low, reserve_filled;
+    pthread_t refill_thread;
+    uint32_t n_refilling;               /* chunks being faulted in for the reserve */
+    bool starved;                       /* a wait timed out: fail fast until refilled */
+    bool refill_running, closing;
     uint64_t mem_limit;
     struct ps_stats st;
 };
@@ -217,18 +237,46 @@ static void list_del(struct page_store *ps, uint32_t c)
     m->prev = m->next = NO_CHUNK;
 }
 
+/* A chunk number never used or given back, or NO_CHUNK. */
+static uint32_t unused_chunk(struct page_store *ps)
+{
+    if (ps->n_free_chunks)
+        return ps->free_chunks[--ps->n_free_chunks];
+    if (ps->chunk_high < ps->max_chunks)
+        return (uint32_t)ps->chunk_high++;
+    return NO_CHUNK;                    /* fragmentation beyond the reservation */
+}
+
+static int wait_for_reserve(struct page_store *ps)
+{
+    struct timespec until;
+
+    /* One write waits; while the reserve stays empty the others fail at
+     * once, so that the batch completes and reclaim sees its errors soon. */
+    if (ps->starved)
+        return -ENOMEM;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += RESERVE_WAIT_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_cond_signal(&ps->reserve_low);
+    while (!ps->n_ready && (ps->n_refilling || ps->n_free_chunks || ps->chunk_high < ps->max_chunks))
+        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &until))
+            break;
+    ps->starved = !ps->n_ready;
+    return ps->n_ready ? 0 : -ENOMEM;
+}
+
 static int new_chunk(struct page_store *ps, int cls, uint32_t *out)
 {
     uint32_t c;
 
     if (ps->mem_limit && (ps->st.live_chunks + 1) * CHUNK_SIZE > ps->mem_limit)
         return -ENOSPC;
-    if (ps->n_free_chunks)
-        c = ps->free_chunks[--ps->n_free_chunks];
-    else if (ps->chunk_high < ps->max_chunks)
-        c = (uint32_t)ps->chunk_high++;
-    else
-        return -ENOMEM;                 /* fragmentation beyond the reservation */
+    if (!ps->n_ready && wait_for_reserve(ps) < 0)
+        return -ENOMEM;
+    c = ps->ready[--ps->n_ready];
+    pthread_cond_signal(&ps->reserve_low);
     ps->meta[c] = (struct chunk_meta){ .cls = (int16_t)cls, .prev = NO_CHUNK, .next = NO_CHUNK };
     list_add(ps, c);
     if (++ps->st.live_chunks > ps->st.peak_live_chunks)
@@ -275,13 +323,73 @@ static void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
     if (m->used == 0) {
         list_del(ps, c);
         m->cls = -1;
+        ps->st.live_chunks--;
+        if (ps->n_ready + ps->n_refilling < ps->reserve_target) {  /* faulted in: keep it */
+            ps->ready[ps->n_ready++] = c;
+            ps->starved = false;
+            pthread_cond_broadcast(&ps->reserve_filled);
+            return;
+        }
         punch_hole(ps, (uint64_t)(ps->chunks - ps->base) + (uint64_t)c * CHUNK_SIZE, CHUNK_SIZE);
         ps->free_chunks[ps->n_free_chunks++] = c;
-        ps->st.live_chunks--;
         return;
     }
     memcpy(slot_addr(ps, c, slot), &m->free_head, sizeof(m->free_head));
     m->free_head = (uint16_t)(slot + 1);
+}
+
+/* -- the reserve ----------------------------------------------------------- */
+
+/* Fault in [addr, addr + len) for writing, so that no later access faults. */
+static void populate(void *addr, uint64_t len)
+{
+    if (madvise(addr, len, MADV_POPULATE_WRITE) == 0)
+        return;
+    for (uint64_t off = 0; off < len; off += PAGE_SIZE)     /* before Linux 5.14 */
+        __atomic_fetch_or((volatile char *)addr + off, 0, __ATOMIC_RELAXED);
+}
+
+/* Fault chunks in until the reserve is full, one at a time so that each
+ * helps at once. alloc_lock held on entry and exit, dropped while faulting
+ * -- which may wait for reclaim, and so for this store's own writes. */
+static void refill(struct page_store *ps)
+{
+    uint32_t c;
+
+    while (!ps->closing && ps->n_ready + ps->n_refilling < ps->reserve_target &&
+           (c = unused_chunk(ps)) != NO_CHUNK) {
+        ps->n_refilling = 1;
+        pthread_mutex_unlock(&ps->alloc_lock);
+        populate(ps->chunks + (uint64_t)c * CHUNK_SIZE, CHUNK_SIZE);
+        pthread_mutex_lock(&ps->alloc_lock);
+        ps->n_refilling = 0;
+        ps->starved = false;
+        ps->ready[ps->n_ready++] = c;
+        pthread_cond_broadcast(&ps->reserve_filled);
+    }
+}
+
+static void *refill_main(void *arg)
+{
+    struct page_store *ps = arg;
+
+    /* Realtime, so that its allocations may dip into the kernel's reserves
+     * (as __GFP_HIGH ones do) and beat the workload that is pushing memory
+     * out to this store. Without CAP_SYS_NICE it stays a normal thread. */
+    struct sched_param realtime = { .sched_priority = 1 };
+
+    pthread_setschedparam(pthread_self(), SCHED_FIFO, &realtime);
+    prctl(PR_SET_NAME, "ublk-reserve");
+    pthread_mutex_lock(&ps->alloc_lock);
+    while (!ps->closing) {
+        if (ps->n_ready < ps->reserve_target)
+            refill(ps);
+        if (!ps->closing && (ps->n_ready >= ps->reserve_target ||
+                             (!ps->n_free_chunks && ps->chunk_high == ps->max_chunks)))
+            pthread_cond_wait(&ps->reserve_low, &ps->alloc_lock);
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return NULL;
 }
 
 /* Point page `index` at `entry`, then free what it held before. Holds the
@@ -373,7 +481,7 @@ static int load_page(struct ps_worker *w, uint64_t index, void *dest)
     struct page_store *ps = w->ps;
     uint64_t e;
 
-    if (!ps->touched[index / ENTRIES_PER_MAP_PAGE] || !(e = ps->entries[index])) {
+    if (!(e = ps->entries[index])) {
         fill_words(dest, 0, PAGE_SIZE / 8);
         return 0;
     }
@@ -397,7 +505,6 @@ static int store_page(struct ps_worker *w, uint64_t index, const void *page)
 
     if (page_is_filled(page)) {
         pthread_mutex_lock(&ps->alloc_lock);
-        ps->touched[index / ENTRIES_PER_MAP_PAGE] = 1;
         memcpy(&ps->fills[index], page, 8);
         publish(ps, index, ENTRY_SAME);
         pthread_mutex_unlock(&ps->alloc_lock);
@@ -412,7 +519,6 @@ static int store_page(struct ps_worker *w, uint64_t index, const void *page)
     ret = alloc_slot(ps, len, &chunk, &slot);
     if (ret == 0) {
         copy_bytes(slot_addr(ps, chunk, slot), payload, len);
-        ps->touched[index / ENTRIES_PER_MAP_PAGE] = 1;
         publish(ps, index, entry_stored(chunk, slot, len));
     }
     pthread_mutex_unlock(&ps->alloc_lock);
@@ -508,22 +614,6 @@ static void drop_page(struct page_store *ps, uint64_t index)
     pthread_mutex_unlock(lock);
 }
 
-/* Give back map page `mp` of entries and fills, unless a write raced in. */
-static void release_map_page(struct page_store *ps, uint64_t mp)
-{
-    uint64_t first = mp * ENTRIES_PER_MAP_PAGE;
-
-    pthread_mutex_lock(&ps->alloc_lock);
-    for (uint64_t i = first; i < first + ENTRIES_PER_MAP_PAGE; i++)
-        if (ps->entries[i])
-            goto keep;
-    ps->touched[mp] = 0;
-    punch_hole(ps, (uint64_t)((char *)ps->entries - ps->base) + first * 8, PAGE_SIZE);
-    punch_hole(ps, (uint64_t)((char *)ps->fills - ps->base) + first * 8, PAGE_SIZE);
-keep:
-    pthread_mutex_unlock(&ps->alloc_lock);
-}
-
 int ps_discard(struct ps_worker *w, uint64_t offset, uint64_t len)
 {
     struct page_store *ps = w->ps;
@@ -542,20 +632,8 @@ int ps_discard(struct ps_worker *w, uint64_t offset, uint64_t len)
     }
     if (tail && (ret = patch_page(w, last, 0, tail, NULL)))
         return ret;
-    for (uint64_t index = first; index < last;) {
-        uint64_t mp = index / ENTRIES_PER_MAP_PAGE;
-        uint64_t run_end = (mp + 1) * ENTRIES_PER_MAP_PAGE;
-
-        if (run_end > last)
-            run_end = last;
-        if (ps->touched[mp]) {
-            for (uint64_t i = index; i < run_end; i++)
-                drop_page(ps, i);
-            if (run_end - index == ENTRIES_PER_MAP_PAGE)
-                release_map_page(ps, mp);
-        }
-        index = run_end;
-    }
+    for (uint64_t index = first; index < last; index++)
+        drop_page(ps, index);
     return 0;
 }
 
@@ -573,8 +651,10 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out)
     pthread_mutex_lock(&ps->alloc_lock);
     *out = ps->st;
     out->mem_limit = ps->mem_limit;
-    out->metadata_bytes = ps->chunk_high * (sizeof(struct chunk_meta) + sizeof(uint32_t))
-                          + ps->map_pages + sizeof(*ps);
+    out->reserve_chunks = ps->n_ready + ps->n_refilling;
+    out->arena_bytes = chunks_offset(ps->pages) + (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
+    out->metadata_bytes = ps->max_chunks * (sizeof(struct chunk_meta) + sizeof(uint32_t))
+                          + ps->reserve_target * sizeof(uint32_t) + sizeof(*ps);
     pthread_mutex_unlock(&ps->alloc_lock);
 }
 
@@ -661,18 +741,13 @@ uint64_t ps_compact(struct page_store *ps)
     }
     pthread_mutex_unlock(&ps->alloc_lock);
 
-    for (uint64_t mp = 0; any && mp < ps->map_pages; mp++) {
-        if (!ps->touched[mp])
+    for (uint64_t i = 0; any && i < ps->pages; i++) {
+        uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
+        if (!(e & ENTRY_STORED) || !is_source[entry_chunk(e)])
             continue;
-        uint64_t end = (mp + 1) * ENTRIES_PER_MAP_PAGE;
-        for (uint64_t i = mp * ENTRIES_PER_MAP_PAGE; i < end && i < ps->pages; i++) {
-            uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
-            if (!(e & ENTRY_STORED) || !is_source[entry_chunk(e)])
-                continue;
-            int cls = ps->meta[entry_chunk(e)].cls;
-            if (cls >= 0 && targets[cls])
-                move_page(ps, i, e, targets[cls], n_targets[cls], &next_target[cls]);
-        }
+        int cls = ps->meta[entry_chunk(e)].cls;
+        if (cls >= 0 && targets[cls])
+            move_page(ps, i, e, targets[cls], n_targets[cls], &next_target[cls]);
     }
     pthread_mutex_lock(&ps->alloc_lock);
     if (ps->st.live_chunks < live_before)
@@ -719,6 +794,13 @@ struct ps_worker *ps_worker_new(struct page_store *ps)
         ZSTD_CCtx_setParameter(w->zc, ZSTD_c_dictIDFlag, 0);
         break;
     }
+    /* Fault the scratch in, and let the codec allocate what it allocates on
+     * first use now rather than on a write under memory pressure. */
+    memset(w->page, 0, sizeof(w->page));
+    memset(w->out, 0, sizeof(w->out));
+    uint32_t len = compress_page(w, w->page);
+    if (len)
+        decompress_page(w, w->out, len, w->page);
     return w;
 fail:
     ps_worker_free(w);
@@ -788,59 +870,44 @@ static bool choose_lz4_entry(struct page_store *ps)
 static int rebuild(struct page_store *ps)
 {
     uint8_t **used_slots = calloc(ps->max_chunks, sizeof(*used_slots));
-    off_t map_start = (char *)ps->entries - ps->base, map_end = map_start + (off_t)(ps->map_pages * PAGE_SIZE);
     int ret = -ENOMEM;
 
     if (!used_slots)
         goto out;
-    /* Only map pages the memfd holds (resident or swapped) were written and
-     * not given back; reading the others would only fault in zeros. */
-    for (off_t pos = map_start; pos < map_end;) {
-        off_t data = lseek(ps->fd, pos, SEEK_DATA), hole;
-        if (data < 0 || data >= map_end)
-            break;
-        hole = lseek(ps->fd, data, SEEK_HOLE);
-        if (hole < 0 || hole > map_end)
-            hole = map_end;
-        for (off_t p = data; p < hole; p += PAGE_SIZE)
-            ps->touched[(p - map_start) / PAGE_SIZE] = 1;
-        pos = hole;
-    }
     ret = -EUCLEAN;
-    for (uint64_t mp = 0; mp < ps->map_pages; mp++) {
-        if (!ps->touched[mp])
+    for (uint64_t i = 0; i < ps->pages; i++) {
+        uint64_t e = ps->entries[i];
+        if (!e)
             continue;
-        for (uint64_t i = mp * ENTRIES_PER_MAP_PAGE; i < (mp + 1) * ENTRIES_PER_MAP_PAGE && i < ps->pages; i++) {
-            uint64_t e = ps->entries[i];
-            if (!e)
-                continue;
-            ps->st.pages_stored++;
-            if (e & ENTRY_SAME) {
-                ps->st.same_pages++;
-                continue;
-            }
-            uint64_t c = entry_chunk(e);
-            uint32_t slot = entry_slot(e), len = entry_len(e);
-            int cls = size_class(len);
-            if (!(e & ENTRY_STORED) || c >= ps->max_chunks || slot >= slots_per_chunk(cls))
-                goto out;
-            if (!used_slots[c]) {
-                if (!(used_slots[c] = calloc(slots_per_chunk(cls), 1))) {
-                    ret = -ENOMEM;
-                    goto out;
-                }
-                ps->meta[c].cls = (int16_t)cls;
-            }
-            if (ps->meta[c].cls != cls || used_slots[c][slot])
-                goto out;               /* two classes in a chunk, or a slot twice */
-            used_slots[c][slot] = 1;
-            ps->meta[c].used++;
-            ps->st.compr_data_size += len;
-            ps->st.huge_pages += len == PAGE_SIZE;
-            if (c + 1 > ps->chunk_high)
-                ps->chunk_high = c + 1;
+        ps->st.pages_stored++;
+        if (e & ENTRY_SAME) {
+            ps->st.same_pages++;
+            continue;
         }
+        uint64_t c = entry_chunk(e);
+        uint32_t slot = entry_slot(e), len = entry_len(e);
+        int cls = size_class(len);
+        if (!(e & ENTRY_STORED) || c >= ps->max_chunks || slot >= slots_per_chunk(cls))
+            goto out;
+        if (!used_slots[c]) {
+            if (!(used_slots[c] = calloc(slots_per_chunk(cls), 1))) {
+                ret = -ENOMEM;
+                goto out;
+            }
+            ps->meta[c].cls = (int16_t)cls;
+        }
+        if (ps->meta[c].cls != cls || used_slots[c][slot])
+            goto out;               /* two classes in a chunk, or a slot twice */
+        used_slots[c][slot] = 1;
+        ps->meta[c].used++;
+        ps->st.compr_data_size += len;
+        ps->st.huge_pages += len == PAGE_SIZE;
+        if (c + 1 > ps->chunk_high)
+            ps->chunk_high = c + 1;
     }
+    /* The old daemon's reserve lay past its last chunk in use. */
+    punch_hole(ps, (uint64_t)(ps->chunks - ps->base) + ps->chunk_high * CHUNK_SIZE,
+               (ps->max_chunks - ps->chunk_high) * CHUNK_SIZE);
     for (uint64_t c = ps->chunk_high; c-- > 0;) {
         struct chunk_meta *m = &ps->meta[c];
         if (!used_slots[c]) {
@@ -889,21 +956,28 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     ps->pages = pages;
     ps->max_chunks = max_chunks_for(pages);
     ps->length = ps_arena_length(pages);
-    ps->map_pages = map_bytes(pages) / PAGE_SIZE;
     for (int i = 0; i < LOCK_STRIPES; i++)
         pthread_mutex_init(&ps->stripes[i], NULL);
     pthread_mutex_init(&ps->alloc_lock, NULL);
     for (unsigned cls = 0; cls < CLASS_COUNT; cls++)
         ps->partial[cls] = NO_CHUNK;
-    /* Bookkeeping sized for the largest arena: calloc'd, so the pages cost
-     * memory only as chunks come into use. */
+    /* Bookkeeping sized for the largest arena, all of it touched now: the
+     * I/O path must not fault (see the top of this file). */
     ps->meta = calloc(ps->max_chunks, sizeof(*ps->meta));
-    ps->free_chunks = calloc(ps->max_chunks, sizeof(*ps->free_chunks));
-    ps->touched = calloc(ps->map_pages, 1);
-    if (!ps->meta || !ps->free_chunks || !ps->touched)
+    ps->free_chunks = malloc(ps->max_chunks * sizeof(*ps->free_chunks));
+    ps->reserve_target = RESERVE_CHUNKS;
+    ps->ready = malloc(ps->reserve_target * sizeof(*ps->ready));
+    if (!ps->meta || !ps->free_chunks || !ps->ready)
         goto fail;
     for (uint64_t c = 0; c < ps->max_chunks; c++)
         ps->meta[c].cls = -1;
+    populate(ps->free_chunks, ps->max_chunks * sizeof(*ps->free_chunks));
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&ps->reserve_filled, &monotonic);
+    pthread_cond_init(&ps->reserve_low, NULL);
+    pthread_condattr_destroy(&monotonic);
 
     ps->base = mmap(NULL, ps->length, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
     if (ps->base == MAP_FAILED) {
@@ -915,6 +989,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     ps->fills = (uint64_t *)(ps->base + PAGE_SIZE + map_bytes(pages));
     ps->chunks = ps->base + chunks_offset(pages);
     h = (struct arena_header *)ps->base;
+    populate(ps->base, chunks_offset(pages));          /* the header and both maps */
     if (attach) {
         ret = -EUCLEAN;
         if (memcmp(h->magic, ARENA_MAGIC, 8) || h->version != ARENA_VERSION ||
@@ -931,6 +1006,12 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     }
     if (codec == PS_CODEC_LZ4)
         ps->lz4_fast_reset = choose_lz4_entry(ps);
+    pthread_mutex_lock(&ps->alloc_lock);
+    refill(ps);
+    pthread_mutex_unlock(&ps->alloc_lock);
+    if ((ret = -pthread_create(&ps->refill_thread, NULL, refill_main, ps)))
+        goto fail;
+    ps->refill_running = true;
     *err = 0;
     return ps;
 fail:
@@ -942,10 +1023,17 @@ fail:
 
 void ps_close(struct page_store *ps)
 {
+    if (ps->refill_running) {
+        pthread_mutex_lock(&ps->alloc_lock);
+        ps->closing = true;
+        pthread_cond_signal(&ps->reserve_low);
+        pthread_mutex_unlock(&ps->alloc_lock);
+        pthread_join(ps->refill_thread, NULL);
+    }
     if (ps->base)
         munmap(ps->base, ps->length);
     free(ps->meta);
     free(ps->free_chunks);
-    free(ps->touched);
+    free(ps->ready);
     free(ps);
 }

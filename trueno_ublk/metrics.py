@@ -23,6 +23,8 @@ DEVICE_METRICS = [
     ("mem_used_bytes", "gauge", "Memory holding the stored data.", ("mm_stat", "mem_used_total")),
     ("mem_limit_bytes", "gauge", "Cap on mem_used (0: none).", ("mm_stat", "mem_limit")),
     ("mem_used_max_bytes", "gauge", "Peak of mem_used.", ("mm_stat", "mem_used_max")),
+    ("mem_reserve_bytes", "gauge", "Part of mem_used faulted in ahead of writes, so that swap-out never waits for memory.",
+     ("mm_stat", "mem_reserve")),
     ("same_pages", "gauge", "Pages stored as one repeated word.", ("mm_stat", "same_pages")),
     ("huge_pages", "gauge", "Pages stored uncompressed.", ("mm_stat", "huge_pages")),
     ("pages_compacted_total", "counter", "Pages given back by compaction.", ("mm_stat", "pages_compacted")),

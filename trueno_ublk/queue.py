@@ -1,9 +1,11 @@
 """One hardware queue: a thread that answers the kernel's requests.
 
-Per batch, two C calls: shim_queue_run commits the previous batch's results
-and hands over every ready request in a flat array; the store's batch
-server then serves them all (for the ram store, in C with the GIL released,
-so queues run in parallel).
+The thread makes one C call, batch_serve_queue, that loops until the queue
+stops: shim_queue_run commits the previous batch's results and hands over
+every ready request in a flat array, and the store's batch server serves
+them all. No Python runs per request or per batch, so queues run in
+parallel and never wait for the GIL (which, under swap, a Python thread may
+hold while it waits for memory that only these queues can free).
 """
 import errno
 import logging
@@ -29,14 +31,14 @@ class Queue:
         self.q_id = q_id
         self.depth = depth
         self.counts = ffi.new("struct io_counters *")
-        self.inflight = 0           # requests of the batch being served
+        self._inflight = ffi.new("int *")   # requests of the batch being served
         self.tid = 0
         # Per-tag buffers: one anonymous mapping, faulted in now and locked
         # by mlockall, so that serving a request never needs a page itself.
         # (MAP_POPULATE is ignored under MCL_ONFAULT: touch every page.)
         self._buffers = mmap.mmap(-1, depth * buf_size)
         self._buffers[::mmap.PAGESIZE] = bytes(len(range(0, depth * buf_size, mmap.PAGESIZE)))
-        self._serve_batch = store.batch_server(self._buffers, buf_size, dev_size, self.counts)
+        self._server = store.batch_server(self._buffers, buf_size, dev_size, self.counts)
         self._reqs = ffi.new("struct shim_request[]", depth)
         self._args = (cdev_fd, q_id, depth, ffi.from_buffer(self._buffers), buf_size,
                       fetch_op, commit_op)
@@ -52,6 +54,10 @@ class Queue:
         """Wake the thread out of its wait; it closes the queue and exits."""
         if self._q is not None:
             lib.shim_queue_stop(self._q)
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight[0]
 
     def io_counts(self) -> dict:
         return {name: getattr(self.counts, name) for name in IO_COUNTERS}
@@ -77,14 +83,6 @@ class Queue:
             lib.shim_queue_close(self._q)
 
     def _serve(self) -> None:
-        q, reqs, depth, serve_batch = self._q, self._reqs, self.depth, self._serve_batch
-        n = 0
-        while True:
-            self.inflight = 0
-            n = lib.shim_queue_run(q, n, reqs, depth)
-            if n < 0:
-                if n != -errno.ENODEV:
-                    log.error("queue %d: io_uring failed: %s", self.q_id, errno.errorcode.get(-n, n))
-                return
-            self.inflight = n
-            serve_batch(reqs, n)
+        ret = lib.batch_serve_queue(self._server, self._q, self._reqs, self.depth, self._inflight)
+        if ret != -errno.ENODEV:
+            log.error("queue %d: io_uring failed: %s", self.q_id, errno.errorcode.get(-ret, ret))

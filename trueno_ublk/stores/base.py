@@ -27,18 +27,18 @@ class Store:
         self.discard(offset, length)
 
     def batch_server(self, buffers, buf_size: int, dev_size: int, counts):
-        """A function serving one batch of requests from shim_queue_run, in C
-        (native/batch.c): it sets each request's result and counts it in
-        `counts` (a cffi struct io_counters). `buffers` holds every tag's
-        data, buf_size apart. Freed by close_servers()."""
+        """A C batch server (native/batch.c, a cffi pointer for
+        lib.batch_serve and lib.batch_serve_queue): it sets each request's
+        result and counts it in `counts` (a cffi struct io_counters).
+        `buffers` holds every tag's data, buf_size apart. Freed by
+        close_servers()."""
         raise NotImplementedError
 
     def _keep(self, server, buffers):
         if server == ffi.NULL:
             raise MemoryError(f"cannot start a batch server: {os.strerror(-self._err[0])}")
         self.__dict__.setdefault("_servers", []).append((server, buffers))
-        serve = lib.batch_serve
-        return lambda reqs, n: serve(server, reqs, n)
+        return server
 
     def close_servers(self) -> None:
         """Free the batch servers (and join their helper threads): only once

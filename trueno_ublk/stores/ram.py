@@ -127,8 +127,8 @@ class CompressedRamStore(Store):
     def stats(self) -> dict:
         st = self._stats
         lib.ps_get_stats(self._ps, st)
-        # What the memfd really holds (map pages and chunks), plus bookkeeping.
-        mem_used = os.fstat(self.fd).st_blocks * 512 + st.metadata_bytes
+        # What the memfd holds (maps, chunks in use, the reserve), plus bookkeeping.
+        mem_used = st.arena_bytes + st.metadata_bytes
         # The C side notes its chunk peak as it happens; the rest of the
         # figure is taken as it is now.
         peak = mem_used + (st.peak_live_chunks - st.live_chunks) * lib.PS_CHUNK_SIZE
@@ -139,6 +139,7 @@ class CompressedRamStore(Store):
             "mem_used_total": mem_used,
             "mem_limit": st.mem_limit,
             "mem_used_max": self.mem_used_max,
+            "mem_reserve": st.reserve_chunks * lib.PS_CHUNK_SIZE,
             "same_pages": st.same_pages,
             "pages_compacted": st.pages_compacted,
             "huge_pages": st.huge_pages,
