@@ -380,6 +380,8 @@ static void *refill_main(void *arg)
 
     pthread_setschedparam(pthread_self(), SCHED_FIFO, &realtime);
     prctl(PR_SET_NAME, "ublk-reserve");
+    /* Writes wait for it: it must not wait on reclaim writing to us. */
+    prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&ps->alloc_lock);
     while (!ps->closing) {
         if (ps->n_ready < ps->reserve_target)
