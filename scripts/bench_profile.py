@@ -5,8 +5,10 @@ while fio runs, then sorts every sample of the queue threads by the
 deepest frame it recognises:
   kernel round trip  shim_queue_run: commit, submit, wait in io_uring_enter
   codec              LZ4_* / ZSTD_* inside the page store
-  store mechanics    the rest of ps_serve: same-fill check, map, slots, copies
-  python + cffi      the Python loop and the cffi call crossings
+  store mechanics    the rest of ps_read/ps_write/ps_discard: same-fill check,
+                     map, slots, copies
+  dispatch           batch_serve around them: the request loop, the helper hand-off
+  python + cffi      anything else (the queue loop itself runs wholly in C)
 """
 import argparse
 import json
@@ -21,10 +23,11 @@ PYSPY = str(Path(sys.executable).with_name("py-spy"))
 WORKLOADS = {
     "randread 4k qd64": "--rw=randread --bs=4k --iodepth=64",
     "randwrite 4k qd64": "--rw=randwrite --bs=4k --iodepth=64",
+    "seqread 1M qd16": "--rw=read --bs=1M --iodepth=16",
     "seqwrite 1M qd16": "--rw=write --bs=1M --iodepth=16",
 }
 DATA = "--buffer_compress_percentage=50 --refill_buffers"
-CATEGORIES = ("kernel round trip", "codec", "store mechanics", "python + cffi")
+CATEGORIES = ("kernel round trip", "codec", "store mechanics", "dispatch", "python + cffi")
 
 
 def sh(cmd: str) -> str:
@@ -37,8 +40,10 @@ def category(stack: str) -> str:
         return "kernel round trip"
     if "LZ4_" in stack or "ZSTD_" in stack:
         return "codec"
-    if "ps_serve" in stack:
+    if any(f in stack for f in ("ps_read", "ps_write", "ps_discard")):
         return "store mechanics"
+    if "batch_serve" in stack:
+        return "dispatch"
     return "python + cffi"
 
 
