@@ -7,7 +7,7 @@
  *   fills    one u64 per device page: the word of a same-filled page
  *   chunks   CHUNK_SIZE each; a chunk serves one 16-byte size class, its
  *            slots packed end to end
- The maps are faulted in when the store opens (8 bytes each per device
+ * The maps are faulted in when the store opens (8 bytes each per device
  * page, as zram's table); the chunks are sparse: a chunk costs memory while
  * in use and goes back (a hole is punched) once empty.
  *
@@ -53,7 +53,6 @@
 #define CHUNK_SIZE      PS_CHUNK_SIZE
 #define CLASS_DELTA     16u
 #define CLASS_COUNT     (PAGE_SIZE / CLASS_DELTA)
-#define ENTRIES_PER_MAP_PAGE (PAGE_SIZE / 8)
 #define LOCK_STRIPES    256
 #define NO_CHUNK        UINT32_MAX
 #define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
@@ -237,7 +236,13 @@ static void list_del(struct page_store *ps, uint32_t c)
     m->prev = m->next = NO_CHUNK;
 }
 
-/* A chunk number never used or given back, or NO_CHUNK. */
+/* Whether a chunk never used, or given back, is left beyond the reserve. */
+static bool unused_chunks_left(const struct page_store *ps)
+{
+    return ps->n_free_chunks || ps->chunk_high < ps->max_chunks;
+}
+
+/* Such a chunk's number, or NO_CHUNK. */
 static uint32_t unused_chunk(struct page_store *ps)
 {
     if (ps->n_free_chunks)
@@ -260,7 +265,7 @@ static int wait_for_reserve(struct page_store *ps)
     until.tv_sec += until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
     pthread_cond_signal(&ps->reserve_low);
-    while (!ps->n_ready && (ps->n_refilling || ps->n_free_chunks || ps->chunk_high < ps->max_chunks))
+    while (!ps->n_ready && (ps->n_refilling || unused_chunks_left(ps)))
         if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &until))
             break;
     ps->starved = !ps->n_ready;
@@ -384,10 +389,8 @@ static void *refill_main(void *arg)
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&ps->alloc_lock);
     while (!ps->closing) {
-        if (ps->n_ready < ps->reserve_target)
-            refill(ps);
-        if (!ps->closing && (ps->n_ready >= ps->reserve_target ||
-                             (!ps->n_free_chunks && ps->chunk_high == ps->max_chunks)))
+        refill(ps);
+        if (!ps->closing && (ps->n_ready >= ps->reserve_target || !unused_chunks_left(ps)))
             pthread_cond_wait(&ps->reserve_low, &ps->alloc_lock);
     }
     pthread_mutex_unlock(&ps->alloc_lock);
