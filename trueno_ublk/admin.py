@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import socket
-import socketserver
 import threading
 
 from trueno_ublk import state
@@ -22,8 +21,10 @@ CLIENT_TIMEOUT_SECONDS = 5.0
 MAX_CLIENTS = 8
 
 
-class AdminServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class AdminServer:
+    """Accepts on the socket in one thread, answers each client in its own.
+    stop() shuts the listening socket down, which ends the blocked accept()
+    at once: a deleted device does not wait out a polling interval."""
 
     def __init__(self, dev_id: int, handlers: dict):
         self.handlers = handlers
@@ -33,36 +34,62 @@ class AdminServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old_umask = os.umask(0o177)             # the socket is born 0600
         try:
-            super().__init__(self.path, _Connection)
+            self._listener.bind(self.path)
         finally:
             os.umask(old_umask)
-        self.thread = threading.Thread(target=self.serve_forever, name="admin", daemon=True)
+        self._listener.listen(MAX_CLIENTS)
+        self.thread = threading.Thread(target=self._accept_loop, name="admin", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
-    def process_request(self, request, client_address):
-        # A flood of idle connections costs at most MAX_CLIENTS threads.
-        if not self._client_slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._client_slots.release()
-
     def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self.thread.is_alive():
+            self.thread.join()
+        self._listener.close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return                          # shut down by stop()
+            # A flood of idle connections costs at most MAX_CLIENTS threads.
+            if not self._client_slots.acquire(blocking=False):
+                conn.close()
+                continue
+            threading.Thread(target=self._serve_client, args=(conn,), name="admin-client",
+                             daemon=True).start()
+
+    def _serve_client(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(CLIENT_TIMEOUT_SECONDS)
+                with conn.makefile("rb") as rfile:
+                    while True:
+                        line = rfile.readline(MAX_REQUEST_BYTES + 1)
+                        if not line:
+                            return
+                        if len(line) > MAX_REQUEST_BYTES or not line.endswith(b"\n"):
+                            conn.sendall(_encode({"ok": False, "error":
+                                                  f"request longer than {MAX_REQUEST_BYTES} bytes"}))
+                            return
+                        conn.sendall(_encode(self.answer(line)))
+        except OSError:
+            return                              # timeouts, clients gone mid-reply
+        finally:
+            self._client_slots.release()
 
     def answer(self, line: bytes) -> dict:
         try:
@@ -80,27 +107,8 @@ class AdminServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return {"ok": False, "error": f"internal error: {e}"}
 
 
-class _Connection(socketserver.StreamRequestHandler):
-    def setup(self):
-        self.request.settimeout(CLIENT_TIMEOUT_SECONDS)
-        super().setup()
-
-    def handle(self):
-        try:
-            while True:
-                line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
-                if not line:
-                    return
-                if len(line) > MAX_REQUEST_BYTES or not line.endswith(b"\n"):
-                    self._reply({"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} bytes"})
-                    return
-                self._reply(self.server.answer(line))
-        except OSError:
-            return                              # timeouts, clients gone mid-reply
-
-    def _reply(self, reply: dict) -> None:
-        self.wfile.write(json.dumps(reply).encode() + b"\n")
-        self.wfile.flush()
+def _encode(reply: dict) -> bytes:
+    return json.dumps(reply).encode() + b"\n"
 
 
 def request(dev_id: int, command: str, **args) -> dict:
@@ -110,7 +118,7 @@ def request(dev_id: int, command: str, **args) -> dict:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(30)
             s.connect(path)
-            s.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
+            s.sendall(_encode({"command": command, **args}))
             with s.makefile("rb") as f:
                 reply = json.loads(f.readline() or b"null")
     except PermissionError:

@@ -2,26 +2,21 @@
 
 Every error a user can cause ends as one line on stderr and a non-zero exit:
 UserError for our own checks, click's errors for malformed options.
+
+Each command imports what it uses when it runs: every call pays for its
+imports in start-up time (`--help` needs none of the daemon), and in the
+test guest each module costs a trip over an emulated 9p share.
 """
-import errno
-import json
 import os
 import re
-import signal
 import sys
 import time
 
 import click
 from click.core import ParameterSource
 
-from trueno_ublk import admin, listing, metrics, state, top as live_view
-from trueno_ublk import config as device_config
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.control import Control, ControlError, require_control_device
-from trueno_ublk.daemon import DeviceConfig, Daemon, configure_logging, spawn_detached
 from trueno_ublk.errors import UserError
-from trueno_ublk.stores import STORES
-from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD
+from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
 
 MAX_QUEUE_DEPTH = 4096
@@ -44,6 +39,7 @@ class AlgorithmType(click.ParamType):
     name = "ALGORITHM"
 
     def convert(self, value, param, ctx):
+        from trueno_ublk.codecs import codec_for
         try:
             return codec_for(value).name
         except ValueError as e:
@@ -75,7 +71,7 @@ def cli():
 @click.option("--algorithm", "-a", type=AlgorithmType(), default="lz4", show_default=True,
               help="lz4, lz4hc, zstd, zstd:LEVEL or none.")
 @click.option("--store", type=click.Choice(sorted(STORES)), default="ram", show_default=True,
-              help="ram: compressed pages in RAM; null: no data (transport only).")
+              help="; ".join(f"{name}: {what}" for name, what in STORES.items()) + ".")
 @click.option("--queues", "-q", type=int, default=1, show_default=True,
               help="Hardware queues, one I/O thread each.")
 @click.option("--depth", "-d", type=int, default=128, show_default=True,
@@ -129,6 +125,9 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
         raise UserError("--id must be between 0 and 1048575")
     if not 0 < huge_threshold <= PAGE_SIZE:
         raise UserError("--huge-threshold must be between 1 and 4K")
+    from trueno_ublk import metrics, state
+    from trueno_ublk.control import require_control_device
+    from trueno_ublk.daemon import DeviceConfig, Daemon, configure_logging, spawn_detached
     if mem_limit and store == "null":
         raise UserError("--mem-limit needs the ram store: the null store holds no memory")
     if metrics_listen:
@@ -162,6 +161,8 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_devices(output, output_all, in_bytes, noheadings, raw, as_json):
     """List devices like zramctl, including those whose daemon died."""
+    import json
+    from trueno_ublk import listing
     columns = (list(listing.COLUMNS) if output_all
                else listing.parse_columns(output) if output else listing.DEFAULT_COLUMNS)
     rows = listing.device_rows()
@@ -173,6 +174,7 @@ def list_devices(output, output_all, in_bytes, noheadings, raw, as_json):
 
 
 def _device_in_use(dev_id: int) -> bool:
+    import errno
     """Mounted, active swap and other exclusive holders all make an O_EXCL
     open of the block device fail with EBUSY."""
     try:
@@ -183,7 +185,7 @@ def _device_in_use(dev_id: int) -> bool:
     return False
 
 
-def _wait_for_exit(record: state.DeviceRecord, timeout: float) -> bool:
+def _wait_for_exit(record, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while record.daemon_alive():
         if time.monotonic() > deadline:
@@ -194,6 +196,8 @@ def _wait_for_exit(record: state.DeviceRecord, timeout: float) -> bool:
 
 def _remove_from_kernel(dev_id: int) -> None:
     """STOP_DEV + DEL_DEV for a device no live daemon owns."""
+    import errno
+    from trueno_ublk.control import Control, ControlError
     with Control() as ctrl:
         try:
             ctrl.info(dev_id)
@@ -209,6 +213,9 @@ def _remove_from_kernel(dev_id: int) -> None:
 
 
 def delete_device(dev_id: int, force: bool) -> None:
+    import signal
+    from trueno_ublk import listing, state
+    from trueno_ublk.control import ControlError
     record = state.load(dev_id)
     if record is None and dev_id not in listing.kernel_devices():
         raise UserError(f"no such device: /dev/ublkb{dev_id}")
@@ -237,6 +244,7 @@ def delete(devices, all_devices, force):
     if not devices and not all_devices:
         raise UserError("name a device to delete (e.g. /dev/ublkb0), or pass --all")
     require_root()
+    from trueno_ublk import listing, state
     ids = [parse_device(d) for d in devices]
     if all_devices:
         ids += [r.dev_id for r in state.load_all()] + sorted(listing.kernel_devices())
@@ -249,6 +257,7 @@ def delete(devices, all_devices, force):
 
 
 def _live_device(text: str) -> int:
+    from trueno_ublk import state
     dev_id = parse_device(text)
     record = state.load(dev_id)
     if record is None:
@@ -270,6 +279,8 @@ IO_STAT = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
 @click.option("--io-stat", is_flag=True, help="zram's io_stat line.")
 def stat(device, as_json, mm_stat, io_stat):
     """Memory and I/O statistics of a device, with zram's meanings."""
+    import json
+    from trueno_ublk import admin
     dev_id = _live_device(device)
     reply = admin.request(dev_id, "stat")
     mm, io = reply["mm_stat"], reply["io_stat"]
@@ -298,6 +309,7 @@ def set_(device, mem_limit, reset_mem_used_max):
     if mem_limit is None and not reset_mem_used_max:
         raise UserError("nothing to set: give --mem-limit SIZE or --reset-mem-used-max")
     require_root()
+    from trueno_ublk import admin
     admin.request(_live_device(device), "set", mem_limit=mem_limit,
                   reset_mem_used_max=reset_mem_used_max)
 
@@ -307,6 +319,7 @@ def set_(device, mem_limit, reset_mem_used_max):
 def compact(device):
     """Move stored pages together and give freed memory back."""
     require_root()
+    from trueno_ublk import admin
     freed = admin.request(_live_device(device), "compact")["pages_freed"]
     click.echo(f"compacted /dev/ublkb{parse_device(device)}: {freed * 4} KiB given back")
 
@@ -315,6 +328,7 @@ def compact(device):
 def metrics_command():
     """Every device's figures in Prometheus' text format (for a textfile collector)."""
     require_root()
+    from trueno_ublk import admin, metrics, state
     devices = []
     for record in state.load_all():
         reply = None
@@ -335,6 +349,7 @@ def metrics_command():
 def top(device, interval, once):
     """A live view of every device (or DEVICE): I/O rates, compression, memory, queues."""
     require_root()
+    from trueno_ublk import state, top as live_view
     dev_ids = [parse_device(device)] if device else None
     if dev_ids and state.load(dev_ids[0]) is None:
         raise UserError(f"no such device: /dev/ublkb{dev_ids[0]}")
@@ -348,7 +363,8 @@ def top(device, interval, once):
     live_view.run(dev_ids, interval)
 
 
-def _config_section(name: str, config_file: str | None) -> device_config.DeviceSection:
+def _config_section(name: str, config_file: str | None):
+    from trueno_ublk import config as device_config
     if not device_config.SECTION.fullmatch(name):
         raise UserError(f"'{name}' is not a config section name: use ublkbN")
     if config_file and not os.path.isfile(config_file):
@@ -368,6 +384,7 @@ def config_group():
 @click.argument("file", required=False)
 def config_check(file):
     """Check a config file (default: the installed ones); each problem with its line."""
+    from trueno_ublk import config as device_config
     if file and not os.path.isfile(file):
         raise UserError(f"{file}: no such file")
     paths = [file] if file else device_config.config_files()

@@ -21,8 +21,8 @@ import os
 import re
 from pathlib import Path
 
-import psutil
 
+from trueno_ublk import procfs
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.units import PAGE_SIZE, parse_size
 
@@ -114,7 +114,7 @@ def evaluate_size(expression: str, ram_mib: float) -> float:
 
 
 def ram_mib() -> float:
-    return psutil.virtual_memory().total / (1 << 20)
+    return procfs.total_ram_bytes() / (1 << 20)
 
 
 # --- files -------------------------------------------------------------------

@@ -19,13 +19,12 @@ import sys
 import time
 import traceback
 
-import psutil
-
-from trueno_ublk import state
+from trueno_ublk import procfs, state
 from trueno_ublk._shim import lib
 from trueno_ublk.control import Control, ControlError, feature_names
 from trueno_ublk.errors import UserError
-from trueno_ublk.stores.ram import DEFAULT_HUGE_THRESHOLD, new_arena
+from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
+from trueno_ublk.stores.ram import new_arena
 from trueno_ublk.worker import Worker, harden_process
 
 log = logging.getLogger(__name__)
@@ -116,7 +115,7 @@ class Daemon:
     def _supervise(self, ctrl: Control, info, arena_fd: int | None) -> None:
         cfg, dev_id = self.config, self.dev_id
         record = state.DeviceRecord(
-            dev_id=dev_id, pid=os.getpid(), pid_start=psutil.Process().create_time(),
+            dev_id=dev_id, pid=os.getpid(), pid_start=procfs.process_start(os.getpid()),
             size=cfg.size, store=cfg.store, algorithm=cfg.algorithm if cfg.store == "ram" else "-",
             queues=info.nr_hw_queues, depth=info.queue_depth, max_io_bytes=info.max_io_buf_bytes,
             features=feature_names(info.flags))

@@ -10,6 +10,7 @@ hold while it waits for memory that only these queues can free).
 import errno
 import logging
 import mmap
+import os
 import threading
 
 import prctl
@@ -63,24 +64,35 @@ class Queue:
         return {name: getattr(self.counts, name) for name in IO_COUNTERS}
 
     def _run(self) -> None:
-        # A thread that writes pages out on behalf of reclaim must not itself
-        # wait for reclaim: PR_SET_IO_FLUSHER gives it PF_MEMALLOC_NOIO.
-        prctl.set_name(f"ublk-q{self.q_id}")
-        prctl.set_io_flusher(1)
-        self.tid = threading.get_native_id()
-        err = ffi.new("int *")
-        # Each queue's commands must come from one thread: open it here.
-        self._q = lib.shim_queue_open(*self._args, err)
-        if self._q == ffi.NULL:
-            self._q = None
-            self.open_error = QueueError(-err[0], f"queue {self.q_id}: {errno.errorcode.get(-err[0])}")
-            self.opened.set()
+        # `opened` is set whatever happens here: start-up waits on it.
+        try:
+            self._open()
+        except OSError as e:
+            self.open_error = e
             return
-        self.opened.set()
+        finally:
+            self.opened.set()
         try:
             self._serve()
         finally:
             lib.shim_queue_close(self._q)
+
+    def _open(self) -> None:
+        # A thread that writes pages out on behalf of reclaim must not itself
+        # wait for reclaim: PR_SET_IO_FLUSHER gives it PF_MEMALLOC_NOIO.
+        prctl.set_name(f"ublk-q{self.q_id}")
+        try:
+            prctl.set_io_flusher(1)
+        except OSError as e:
+            raise QueueError(e.errno, f"queue {self.q_id} cannot become an IO flusher "
+                                      f"(PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE): {e.strerror}") from None
+        self.tid = threading.get_native_id()
+        err = ffi.new("int *")
+        # Each queue's commands must come from one thread: open it here.
+        q = lib.shim_queue_open(*self._args, err)
+        if q == ffi.NULL:
+            raise QueueError(-err[0], f"queue {self.q_id}: {os.strerror(-err[0])}")
+        self._q = q
 
     def _serve(self) -> None:
         ret = lib.batch_serve_queue(self._server, self._q, self._reqs, self.depth, self._inflight)

@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-import psutil
+from trueno_ublk import procfs
 
 RUN_DIR = Path(os.environ.get("TRUENO_UBLK_RUN_DIR", "/run/trueno-ublk"))
 
@@ -14,7 +14,7 @@ RUN_DIR = Path(os.environ.get("TRUENO_UBLK_RUN_DIR", "/run/trueno-ublk"))
 class DeviceRecord:
     dev_id: int
     pid: int                    # the daemon (supervisor)
-    pid_start: float            # the daemon's start time: guards against pid reuse
+    pid_start: int              # the daemon's start (procfs.process_start): guards against pid reuse
     size: int
     store: str
     algorithm: str
@@ -31,13 +31,7 @@ class DeviceRecord:
         return f"/dev/ublkb{self.dev_id}"
 
     def daemon_alive(self) -> bool:
-        try:
-            process = psutil.Process(self.pid)
-            # A daemon whose parent never reaps it stays a zombie: it is gone.
-            return (process.create_time() == self.pid_start
-                    and process.status() != psutil.STATUS_ZOMBIE)
-        except psutil.Error:
-            return False
+        return procfs.process_start(self.pid) == self.pid_start
 
 
 def record_path(dev_id: int) -> Path:

@@ -17,15 +17,14 @@ import threading
 import time
 
 import prctl
-import psutil
 
-from trueno_ublk import state
+from trueno_ublk import procfs, state
 from trueno_ublk._shim import ffi, lib
 from trueno_ublk.admin import AdminServer
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control
 from trueno_ublk.errors import UserError
-from trueno_ublk.metrics import MetricsServer, render
+from trueno_ublk.metrics import render
 from trueno_ublk.queue import IO_COUNTERS, Queue
 from trueno_ublk.stores import make_store
 
@@ -33,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CDEV_WAIT_SECONDS = 5.0
 QUEUE_JOIN_SECONDS = 10.0
+QUEUE_OPEN_SECONDS = 10.0
 
 
 def harden_process() -> None:
@@ -82,6 +82,7 @@ class Worker:
             admin = AdminServer(dev_id, handlers)
             metrics = None
             if cfg.metrics_listen:
+                from trueno_ublk.metrics_server import MetricsServer   # only when asked for
                 try:
                     metrics = MetricsServer(cfg.metrics_listen,
                                             lambda: render([(f"ublkb{dev_id}", handlers["stat"]())]))
@@ -95,7 +96,8 @@ class Worker:
                 for q in queues:
                     q.start()
                 for q in queues:
-                    q.opened.wait()
+                    if not q.opened.wait(QUEUE_OPEN_SECONDS):
+                        raise UserError(f"I/O queue {q.q_id} did not open within {QUEUE_OPEN_SECONDS:.0f}s")
                     if q.open_error:
                         raise UserError(f"cannot set up the I/O queue: {q.open_error.strerror}")
                 # Both wait for every queue's FETCHes, then make the device LIVE.
@@ -133,7 +135,7 @@ class Worker:
         def stat():
             counts = [q.io_counts() for q in queues]
             io = {name: sum(c[name] for c in counts) for name in IO_COUNTERS}
-            cpu = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+            cpu = procfs.thread_cpu_seconds(os.getpid())
             return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io,
                     "queues": [{"id": q.q_id, "tid": q.tid, "inflight": q.inflight,
                                 "cpu_seconds": round(cpu.get(q.tid, 0.0), 3)} for q in queues]}

@@ -35,9 +35,9 @@ def sh(cmd: str, timeout=600) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def make_device():
-    """Create devices through the CLI; delete whatever is left afterwards."""
+def _device_maker():
+    """make(*create options, size=) -> path, and a cleanup that deletes
+    whatever it made and is still there."""
     created = []
 
     def make(*args, size="256M"):
@@ -47,12 +47,31 @@ def make_device():
         created.append(path)
         return path
 
+    def cleanup():
+        for path in created:
+            if os.path.exists(path):
+                run_cli("delete", "--force", path, check=False)
+    return make, cleanup
+
+
+@pytest.fixture
+def make_device():
+    """Create devices through the CLI; delete whatever is left afterwards."""
+    make, cleanup = _device_maker()
     yield make
-    for path in created:
-        if os.path.exists(path):
-            run_cli("delete", "--force", path, check=False)
+    cleanup()
 
 
 @pytest.fixture
 def device(make_device):
     return make_device()
+
+
+@pytest.fixture(scope="module")
+def shared_device():
+    """One device for a module's tests that each write and check their own
+    data and look at nothing else of the device (no counters, no memory):
+    each is spared a create and a delete."""
+    make, cleanup = _device_maker()
+    yield make()
+    cleanup()

@@ -16,6 +16,12 @@ DATA = {
 }
 
 
+@pytest.fixture
+def device(shared_device):
+    """Every test here writes and checks its own data: they share one device."""
+    return shared_device
+
+
 @pytest.mark.parametrize("data", sorted(DATA))
 @pytest.mark.parametrize("bs", ["4k", "8k", "64k", "1M"])
 def test_fio_randwrite_verify(device, bs, data):

@@ -7,9 +7,60 @@ from pathlib import Path
 import pytest
 
 from trueno_ublk.cli import parse_device
+from one_line_error import assert_one_line_error
 from trueno_ublk.errors import UserError
 
 CLI = str(Path(sys.executable).with_name("trueno-ublk"))
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv, /run/trueno-ublk)")
+
+
+def run_cli(*args, user=None):
+    cmd = [CLI, *map(str, args)]
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+# Each of these fails on its options, before the kernel is asked anything:
+# they need no ublk driver.
+@pytest.mark.parametrize("size, why", [
+    ("0", "greater than 0"), ("-1G", "not a size"), ("12Q", "not a size"),
+    ("4097", "multiple of 4K"), ("1.5", "whole number"), ("", "not a size"),
+])
+def test_bad_size(size, why):
+    assert_one_line_error(run_cli("create", "--size", size), why)
+
+
+def test_unknown_algorithm():
+    result = run_cli("create", "--size", "1G", "--algorithm", "lzo")
+    assert_one_line_error(result, "unknown algorithm 'lzo'", "lz4, lz4hc, zstd")
+    result = run_cli("create", "--size", "1G", "--algorithm", "zstd:99")
+    assert_one_line_error(result, "zstd level")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--queues", "0"), ("--queues", "999"), ("--queues", "two"),
+    ("--depth", "0"), ("--depth", "5000"), ("--depth", "-3"),
+])
+def test_bad_counts(option, value):
+    assert_one_line_error(run_cli("create", "--size", "1G", option, value), option)
+
+
+@needs_root
+def test_not_root():
+    result = run_cli("create", "--size", "1G", user=65534)
+    assert_one_line_error(result, "root")
+    assert_one_line_error(run_cli("delete", "0", user=65534), "root")
+
+
+@needs_root
+@pytest.mark.parametrize("name", ["/dev/ublkb77", "77"])
+def test_device_not_found(name):
+    assert_one_line_error(run_cli("delete", name), "no such device")
+
+
+def test_not_a_device_name():
+    assert_one_line_error(run_cli("delete", "/dev/sda"), "not a ublk device")
 
 
 @pytest.mark.parametrize("text, n", [("/dev/ublkb0", 0), ("ublkb12", 12), ("3", 3)])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trueno_ublk import cli, config
+from trueno_ublk import cli, config, control, daemon, state
 from trueno_ublk.errors import UserError
 
 CLI = str(Path(sys.executable).with_name("trueno-ublk"))
@@ -296,9 +296,10 @@ def create(monkeypatch):
     the DeviceConfig it would be made with, or raises the UserError."""
     made = []
     monkeypatch.setattr(cli, "require_root", lambda: None)
-    monkeypatch.setattr(cli, "require_control_device", lambda: None)
-    monkeypatch.setattr(cli.state, "load", lambda dev_id: None)
-    monkeypatch.setattr(cli, "spawn_detached", lambda cfg: made.append(cfg) or max(cfg.dev_id, 0))
+    # The CLI imports these where a command runs: patch them where they live.
+    monkeypatch.setattr(control, "require_control_device", lambda: None)
+    monkeypatch.setattr(state, "load", lambda dev_id: None)
+    monkeypatch.setattr(daemon, "spawn_detached", lambda cfg: made.append(cfg) or max(cfg.dev_id, 0))
 
     def run_create(*args):
         result = CliRunner().invoke(cli.cli, ["create", *args])

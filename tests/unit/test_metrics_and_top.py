@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from trueno_ublk import metrics, top
+from trueno_ublk import metrics, metrics_server, top
 
 STAT = {
     "device": {"dev_id": 0, "size": 1 << 30, "depth": 128, "recoveries": 1},
@@ -95,7 +95,7 @@ def _server_on_free_port(collect):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = metrics.MetricsServer(f"127.0.0.1:{port}", collect)
+    server = metrics_server.MetricsServer(f"127.0.0.1:{port}", collect)
     server.start()
     return server
 

@@ -14,10 +14,9 @@ import os
 import threading
 
 from trueno_ublk._shim import ffi, lib
+from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
 from trueno_ublk.stores.base import Store
 from trueno_ublk.units import PAGE_SIZE
-
-DEFAULT_HUGE_THRESHOLD = PAGE_SIZE * 3 // 4
 
 
 class MemoryLimitExceeded(MemoryError):

@@ -1,0 +1,24 @@
+"""A queue thread that cannot start says so instead of leaving start-up
+waiting forever."""
+import errno
+
+import prctl
+
+from trueno_ublk import queue
+from trueno_ublk.stores import make_store
+
+
+def test_a_queue_that_cannot_become_an_io_flusher_reports_it(monkeypatch):
+    def refuse(flag):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(prctl, "set_io_flusher", refuse)
+    store = make_store("null", 1 << 20, None)
+    q = queue.Queue(-1, 0, 4, 4096, store, 1 << 20, 0, 0)
+    q.start()
+    assert q.opened.wait(10), "the queue never reported its start"
+    assert q.open_error is not None and q.open_error.errno == errno.EPERM
+    assert "CAP_SYS_RESOURCE" in q.open_error.strerror
+    q.thread.join(10)
+    assert not q.thread.is_alive()
+    store.close()
