@@ -1,15 +1,35 @@
-"""cffi build script: compiles the C shim into trueno_ublk._shim.
+"""cffi build script: compiles the C core into trueno_ublk._shim.
 
-The shim's API (ublk_shim.h) and the kernel's wire structs (ublk_abi.h) are
-parsed from the headers themselves, so each fact is declared exactly once.
+The C API and the kernel's wire structs are parsed from the headers
+themselves, so each fact is declared exactly once. Every file in
+native/stores/ is a store: this script lists them in store_table, so that
+adding a store is adding its file (and its line in the Python registry).
 """
+import re
 from pathlib import Path
 
 from cffi import FFI
 
 here = Path(__file__).resolve().parent
+HEADERS = ("ublk_abi.h", "ublk_shim.h", "page_store.h", "queue_server.h")
+STORES = sorted(p.stem for p in (here / "stores").glob("*.c"))
+# cffi's parser takes no include guards or includes: the compiler needs them.
+PREPROCESSOR_ONLY = re.compile(r"^#(?:include|ifndef|endif|define TRUENO_\w+_H$).*$", re.M)
+
+
+def cdef_text(header: str) -> str:
+    return PREPROCESSOR_ONLY.sub("", (here / header).read_text())
+
+
+def store_table() -> str:
+    """C for store_table: every store's ops, found by file name."""
+    return ("".join(f"extern const struct store_ops {s}_store_ops;\n" for s in STORES)
+            + "const struct store_ops *const store_table[] = { "
+            + "".join(f"&{s}_store_ops, " for s in STORES) + "NULL };\n")
+
+
 ffibuilder = FFI()
-ffibuilder.cdef("".join((here / h).read_text() for h in ("ublk_abi.h", "ublk_shim.h", "page_store.h", "batch.h")))
+ffibuilder.cdef("".join(map(cdef_text, HEADERS)))
 # libc calls Python's os module lacks; values come from the system headers.
 ffibuilder.cdef("""
 int mlockall(int flags);
@@ -19,10 +39,10 @@ int mlockall(int flags);
 """)
 ffibuilder.set_source(
     "trueno_ublk._shim",
-    '#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdint.h>\n#include <stddef.h>\n'
-    '#include <sys/mman.h>\n'
-    '#include "ublk_abi.h"\n#include "ublk_shim.h"\n#include "page_store.h"\n#include "batch.h"\n',
-    sources=["native/ublk_shim.c", "native/page_store.c", "native/batch.c"],
+    "#define _GNU_SOURCE\n#include <sys/mman.h>\n"
+    + "".join(f'#include "{h}"\n' for h in HEADERS) + '#include "store.h"\n' + store_table(),
+    sources=["native/ublk_shim.c", "native/page_store.c", "native/queue_server.c",
+             *(f"native/stores/{s}.c" for s in STORES)],
     include_dirs=["native"],
     libraries=["uring", "lz4", "zstd"],
     extra_compile_args=["-O2", "-Wall", "-std=gnu11"],

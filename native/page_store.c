@@ -20,7 +20,7 @@
  * A write compresses into per-thread scratch, copies the payload into a
  * fresh slot, publishes the slot in the page's entry with one 64-bit store,
  * then frees the old slot. So the entries alone describe the arena at every
- * instant, and a new daemon rebuilds the allocator from them (ps_open with
+ * instant, and a new I/O worker rebuilds the allocator from them (ps_open with
  * attach), whatever moment the old one died at.
  *
  * Locking: a page is read or changed only under its stripe lock, so a slot
@@ -115,7 +115,7 @@ struct page_store {
     struct ps_stats st;
 };
 
-struct ps_worker {
+struct ps_scratch {
     struct page_store *ps;
     void *lz4_state;                    /* LZ4: extState, reset on every call */
     LZ4_stream_t *lz4_stream;           /* LZ4: stream, cheaply reset per page */
@@ -440,7 +440,7 @@ static bool page_is_filled(const void *page)
 
 /* The payload length in w->out, or 0 for "store raw": the page does not
  * compress below the huge threshold. */
-static uint32_t compress_page(struct ps_worker *w, const void *page)
+static uint32_t compress_page(struct ps_scratch *w, const void *page)
 {
     struct page_store *ps = w->ps;
     /* A payload of a whole page would read back as a raw one. */
@@ -465,7 +465,7 @@ static uint32_t compress_page(struct ps_worker *w, const void *page)
     }
 }
 
-static int decompress_page(struct ps_worker *w, const char *payload, uint32_t len, void *dest)
+static int decompress_page(struct ps_scratch *w, const char *payload, uint32_t len, void *dest)
 {
     size_t n;
 
@@ -481,7 +481,7 @@ static int decompress_page(struct ps_worker *w, const char *payload, uint32_t le
     }
 }
 
-static int load_page(struct ps_worker *w, uint64_t index, void *dest)
+static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
 {
     struct page_store *ps = w->ps;
     uint64_t e;
@@ -501,7 +501,7 @@ static int load_page(struct ps_worker *w, uint64_t index, void *dest)
     return decompress_page(w, slot_addr(ps, entry_chunk(e), entry_slot(e)), entry_len(e), dest);
 }
 
-static int store_page(struct ps_worker *w, uint64_t index, const void *page)
+static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
 {
     struct page_store *ps = w->ps;
     const void *payload = w->out;
@@ -531,7 +531,7 @@ static int store_page(struct ps_worker *w, uint64_t index, const void *page)
 }
 
 /* Replace part of one page: `len` bytes of `data` (NULL: zeros) at `start`. */
-static int patch_page(struct ps_worker *w, uint64_t index, uint32_t start, uint32_t len,
+static int patch_page(struct ps_scratch *w, uint64_t index, uint32_t start, uint32_t len,
                       const void *data)
 {
     pthread_mutex_t *lock = stripe(w->ps, index);
@@ -549,7 +549,7 @@ static int patch_page(struct ps_worker *w, uint64_t index, uint32_t start, uint3
 
 /* -- the store's operations ------------------------------------------------ */
 
-int ps_read(struct ps_worker *w, uint64_t offset, uint32_t len, void *dest)
+int ps_read(struct ps_scratch *w, uint64_t offset, uint32_t len, void *dest)
 {
     char *out = dest;
 
@@ -577,7 +577,7 @@ int ps_read(struct ps_worker *w, uint64_t offset, uint32_t len, void *dest)
     return 0;
 }
 
-int ps_write(struct ps_worker *w, uint64_t offset, uint32_t len, const void *src)
+int ps_write(struct ps_scratch *w, uint64_t offset, uint32_t len, const void *src)
 {
     const char *in = src;
 
@@ -619,7 +619,7 @@ static void drop_page(struct page_store *ps, uint64_t index)
     pthread_mutex_unlock(lock);
 }
 
-int ps_discard(struct ps_worker *w, uint64_t offset, uint64_t len)
+int ps_discard(struct ps_scratch *w, uint64_t offset, uint64_t len)
 {
     struct page_store *ps = w->ps;
     uint64_t first = offset / PAGE_SIZE, last = (offset + len) / PAGE_SIZE;   /* last: exclusive */
@@ -767,11 +767,11 @@ out:
     return freed * (CHUNK_SIZE / PAGE_SIZE);
 }
 
-/* -- workers ------------------------------------------------------------- */
+/* -- per-thread scratch ---------------------------------------------------- */
 
-struct ps_worker *ps_worker_new(struct page_store *ps)
+struct ps_scratch *ps_scratch_new(struct page_store *ps)
 {
-    struct ps_worker *w = calloc(1, sizeof(*w));
+    struct ps_scratch *w = calloc(1, sizeof(*w));
 
     if (!w)
         return NULL;
@@ -808,11 +808,11 @@ struct ps_worker *ps_worker_new(struct page_store *ps)
         decompress_page(w, w->out, len, w->page);
     return w;
 fail:
-    ps_worker_free(w);
+    ps_scratch_free(w);
     return NULL;
 }
 
-void ps_worker_free(struct ps_worker *w)
+void ps_scratch_free(struct ps_scratch *w)
 {
     free(w->lz4_state);
     LZ4_freeStream(w->lz4_stream);
@@ -839,7 +839,7 @@ static double seconds_now(void)
  */
 static bool choose_lz4_entry(struct page_store *ps)
 {
-    struct ps_worker *w = ps_worker_new(ps);
+    struct ps_scratch *w = ps_scratch_new(ps);
     double took[2] = { 0, 0 };
     char *page = malloc(PAGE_SIZE);
     uint32_t x = 2463534242u;
@@ -847,7 +847,7 @@ static bool choose_lz4_entry(struct page_store *ps)
     if (!w || !page) {
         free(page);
         if (w)
-            ps_worker_free(w);
+            ps_scratch_free(w);
         return false;
     }
     for (unsigned i = 0; i < PAGE_SIZE; i++) {     /* half varied, half zeros */
@@ -864,14 +864,14 @@ static bool choose_lz4_entry(struct page_store *ps)
                 took[way] += seconds_now() - start;
         }
     }
-    ps_worker_free(w);
+    ps_scratch_free(w);
     free(page);
     return took[1] < took[0];
 }
 
 /* -- opening: format or attach --------------------------------------------- */
 
-/* Rebuild the allocator from the entries a previous daemon left. */
+/* Rebuild the allocator from the entries a previous I/O worker left. */
 static int rebuild(struct page_store *ps)
 {
     uint8_t **used_slots = calloc(ps->max_chunks, sizeof(*used_slots));
@@ -910,7 +910,7 @@ static int rebuild(struct page_store *ps)
         if (c + 1 > ps->chunk_high)
             ps->chunk_high = c + 1;
     }
-    /* The old daemon's reserve lay past its last chunk in use. */
+    /* The old worker's reserve lay past its last chunk in use. */
     punch_hole(ps, (uint64_t)(ps->chunks - ps->base) + ps->chunk_high * CHUNK_SIZE,
                (ps->max_chunks - ps->chunk_high) * CHUNK_SIZE);
     for (uint64_t c = ps->chunk_high; c-- > 0;) {

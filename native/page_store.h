@@ -3,10 +3,14 @@
  *
  * Everything the store holds lives in one memfd (layout in page_store.c), so
  * that memory is counted and returned precisely and so that a restarted
- * daemon can attach to the same memory and find every page again.
+ * I/O worker can attach to the same memory and find every page again.
  * Policy -- which codec, the huge threshold, the memory limit, when to
  * compact -- is chosen by the Python side and passed in.
  */
+#ifndef TRUENO_PAGE_STORE_H
+#define TRUENO_PAGE_STORE_H
+
+#include <stdint.h>
 
 #define PS_CODEC_NONE  0
 #define PS_CODEC_LZ4   1
@@ -18,7 +22,7 @@
 struct page_store;
 /* Per-thread scratch: codec state and a page buffer, allocated up front so
  * that serving I/O allocates nothing. */
-struct ps_worker;
+struct ps_scratch;
 
 struct ps_stats {
     uint64_t pages_stored;              /* map entries in use, same-filled included */
@@ -40,21 +44,21 @@ uint64_t ps_arena_length(uint64_t pages);
 /*
  * Open the store over `memfd`. attach == 0 formats it (the caller has sized
  * it with ps_arena_length); attach == 1 checks the header and rebuilds the
- * allocator from the page map a previous daemon left. *err is -errno on
+ * allocator from the page map a previous I/O worker left. *err is -errno on
  * failure (-EUCLEAN: the memfd does not hold a consistent arena).
  */
 struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
                            uint32_t huge_threshold, int attach, int *err);
 void ps_close(struct page_store *ps);
-struct ps_worker *ps_worker_new(struct page_store *ps);
-void ps_worker_free(struct ps_worker *w);
+struct ps_scratch *ps_scratch_new(struct page_store *ps);
+void ps_scratch_free(struct ps_scratch *w);
 
 /* Byte offsets and lengths on the 512-byte grid. 0, or -ENOSPC when the
  * memory limit refuses the write, -ENOMEM when the arena is full, -EIO when
  * a stored payload does not decode. */
-int ps_read(struct ps_worker *w, uint64_t offset, uint32_t len, void *dest);
-int ps_write(struct ps_worker *w, uint64_t offset, uint32_t len, const void *src);
-int ps_discard(struct ps_worker *w, uint64_t offset, uint64_t len);
+int ps_read(struct ps_scratch *w, uint64_t offset, uint32_t len, void *dest);
+int ps_write(struct ps_scratch *w, uint64_t offset, uint32_t len, const void *src);
+int ps_discard(struct ps_scratch *w, uint64_t offset, uint64_t len);
 
 void ps_set_mem_limit(struct page_store *ps, uint64_t bytes);
 void ps_get_stats(struct page_store *ps, struct ps_stats *out);
@@ -62,3 +66,5 @@ void ps_reset_peak(struct page_store *ps);
 /* Move payloads out of sparse chunks; returns the 4 KiB pages given back. */
 uint64_t ps_compact(struct page_store *ps);
 int ps_zstd_max_level(void);
+
+#endif

@@ -4,8 +4,14 @@
  * Debian's linux-libc-dev ships the 6.1 <linux/ublk_cmd.h>, which lacks later
  * commands, so the facts we use live here instead (source: the kernel's
  * include/uapi/linux/ublk_cmd.h). cffi parses this file as its cdef, so it
- * holds only plain structs and literal #defines: no expressions, no includes.
+ * holds only plain structs and literal #defines, no expressions (its include
+ * guard and includes are dropped for cffi by build_shim.py). The encodings
+ * and sizes are checked against the kernel's rules in ublk_shim.c.
  */
+#ifndef TRUENO_UBLK_ABI_H
+#define TRUENO_UBLK_ABI_H
+
+#include <stdint.h>
 
 /* Control commands: ioctl-style encodings (_IOR/_IOWR('u', nr, 32 bytes))
  * and the legacy plain numbers some kernels still need. */
@@ -48,6 +54,11 @@
 #define UBLK_F_USER_COPY                0x80
 #define UBLK_F_ZONED                    0x100
 #define UBLK_F_USER_RECOVERY_FAIL_IO    0x200
+
+/* Limits: queue depth (include/uapi/linux/ublk_cmd.h); the highest device
+ * number, (1 << MINORBITS) - 1 (drivers/block/ublk_drv.c, UBLK_MINORS). */
+#define UBLK_MAX_QUEUE_DEPTH            4096
+#define UBLK_MAX_DEV_ID                 1048575
 
 /* Device states (ublksrv_ctrl_dev_info.state). */
 #define UBLK_S_DEV_DEAD                 0
@@ -145,3 +156,5 @@ struct ublksrv_io_cmd {                 /* 16 bytes, in a SQE's command area */
     int32_t  result;
     uint64_t addr;
 };
+
+#endif

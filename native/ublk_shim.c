@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,10 +10,38 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <linux/ioctl.h>
 #include <liburing.h>
 
 #include "ublk_abi.h"
 #include "ublk_shim.h"
+
+/* ublk_abi.h writes the kernel's facts as literals (cffi parses it); here
+ * the compiler checks them against the kernel's own rules: the ioctl
+ * encodings of the commands and the sizes of the wire structs. */
+#define CTRL_CMD(dir, nr) dir('u', nr, struct ublksrv_ctrl_cmd)
+_Static_assert(UBLK_U_CMD_GET_DEV_INFO == CTRL_CMD(_IOR, 0x02), "GET_DEV_INFO");
+_Static_assert(UBLK_U_CMD_ADD_DEV == CTRL_CMD(_IOWR, 0x04), "ADD_DEV");
+_Static_assert(UBLK_U_CMD_DEL_DEV == CTRL_CMD(_IOWR, 0x05), "DEL_DEV");
+_Static_assert(UBLK_U_CMD_START_DEV == CTRL_CMD(_IOWR, 0x06), "START_DEV");
+_Static_assert(UBLK_U_CMD_STOP_DEV == CTRL_CMD(_IOWR, 0x07), "STOP_DEV");
+_Static_assert(UBLK_U_CMD_SET_PARAMS == CTRL_CMD(_IOWR, 0x08), "SET_PARAMS");
+_Static_assert(UBLK_U_CMD_GET_PARAMS == CTRL_CMD(_IOR, 0x09), "GET_PARAMS");
+_Static_assert(UBLK_U_CMD_START_USER_RECOVERY == CTRL_CMD(_IOWR, 0x10), "START_USER_RECOVERY");
+_Static_assert(UBLK_U_CMD_END_USER_RECOVERY == CTRL_CMD(_IOWR, 0x11), "END_USER_RECOVERY");
+_Static_assert(UBLK_U_CMD_GET_FEATURES == CTRL_CMD(_IOR, 0x13), "GET_FEATURES");
+_Static_assert(UBLK_U_IO_FETCH_REQ == _IOWR('u', UBLK_IO_FETCH_REQ, struct ublksrv_io_cmd),
+               "FETCH_REQ");
+_Static_assert(UBLK_U_IO_COMMIT_AND_FETCH_REQ
+               == _IOWR('u', UBLK_IO_COMMIT_AND_FETCH_REQ, struct ublksrv_io_cmd),
+               "COMMIT_AND_FETCH_REQ");
+_Static_assert(sizeof(struct ublksrv_ctrl_cmd) == 32, "ublksrv_ctrl_cmd");
+_Static_assert(sizeof(struct ublksrv_ctrl_dev_info) == 64, "ublksrv_ctrl_dev_info");
+_Static_assert(sizeof(struct ublk_param_basic) == 32, "ublk_param_basic");
+_Static_assert(sizeof(struct ublk_param_discard) == 20, "ublk_param_discard");
+_Static_assert(offsetof(struct ublk_params, discard) == 40, "ublk_params.discard");
+_Static_assert(sizeof(struct ublksrv_io_desc) == 24, "ublksrv_io_desc");
+_Static_assert(sizeof(struct ublksrv_io_cmd) == 16, "ublksrv_io_cmd");
 
 #define CTRL_RING_DEPTH 4
 /* user_data of the stop poll; request tags are always below this. */

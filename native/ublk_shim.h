@@ -1,8 +1,13 @@
 /*
  * The C shim's API, also parsed by cffi: what Python cannot do itself
  * (io_uring passthrough commands through liburing), kept mechanical.
- * Policy -- which commands, what to answer each request -- stays in Python.
+ * Which commands to send stays in Python; the queue's requests are served
+ * in C (queue_server.h), so that no Python runs per request.
  */
+#ifndef TRUENO_UBLK_SHIM_H
+#define TRUENO_UBLK_SHIM_H
+
+#include <stdint.h>
 
 /* The control ring on /dev/ublk-control (SQE128, one command at a time). */
 struct shim_ctrl;
@@ -12,14 +17,14 @@ int shim_ctrl_cmd(struct shim_ctrl *ctrl, uint32_t cmd_op, uint32_t dev_id,
                   uint16_t queue_id, void *addr, uint16_t len, uint64_t data);
 void shim_ctrl_close(struct shim_ctrl *ctrl);
 
-/* One request handed to Python: copied out of the descriptor array. */
+/* One request, copied out of the descriptor array for the queue server. */
 struct shim_request {
     uint16_t tag;
     uint8_t  op;
     uint8_t  pad;
     uint32_t flags;                     /* op_flags above the low 8 bits */
     uint32_t nr_sectors;
-    int32_t  result;                    /* set by Python before the commit */
+    int32_t  result;                    /* set by the queue server before the commit */
     uint64_t start_sector;
 };
 
@@ -41,3 +46,5 @@ int shim_queue_run(struct shim_queue *q, int n_commit,
 /* Wake the queue's thread and make shim_queue_run return -ENODEV: any thread. */
 void shim_queue_stop(struct shim_queue *q);
 void shim_queue_close(struct shim_queue *q);
+
+#endif

@@ -8,13 +8,11 @@ median of --runs fio runs. Writes a table to stdout, JSON and a PNG chart.
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-CLI = str(Path(sys.executable).with_name("trueno-ublk"))
-TOP = Path(__file__).resolve().parent.parent
+from benchlib import HALF_COMPRESSIBLE, TOP, MiB, Trueno, Zram, fio, sh
 
 WORKLOADS = {
     "randread 4k qd64": "--rw=randread --bs=4k --iodepth=64",
@@ -32,44 +30,15 @@ TARGETS = {
     "trueno null q1": "--store null --queues 1",
     "trueno null q2": "--store null --queues 2",
 }
-DATA = "--buffer_compress_percentage=50 --refill_buffers"
 
 
-def sh(cmd: str) -> str:
-    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True).stdout
-
-
-def fio(dev: str, size: str, workload: str, runtime: int) -> dict:
-    out = sh(f"fio --name=b --filename={dev} --ioengine=io_uring --direct=1 --size={size} "
-             f"--time_based --runtime={runtime} --ramp_time=1 --numjobs=1 {DATA} "
-             f"{workload} --output-format=json")
-    job = json.loads(out)["jobs"][0]
+def measure(dev: str, size: str, workload: str, runtime: int) -> dict:
+    job = fio(dev, f"--size={size} --time_based --runtime={runtime} --ramp_time=1 --numjobs=1 "
+                   f"{HALF_COMPRESSIBLE} {workload}")
     iops = job["read"]["iops"] + job["write"]["iops"]
     bw = job["read"]["bw_bytes"] + job["write"]["bw_bytes"]
     p99 = max(job[d]["clat_ns"].get("percentile", {}).get("99.000000", 0) for d in ("read", "write"))
-    return {"iops": iops, "mib_s": bw / (1 << 20), "p99_us": p99 / 1000}
-
-
-class Zram:
-    def __init__(self, size: str):
-        sh("modprobe zram num_devices=0")
-        self.id = int(Path("/sys/class/zram-control/hot_add").read_text())
-        sysfs = Path(f"/sys/block/zram{self.id}")
-        (sysfs / "comp_algorithm").write_text("lz4")
-        (sysfs / "disksize").write_text(size)
-        self.path = f"/dev/zram{self.id}"
-
-    def close(self):
-        Path(f"/sys/block/zram{self.id}/reset").write_text("1")
-        Path("/sys/class/zram-control/hot_remove").write_text(str(self.id))
-
-
-class Trueno:
-    def __init__(self, size: str, options: str):
-        self.path = sh(f"{CLI} create --size {size} {options}").strip()
-
-    def close(self):
-        sh(f"{CLI} delete {self.path}")
+    return {"iops": iops, "mib_s": bw / MiB, "p99_us": p99 / 1000}
 
 
 def main() -> None:
@@ -103,12 +72,11 @@ def main() -> None:
         dev = Zram(args.size) if options is None else Trueno(args.size, options)
         try:
             # Reads need data: prefill the whole device once.
-            sh(f"fio --name=fill --filename={dev.path} --ioengine=io_uring --direct=1 "
-               f"--rw=write --bs=1M --iodepth=16 --size={args.size} {DATA} --output-format=terse")
+            fio(dev.path, f"--rw=write --bs=1M --iodepth=16 --size={args.size} {HALF_COMPRESSIBLE}")
             for name, workload in WORKLOADS.items():
                 runs = []
                 for _ in range(args.runs):
-                    runs.append(fio(dev.path, args.size, workload, args.runtime))
+                    runs.append(measure(dev.path, args.size, workload, args.runtime))
                     done += 1
                     print(f"\r[{done}/{cells}] {target}: {name} "
                           f"({time.monotonic() - started:.0f}s)".ljust(70), end="", file=sys.stderr)

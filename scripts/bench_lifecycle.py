@@ -48,7 +48,7 @@ def main() -> None:
     print(row("trueno-ublk --help", help_s))
     print(row(f"create --size {args.size}", create_s))
     print(row("delete", delete_s))
-    print(row("lifecycle (create + delete)", [c + d for c, d in zip(create_s, delete_s)]))
+    print(row("lifecycle (create + delete)", [c + d for c, d in zip(create_s, delete_s, strict=True)]))
 
 
 if __name__ == "__main__":

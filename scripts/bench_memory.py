@@ -7,40 +7,25 @@ memory growth; then the daemon's memory after discarding it all and after
 `compact`. Needs root, ublk_drv and zram.
 """
 import argparse
-import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 
-CLI = str(Path(sys.executable).with_name("trueno-ublk"))
-MiB = 1 << 20
-
-
-def sh(cmd: str) -> str:
-    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True).stdout
+from benchlib import CLI, HALF_COMPRESSIBLE, MiB, Trueno, Zram, fio, sh
 
 
 def fill(dev: str, size: str) -> None:
-    sh(f"fio --name=fill --filename={dev} --ioengine=io_uring --direct=1 --rw=write --bs=64k "
-       f"--iodepth=16 --size={size} --buffer_compress_percentage=50 --refill_buffers "
-       f"--randseed=42 --output-format=terse")
+    fio(dev, f"--rw=write --bs=64k --iodepth=16 --size={size} {HALF_COMPRESSIBLE} --randseed=42")
 
 
 def zram_mem_used(size: str, algorithm: str) -> tuple[int, int]:
-    dev_id = int(Path("/sys/class/zram-control/hot_add").read_text())
-    sysfs = Path(f"/sys/block/zram{dev_id}")
-    (sysfs / "comp_algorithm").write_text(algorithm)
-    (sysfs / "disksize").write_text(size)
+    zram = Zram(size, algorithm)
     try:
-        fill(f"/dev/zram{dev_id}", size)
-        mm = (sysfs / "mm_stat").read_text().split()
-        return int(mm[2]), int(mm[1])
+        fill(zram.path, size)
+        mm = zram.mm_stat()
+        return mm[2], mm[1]
     finally:
-        (sysfs / "reset").write_text("1")
-        Path("/sys/class/zram-control/hot_remove").write_text(str(dev_id))
+        zram.close()
 
 
 def daemon_rss(pid: int) -> int:
@@ -52,30 +37,28 @@ def main() -> None:
     ap.add_argument("--size", default="1G")
     ap.add_argument("--algorithm", default="lz4")
     args = ap.parse_args()
-    sh("modprobe zram num_devices=0")
-
     zram_total, zram_compr = zram_mem_used(args.size, args.algorithm)
-    dev = sh(f"{CLI} create --size {args.size} --algorithm {args.algorithm}").strip()
+    dev = Trueno(args.size, f"--algorithm {args.algorithm}")
     try:
-        devices = json.loads(sh(f"{CLI} list --json -o NAME,WORKER"))["devices"]
-        pid = next(d["worker"] for d in devices if d["name"] == dev)
+        pid = dev.worker_pid()
         time.sleep(1)
         empty = daemon_rss(pid)
-        fill(dev, args.size)
+        fill(dev.path, args.size)
         full = daemon_rss(pid)
-        stat = json.loads(sh(f"{CLI} stat --json {dev}"))
-        sh(f"blkdiscard {dev}")
+        stat = dev.stat()
+        sh(f"blkdiscard {dev.path}")
         discarded = daemon_rss(pid)
-        sh(f"{CLI} compact {dev}")
+        sh(f"{CLI} compact {dev.path}")
         compacted = daemon_rss(pid)
     finally:
-        sh(f"{CLI} delete {dev}")
+        dev.close()
 
     growth = full - empty
     print(f"memory benchmark: {args.size} of 50%-compressible data, {args.algorithm}, one boot")
     print(f"  kernel zram   mem_used_total {zram_total / MiB:9.1f} MiB  (compr_data_size {zram_compr / MiB:.1f} MiB)")
     print(f"  trueno-ublk   RSS growth     {growth / MiB:9.1f} MiB  = {growth / zram_total:.3f}x zram (goal <= 1.10x)")
-    print(f"                mem_used_total {stat['mem_used_total'] / MiB:9.1f} MiB  = {stat['mem_used_total'] / growth:.3f}x its RSS growth"
+    total = stat["mem_used_total"]
+    print(f"                mem_used_total {total / MiB:9.1f} MiB  = {total / growth:.3f}x its RSS growth"
           f"  (compr_data_size {stat['compr_data_size'] / MiB:.1f} MiB)")
     print(f"  RSS empty {empty / MiB:.1f} MiB, full {full / MiB:.1f} MiB, after discard "
           f"{discarded / MiB:.1f} MiB, after compact {compacted / MiB:.1f} MiB "

@@ -7,18 +7,19 @@ deepest frame it recognises:
   codec              LZ4_* / ZSTD_* inside the page store
   store mechanics    the rest of ps_read/ps_write/ps_discard: same-fill check,
                      map, slots, copies
-  dispatch           batch_serve around them: the request loop, the helper hand-off
+  dispatch           the queue server around them (queue_server_*): the request
+                     loop, the helper hand-off
   python + cffi      anything else (the queue loop itself runs wholly in C)
 """
 import argparse
-import json
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-CLI = str(Path(sys.executable).with_name("trueno-ublk"))
+from benchlib import HALF_COMPRESSIBLE, Trueno, fio
+
 PYSPY = str(Path(sys.executable).with_name("py-spy"))
 WORKLOADS = {
     "randread 4k qd64": "--rw=randread --bs=4k --iodepth=64",
@@ -26,13 +27,7 @@ WORKLOADS = {
     "seqread 1M qd16": "--rw=read --bs=1M --iodepth=16",
     "seqwrite 1M qd16": "--rw=write --bs=1M --iodepth=16",
 }
-DATA = "--buffer_compress_percentage=50 --refill_buffers"
 CATEGORIES = ("kernel round trip", "codec", "store mechanics", "dispatch", "python + cffi")
-
-
-def sh(cmd: str) -> str:
-    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True,
-                          cwd="/tmp").stdout
 
 
 def category(stack: str) -> str:
@@ -42,7 +37,7 @@ def category(stack: str) -> str:
         return "codec"
     if any(f in stack for f in ("ps_read", "ps_write", "ps_discard")):
         return "store mechanics"
-    if "batch_serve" in stack:
+    if "queue_server_" in stack:
         return "dispatch"
     return "python + cffi"
 
@@ -54,8 +49,7 @@ def profile(worker: int, dev: str, size: str, workload: str, seconds: int) -> Co
                             "--format", "raw", "--output", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
-    sh(f"fio --name=p --filename={dev} --ioengine=io_uring --direct=1 --size={size} "
-       f"--time_based --runtime={seconds} {DATA} {workload}")
+    fio(dev, f"--size={size} --time_based --runtime={seconds} {HALF_COMPRESSIBLE} {workload}")
     spy.wait(timeout=120)
     counts = Counter()
     for line in out.read_text().splitlines():
@@ -71,12 +65,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--algorithm", default="lz4")
     args = ap.parse_args()
-    dev = sh(f"{CLI} create --size {args.size} --algorithm {args.algorithm}").strip()
+    device = Trueno(args.size, f"--algorithm {args.algorithm}")
+    dev = device.path
     try:
-        sh(f"fio --name=fill --filename={dev} --ioengine=io_uring --direct=1 --bs=1M "
-           f"--iodepth=16 --rw=write --size={args.size} {DATA}")
-        n = dev.removeprefix("/dev/ublkb")
-        worker = json.loads(Path(f"/run/trueno-ublk/{n}.json").read_text())["worker_pid"]
+        fio(dev, f"--bs=1M --iodepth=16 --rw=write --size={args.size} {HALF_COMPRESSIBLE}")
+        worker = device.worker_pid()
         print(f"queue-thread time by category ({args.algorithm}, 1 queue, py-spy --native --idle)")
         print(f"{'workload':<20}" + "".join(f"{c:>19}" for c in CATEGORIES) + f"{'samples':>9}")
         for name, workload in WORKLOADS.items():
@@ -85,7 +78,7 @@ def main() -> None:
             print(f"{name:<20}" + "".join(f"{100 * counts[c] / total:>18.1f}%" for c in CATEGORIES)
                   + f"{total:>9}", flush=True)
     finally:
-        sh(f"{CLI} delete {dev}")
+        device.close()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from trueno_ublk.errors import UserError
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
 
-MAX_QUEUE_DEPTH = 4096
 DELETE_WAIT_SECONDS = 30.0
 
 
@@ -116,20 +115,18 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
         raise UserError("--size must be greater than 0")
     if size % PAGE_SIZE:
         raise UserError(f"--size must be a multiple of 4K ({size} is not)")
-    cpus = os.cpu_count() or 1
-    if not 1 <= queues <= cpus:
-        raise UserError(f"--queues must be between 1 and {cpus} (the number of CPUs)")
-    if not 1 <= depth <= MAX_QUEUE_DEPTH:
-        raise UserError(f"--depth must be between 1 and {MAX_QUEUE_DEPTH}")
-    if dev_id < -1 or dev_id >= 1 << 20:
-        raise UserError("--id must be between 0 and 1048575")
-    if not 0 < huge_threshold <= PAGE_SIZE:
-        raise UserError("--huge-threshold must be between 1 and 4K")
+    from trueno_ublk import limits
+    for option, value, allowed in (("--queues", queues, limits.queues()), ("--depth", depth, limits.DEPTH),
+                                   ("--huge-threshold", huge_threshold, limits.HUGE_THRESHOLD)):
+        if value not in allowed:
+            raise UserError(f"{option} must be {allowed.describe()}")
+    if dev_id != -1 and dev_id not in limits.DEVICE_ID:
+        raise UserError(f"--id must be {limits.DEVICE_ID.describe()}")
     from trueno_ublk import metrics, state
     from trueno_ublk.control import require_control_device
-    from trueno_ublk.daemon import DeviceConfig, Daemon, configure_logging, spawn_detached
-    if mem_limit and store == "null":
-        raise UserError("--mem-limit needs the ram store: the null store holds no memory")
+    from trueno_ublk.daemon import Daemon, DeviceConfig, configure_logging, spawn_detached
+    if mem_limit and not STORES[store].holds_memory:
+        raise UserError(f"--mem-limit needs a store that holds memory: the {store} store holds none")
     if metrics_listen:
         try:
             metrics.parse_address(metrics_listen)
@@ -162,6 +159,7 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
 def list_devices(output, output_all, in_bytes, noheadings, raw, as_json):
     """List devices like zramctl, including those whose daemon died."""
     import json
+
     from trueno_ublk import listing
     columns = (list(listing.COLUMNS) if output_all
                else listing.parse_columns(output) if output else listing.DEFAULT_COLUMNS)
@@ -197,6 +195,7 @@ def _wait_for_exit(record, timeout: float) -> bool:
 def _remove_from_kernel(dev_id: int) -> None:
     """STOP_DEV + DEL_DEV for a device no live daemon owns."""
     import errno
+
     from trueno_ublk.control import Control, ControlError
     with Control() as ctrl:
         try:
@@ -214,6 +213,7 @@ def _remove_from_kernel(dev_id: int) -> None:
 
 def delete_device(dev_id: int, force: bool) -> None:
     import signal
+
     from trueno_ublk import listing, state
     from trueno_ublk.control import ControlError
     record = state.load(dev_id)
@@ -267,11 +267,6 @@ def _live_device(text: str) -> int:
     return dev_id
 
 
-MM_STAT = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max",
-           "same_pages", "pages_compacted", "huge_pages")
-IO_STAT = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
-
-
 @cli.command()
 @click.argument("device")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -280,16 +275,17 @@ IO_STAT = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
 def stat(device, as_json, mm_stat, io_stat):
     """Memory and I/O statistics of a device, with zram's meanings."""
     import json
-    from trueno_ublk import admin
+
+    from trueno_ublk import admin, stats
     dev_id = _live_device(device)
     reply = admin.request(dev_id, "stat")
     mm, io = reply["mm_stat"], reply["io_stat"]
     io = {**io, "notify_free": mm.pop("notify_free", 0)}
-    ratio = round(mm["orig_data_size"] / mm["compr_data_size"], 3) if mm.get("compr_data_size") else 0.0
+    ratio = stats.compression_ratio(mm) if mm else 0.0
     if mm_stat:
-        click.echo(" ".join(str(mm.get(k, 0)) for k in MM_STAT))
+        click.echo(" ".join(str(mm.get(k, 0)) for k in stats.MM_STAT))
     if io_stat:
-        click.echo(" ".join(str(io[k]) for k in IO_STAT))
+        click.echo(" ".join(str(io[k]) for k in stats.IO_STAT))
     if mm_stat or io_stat:
         return
     if as_json:
@@ -349,7 +345,8 @@ def metrics_command():
 def top(device, interval, once):
     """A live view of every device (or DEVICE): I/O rates, compression, memory, queues."""
     require_root()
-    from trueno_ublk import state, top as live_view
+    from trueno_ublk import state
+    from trueno_ublk import top as live_view
     dev_ids = [parse_device(device)] if device else None
     if dev_ids and state.load(dev_ids[0]) is None:
         raise UserError(f"no such device: /dev/ublkb{dev_ids[0]}")

@@ -21,8 +21,7 @@ import os
 import re
 from pathlib import Path
 
-
-from trueno_ublk import procfs
+from trueno_ublk import limits, procfs
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.units import PAGE_SIZE, parse_size
 
@@ -30,7 +29,7 @@ DEFAULT_MAIN_FILE = Path("/etc/trueno-ublk.conf")
 CONFIG_ENV = "TRUENO_UBLK_CONFIG"
 DEFAULT_SIZE = "min(ram / 2, 4096)"
 SECTION = re.compile(r"ublkb(0|[1-9]\d*)")     # one spelling per device: no ublkb01
-MAX_DEVICE_ID = (1 << 20) - 1          # what `create --id` accepts
+SWAP_PRIORITY = limits.Range(-1, 32767)    # swapon(8): -1 lets the kernel choose
 MAX_SIZE = 1 << 60                      # far beyond any RAM, well within the kernel's u64 sectors
 INLINE_COMMENT = re.compile(r"\s[#;].*$")
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -149,10 +148,10 @@ def _parse_file(path: Path, raw: dict, errors: list) -> None:
         if line.startswith("["):
             name = line[1:-1].strip() if line.endswith("]") else ""
             match = SECTION.fullmatch(name)
-            in_bad_section = not match or int(match.group(1)) > MAX_DEVICE_ID
+            in_bad_section = not match or int(match.group(1)) not in limits.DEVICE_ID
             if in_bad_section:
                 errors.append(ConfigError(path, number, f"bad section {line}: use [ublkbN], "
-                                                        f"N from 0 to {MAX_DEVICE_ID}"))
+                                                        f"N from 0 to {limits.DEVICE_ID.high}"))
             section = None if in_bad_section else name
             if section:
                 raw.setdefault(section, {})
@@ -174,9 +173,10 @@ def _parse_file(path: Path, raw: dict, errors: list) -> None:
 
 # --- keys --------------------------------------------------------------------
 
-def _whole(value: str, low: int, high: int, what: str, note: str = "") -> int:
-    if not re.fullmatch(r"[-+]?\d+", value) or not low <= int(value) <= high:
-        raise ValueError(f"{what} must be a whole number from {low} to {high}{note}, "
+def _whole(value: str, allowed: limits.Range, what: str) -> int:
+    if not re.fullmatch(r"[-+]?\d+", value) or int(value) not in allowed:
+        note = f" ({allowed.why})" if allowed.why else ""
+        raise ValueError(f"{what} must be a whole number from {allowed.low} to {allowed.high}{note}, "
                          f"not {_shown(value)}")
     return int(value)
 
@@ -207,11 +207,11 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
     elif key == "algorithm":
         dev.algorithm = codec_for(value).name
     elif key == "queues":
-        dev.queues = _whole(value, 1, os.cpu_count() or 1, "queues", " (the CPU count)")
+        dev.queues = _whole(value, limits.queues(), "queues")
     elif key == "mem-limit":
         dev.mem_limit = parse_size(value)
     elif key == "swap-priority":
-        dev.swap_priority = _whole(value, -1, 32767, "swap-priority")
+        dev.swap_priority = _whole(value, SWAP_PRIORITY, "swap-priority")
     elif key == "fs-type":
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value):
             raise ValueError(f"{_shown(value)} is not a filesystem type")

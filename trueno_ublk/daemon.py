@@ -23,7 +23,7 @@ from trueno_ublk import procfs, state
 from trueno_ublk._shim import lib
 from trueno_ublk.control import Control, ControlError, feature_names
 from trueno_ublk.errors import UserError
-from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
+from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.stores.ram import new_arena
 from trueno_ublk.worker import Worker, harden_process
 
@@ -37,7 +37,6 @@ QUIESCE_WAIT_SECONDS = 30.0
 # is harmless for a RAM store.
 WANTED_FEATURES = lib.UBLK_F_CMD_IOCTL_ENCODE
 RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
-DEV_STATE_QUIESCED, DEV_STATE_FAIL_IO = 2, 3
 
 
 @dataclasses.dataclass
@@ -103,7 +102,7 @@ class Daemon:
             self.dev_id = info.dev_id
             arena_fd = None
             try:
-                if cfg.store == "ram":
+                if STORES[cfg.store].arena:
                     arena_fd = new_arena(cfg.size)
                 self._supervise(ctrl, info, arena_fd)
             finally:
@@ -116,7 +115,7 @@ class Daemon:
         cfg, dev_id = self.config, self.dev_id
         record = state.DeviceRecord(
             dev_id=dev_id, pid=os.getpid(), pid_start=procfs.process_start(os.getpid()),
-            size=cfg.size, store=cfg.store, algorithm=cfg.algorithm if cfg.store == "ram" else "-",
+            size=cfg.size, store=cfg.store, algorithm=cfg.algorithm if STORES[cfg.store].codec else "-",
             queues=info.nr_hw_queues, depth=info.queue_depth, max_io_bytes=info.max_io_buf_bytes,
             features=feature_names(info.flags))
         recoverable = bool(info.flags & lib.UBLK_F_USER_RECOVERY)
@@ -170,7 +169,7 @@ class Daemon:
             # Hold nothing of the daemon's: not its control ring, and not the
             # pipe `create` waits on, which must close when the daemon reports.
             keep = sorted({w, arena_fd} - {None})
-            for low, high in zip([3] + [k + 1 for k in keep], keep + [os.sysconf("SC_OPEN_MAX")]):
+            for low, high in zip([3] + [k + 1 for k in keep], keep + [os.sysconf("SC_OPEN_MAX")], strict=True):
                 os.closerange(low, high)
             _worker_main(Worker(self.config, record, arena_fd, recovering), w)
         os.close(w)
@@ -190,7 +189,7 @@ class Daemon:
         deadline = time.monotonic() + QUIESCE_WAIT_SECONDS
         while True:
             try:
-                if ctrl.info(self.dev_id).state in (DEV_STATE_QUIESCED, DEV_STATE_FAIL_IO):
+                if ctrl.info(self.dev_id).state in (lib.UBLK_S_DEV_QUIESCED, lib.UBLK_S_DEV_FAIL_IO):
                     ctrl.start_recovery(self.dev_id)
                     return
             except ControlError as e:

@@ -9,8 +9,9 @@ output directories; the units go into the first. Per device ublkbN:
   - drop-ins for that service: formatting.conf formats the device once it
     is live (mkswap, or mkfs -t FSTYPE); wants.conf wants the swap / mount
     unit, so that a service systemd restarted brings its user back too.
-A broken config must not break the boot: problems are logged with their
-file and line, the devices concerned are skipped, and the exit status is 0.
+A broken config must not break the boot: each problem is written to stderr
+(which systemd passes on to its log) with its file and line, the devices
+concerned are skipped, and the exit status is 0.
 """
 import sys
 from pathlib import Path
@@ -21,8 +22,6 @@ from trueno_ublk import config
 SERVICE = "trueno-ublk@{name}.service"
 MKSWAP = "/sbin/mkswap"
 MKFS = "/sbin/mkfs"
-KMSG = "/dev/kmsg"
-KMSG_WARNING = "<4>"            # syslog level prefix the kernel log understands
 
 
 def escape_path(path: str) -> str:
@@ -113,13 +112,7 @@ def generate(out_dir: Path, devices: list[config.DeviceSection], sources: list[P
 
 
 def log(message: str) -> None:
-    """Early in boot nobody may read stderr; the kernel log is always kept."""
-    line = f"trueno-ublk-generator: {message}\n"
-    try:
-        with open(KMSG, "w") as kmsg:
-            kmsg.write(KMSG_WARNING + line)
-    except OSError:
-        sys.stderr.write(line)
+    sys.stderr.write(f"trueno-ublk-generator: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

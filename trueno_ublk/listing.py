@@ -1,7 +1,7 @@
 """`list` in zramctl's style: named columns, human or raw sizes, JSON."""
 import os
 
-from trueno_ublk import admin, state
+from trueno_ublk import admin, state, stats
 from trueno_ublk.errors import UserError
 from trueno_ublk.units import format_size
 
@@ -84,8 +84,7 @@ def device_rows() -> list[dict]:
                                total=mm["mem_used_total"], **{
                                    "zero-pages": mm["same_pages"], "mem-limit": mm["mem_limit"],
                                    "mem-used": mm["mem_used_max"], "huge-pages": mm["huge_pages"],
-                                   "comp-ratio": round(mm["orig_data_size"] / mm["mem_used_total"], 2)
-                                   if mm["mem_used_total"] else 0.0})
+                                   "comp-ratio": stats.comp_ratio(mm)})
         rows.append(row)
     return rows
 
@@ -106,4 +105,4 @@ def render(rows: list[dict], columns: list[str], in_bytes: bool, headings: bool,
     if raw:
         return "\n".join(" ".join(line) for line in table)
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))] if table else []
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table)

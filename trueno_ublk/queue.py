@@ -1,9 +1,9 @@
 """One hardware queue: a thread that answers the kernel's requests.
 
-The thread makes one C call, batch_serve_queue, that loops until the queue
+The thread makes one C call, queue_server_run, that loops until the queue
 stops: shim_queue_run commits the previous batch's results and hands over
-every ready request in a flat array, and the store's batch server serves
-them all. No Python runs per request or per batch, so queues run in
+every ready request in a flat array, and the queue server serves them
+all with the store's ops. No Python runs per request or per batch, so queues run in
 parallel and never wait for the GIL (which, under swap, a Python thread may
 hold while it waits for memory that only these queues can free).
 """
@@ -28,7 +28,7 @@ class QueueError(OSError):
 
 class Queue:
     def __init__(self, cdev_fd: int, q_id: int, depth: int, buf_size: int, store,
-                 dev_size: int, fetch_op: int, commit_op: int):
+                 fetch_op: int, commit_op: int):
         self.q_id = q_id
         self.depth = depth
         self.counts = ffi.new("struct io_counters *")
@@ -39,7 +39,7 @@ class Queue:
         # (MAP_POPULATE is ignored under MCL_ONFAULT: touch every page.)
         self._buffers = mmap.mmap(-1, depth * buf_size)
         self._buffers[::mmap.PAGESIZE] = bytes(len(range(0, depth * buf_size, mmap.PAGESIZE)))
-        self._server = store.batch_server(self._buffers, buf_size, dev_size, self.counts)
+        self._server = store.queue_server(self._buffers, buf_size, self.counts)
         self._reqs = ffi.new("struct shim_request[]", depth)
         self._args = (cdev_fd, q_id, depth, ffi.from_buffer(self._buffers), buf_size,
                       fetch_op, commit_op)
@@ -95,6 +95,6 @@ class Queue:
         self._q = q
 
     def _serve(self) -> None:
-        ret = lib.batch_serve_queue(self._server, self._q, self._reqs, self.depth, self._inflight)
+        ret = lib.queue_server_run(self._server, self._q, self._reqs, self.depth, self._inflight)
         if ret != -errno.ENODEV:
             log.error("queue %d: io_uring failed: %s", self.q_id, errno.errorcode.get(-ret, ret))

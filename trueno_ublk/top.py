@@ -6,7 +6,7 @@ frame() is testable without a terminal and `--once` prints it as text.
 import curses
 import time
 
-from trueno_ublk import admin, state
+from trueno_ublk import admin, state, stats
 from trueno_ublk.errors import UserError
 from trueno_ublk.units import format_size
 
@@ -45,8 +45,10 @@ def device_line(dev_id: int, now, before) -> str:
     dt = t1 - t0
     mm, queues = reply["mm_stat"], reply.get("queues", [])
     stored = mm.get("pages_stored", 0)
-    ratio = f"{mm['orig_data_size'] / mm['compr_data_size']:.2f}" if mm.get("compr_data_size") else "-"
-    share = (lambda key: f"{100 * mm[key] / stored:.0f}%" if stored else "-")
+    ratio = f"{stats.compression_ratio(mm):.2f}" if mm.get("compr_data_size") else "-"
+
+    def share(key: str) -> str:
+        return f"{100 * mm[key] / stored:.0f}%" if stored else "-"
     depth = reply["device"]["depth"] * max(1, len(queues))
     inflight = sum(q.get("inflight", 0) for q in queues)
     cpu = []

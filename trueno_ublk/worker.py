@@ -26,7 +26,7 @@ from trueno_ublk.control import Control
 from trueno_ublk.errors import UserError
 from trueno_ublk.metrics import render
 from trueno_ublk.queue import IO_COUNTERS, Queue
-from trueno_ublk.stores import make_store
+from trueno_ublk.stores import open_store
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Worker:
             return 1
         harden_process()
         cfg, dev_id = self.config, self.record.dev_id
-        store = make_store(cfg.store, cfg.size, codec_for(cfg.algorithm), cfg.huge_threshold,
+        store = open_store(cfg.store, cfg.size, codec_for(cfg.algorithm), cfg.huge_threshold,
                            self.arena_fd, attach=self.recovering)
         if cfg.mem_limit:
             store.set_mem_limit(cfg.mem_limit)
@@ -77,12 +77,12 @@ class Worker:
             fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)
             commit_op = ctrl.opcode(lib.UBLK_U_IO_COMMIT_AND_FETCH_REQ, lib.UBLK_IO_COMMIT_AND_FETCH_REQ)
             queues = [Queue(cdev_fd, q, self.record.depth, self.record.max_io_bytes, store,
-                            cfg.size, fetch_op, commit_op) for q in range(self.record.queues)]
+                            fetch_op, commit_op) for q in range(self.record.queues)]
             handlers = self._admin_handlers(store, queues)
             admin = AdminServer(dev_id, handlers)
             metrics = None
             if cfg.metrics_listen:
-                from trueno_ublk.metrics_server import MetricsServer   # only when asked for
+                from trueno_ublk.metrics_server import MetricsServer  # only when asked for
                 try:
                     metrics = MetricsServer(cfg.metrics_listen,
                                             lambda: render([(f"ublkb{dev_id}", handlers["stat"]())]))

@@ -10,6 +10,8 @@ import struct
 import psutil
 import pytest
 
+from trueno_ublk import state
+
 from conftest import run_cli, sh
 
 BLKDISCARD = 0x1277
@@ -148,7 +150,7 @@ def test_swap_mountpoint_in_list(device):
 
 def test_admin_socket_is_private_and_survives_garbage(device):
     n = int(device.removeprefix("/dev/ublkb"))
-    path = f"/run/trueno-ublk/{n}.sock"
+    path = str(state.socket_path(n))
     st = os.stat(path)
     assert statmod.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from trueno_ublk.state import record_path
+
 from conftest import run_cli, sh
 
 MEM_TOTAL_MB = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
@@ -28,7 +30,7 @@ def test_workload_twice_ram_through_our_swap(make_device):
     sh("swapoff -a")
     dev = make_device(size="2G")
     n = dev.removeprefix("/dev/ublkb")
-    rec = json.loads(Path(f"/run/trueno-ublk/{n}.json").read_text())
+    rec = json.loads(record_path(int(n)).read_text())
     rss_empty = rss_kb(rec["worker_pid"])
     sh(f"mkswap {dev} && swapon --discard {dev}")
     try:

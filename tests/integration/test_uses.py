@@ -3,6 +3,8 @@ import hashlib
 import os
 import tempfile
 
+from trueno_ublk.state import record_path
+
 from conftest import run_cli, sh
 
 
@@ -68,13 +70,13 @@ def test_two_queues(make_device):
 def test_delete_removes_device_and_daemon(make_device):
     dev = make_device()
     n = int(dev.removeprefix("/dev/ublkb"))
-    with open(f"/run/trueno-ublk/{n}.json") as f:
+    with open(record_path(n)) as f:
         pid = int(f.read().split('"pid": ')[1].split(",")[0])
     os.kill(pid, 0)
     assert run_cli("delete", dev).stdout.strip() == f"deleted {dev}"
     assert not os.path.exists(dev)
     assert not os.path.exists(f"/dev/ublkc{n}")
-    assert not os.path.exists(f"/run/trueno-ublk/{n}.json")
+    assert not record_path(n).exists()
     stat = open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}") else ""
     assert stat == "" or stat.split(")")[1].split()[0] == "Z"
     assert dev not in run_cli("list").stdout

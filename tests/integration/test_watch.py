@@ -26,7 +26,7 @@ def test_top_in_a_terminal_shows_devices_and_quits_on_q(make_device):
         while "ublkb" not in (screen := tmux("capture-pane", "-p", "-t", session).stdout):
             assert time.monotonic() < deadline, screen
             time.sleep(0.3)
-        line = next(l for l in screen.splitlines() if dev.removeprefix("/dev/") in l)
+        line = next(row for row in screen.splitlines() if dev.removeprefix("/dev/") in row)
         assert "live" in line and "/128" in line and "q0" in line, screen
         assert "DEVICE" in screen and "q quits" in screen
         tmux("send-keys", "-t", session, "q")

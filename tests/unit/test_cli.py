@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from trueno_ublk.cli import parse_device
-from one_line_error import assert_one_line_error
 from trueno_ublk.errors import UserError
+
+from one_line_error import assert_one_line_error
 
 CLI = str(Path(sys.executable).with_name("trueno-ublk"))
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv, /run/trueno-ublk)")
@@ -92,6 +93,7 @@ NONSENSE = ["", "-1", "1e99", "../../etc/passwd", "x" * 5000, "☃"]
 def _commands(group=None, prefix=()):
     """Every command of the CLI, with its path (e.g. ("config", "check"))."""
     import click
+
     from trueno_ublk.cli import cli
     group = group or cli
     for name, command in group.commands.items():

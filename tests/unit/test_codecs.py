@@ -3,20 +3,20 @@ import os
 import pytest
 
 from trueno_ublk.codecs import codec_for
-from trueno_ublk.stores.ram import CompressedRamStore
+from trueno_ublk.stores import open_store
+from trueno_ublk.stores.direct import DirectClient
 
 PAGE = (b"some text that repeats " * 200)[:4096]
 
 
 @pytest.mark.parametrize("name", ["lz4", "lz4hc", "zstd", "zstd:1", "zstd:19"])
 def test_round_trip_through_the_store(name):
-    store = CompressedRamStore(3 * 4096, codec_for(name))
+    store = open_store("ram", 3 * 4096, codec_for(name))
+    client = DirectClient(store)
     pages = (PAGE, os.urandom(4096), PAGE[::-1])
     for i, page in enumerate(pages):
-        store.write(i * 4096, memoryview(bytearray(page)))
-    out = bytearray(3 * 4096)
-    store.read(0, memoryview(out))
-    assert out == b"".join(pages)
+        client.write(i * 4096, page)
+    assert client.read(0, 3 * 4096) == b"".join(pages)
     stats = store.stats()
     assert stats["huge_pages"] == 1                    # the random page, stored raw
     assert stats["compr_data_size"] - 4096 < 2 * 256   # the text pages compress well
@@ -24,8 +24,8 @@ def test_round_trip_through_the_store(name):
 
 
 def test_none_stores_raw():
-    store = CompressedRamStore(4096, codec_for("none"))
-    store.write(0, memoryview(bytearray(PAGE)))
+    store = open_store("ram", 4096, codec_for("none"))
+    DirectClient(store).write(0, PAGE)
     assert store.stats()["compr_data_size"] == 4096
     store.close()
 

@@ -45,7 +45,6 @@ def run_generator(case: Path, tmp_path: Path, monkeypatch, capsys) -> tuple[Path
     if (case / "trueno-ublk.conf.d").is_dir():
         shutil.copytree(case / "trueno-ublk.conf.d", etc / "trueno-ublk.conf.d")
     monkeypatch.setenv("TRUENO_UBLK_CONFIG", str(etc / "trueno-ublk.conf"))
-    monkeypatch.setattr(generator, "KMSG", str(tmp_path / "no-kmsg" / "kmsg"))  # log to stderr
     monkeypatch.setattr(generator.config, "ram_mib", lambda: 8192.0)
     out = tmp_path / "normal"
     dirs = [out, tmp_path / "early", tmp_path / "late"]
@@ -88,20 +87,20 @@ def test_escape_path_agrees_with_systemd_escape(path):
     assert generator.escape_path(path) == systemd.stdout.strip()
 
 
-def test_logging_goes_to_the_kernel_log_when_it_can(tmp_path, monkeypatch, capsys):
-    kmsg = tmp_path / "kmsg"
-    kmsg.touch()
-    monkeypatch.setattr(generator, "KMSG", str(kmsg))
-    generator.log("x.conf:3: unknown key 'sise' in [ublkb1]")
-    assert kmsg.read_text() == "<4>trueno-ublk-generator: x.conf:3: unknown key 'sise' in [ublkb1]\n"
-    assert capsys.readouterr().err == ""
+def test_a_section_a_zram_user_would_write_is_skipped_aloud(tmp_path, monkeypatch, capsys):
+    conf = tmp_path / "trueno-ublk.conf"
+    conf.write_text("[ublk0]\nsize = 64\n")
+    monkeypatch.setenv("TRUENO_UBLK_CONFIG", str(conf))
+    assert generator.main([str(tmp_path / "out")]) == 0
+    assert not list((tmp_path / "out").glob("*.swap"))
+    assert capsys.readouterr().err == (f"trueno-ublk-generator: {conf}:1: bad section [ublk0]: "
+                                       "use [ublkbN], N from 0 to 1048575\n")
 
 
 def test_the_generator_never_fails(tmp_path, monkeypatch, capsys):
     conf = tmp_path / "trueno-ublk.conf"
     conf.write_text("[ublkb0]\nsize = 64\n")
     monkeypatch.setenv("TRUENO_UBLK_CONFIG", str(conf))
-    monkeypatch.setattr(generator, "KMSG", str(tmp_path / "no-kmsg" / "kmsg"))
     blocked = tmp_path / "a-file"
     blocked.write_text("")                      # the output "directory" cannot be made
     assert generator.main([str(blocked / "normal"), "early", "late"]) == 0

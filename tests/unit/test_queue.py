@@ -5,7 +5,7 @@ import errno
 import prctl
 
 from trueno_ublk import queue
-from trueno_ublk.stores import make_store
+from trueno_ublk.stores import open_store
 
 
 def test_a_queue_that_cannot_become_an_io_flusher_reports_it(monkeypatch):
@@ -13,8 +13,8 @@ def test_a_queue_that_cannot_become_an_io_flusher_reports_it(monkeypatch):
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(prctl, "set_io_flusher", refuse)
-    store = make_store("null", 1 << 20, None)
-    q = queue.Queue(-1, 0, 4, 4096, store, 1 << 20, 0, 0)
+    store = open_store("null", 1 << 20)
+    q = queue.Queue(-1, 0, 4, 4096, store, 0, 0)
     q.start()
     assert q.opened.wait(10), "the queue never reported its start"
     assert q.open_error is not None and q.open_error.errno == errno.EPERM

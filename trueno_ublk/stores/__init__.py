@@ -1,22 +1,49 @@
-"""The stores, by name: what `create --store` offers. The registry names
-them without importing them, so that the CLI's start-up does not pay for
-a store it will not run; make_store imports the one asked for."""
+"""The stores, by name: what `create --store` offers.
+
+A store is one C file in native/stores/ (its ops: how a request is served)
+plus one entry here: what it is and what it needs. The entry names the
+Python class that opens it for a device -- the base Store for a store with
+no state of its own -- and is imported only when that store is used, so
+the CLI's start-up pays for none of them.
+"""
+import dataclasses
+import importlib
+
 from trueno_ublk.units import PAGE_SIZE
 
-STORES = {
-    "ram": "compressed pages in RAM",
-    "null": "no data: measures the ublk transport alone",
-}
 # Pages that compress worse than this are stored raw (the ram store's "huge").
 DEFAULT_HUGE_THRESHOLD = PAGE_SIZE * 3 // 4
 
 
-def make_store(name: str, size: int, codec, huge_threshold: int = DEFAULT_HUGE_THRESHOLD,
+@dataclasses.dataclass(frozen=True)
+class StoreKind:
+    description: str
+    opener: str                 # "module:Class" that opens it for a device
+    arena: bool = False         # keeps pages in the device's memfd, which outlives a worker
+    codec: bool = False         # compresses: --algorithm and --huge-threshold apply
+    holds_memory: bool = False  # --mem-limit applies
+
+
+STORES = {
+    "ram": StoreKind("compressed pages in RAM", "trueno_ublk.stores.ram:CompressedRamStore",
+                     arena=True, codec=True, holds_memory=True),
+    "null": StoreKind("no data: measures the ublk transport alone", "trueno_ublk.stores.base:Store"),
+}
+
+
+def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_HUGE_THRESHOLD,
                arena_fd: int | None = None, attach: bool = False):
-    if name == "ram":
-        from trueno_ublk.stores.ram import CompressedRamStore
-        return CompressedRamStore(size, codec, huge_threshold, arena_fd, attach)
-    if name == "null":
-        from trueno_ublk.stores.null import NullStore
-        return NullStore(size)
-    raise ValueError(f"unknown store '{name}': valid ones are {', '.join(STORES)}")
+    """Open the store called `name` for a device of `size` bytes. A store
+    with an arena works in `arena_fd` (attach: find the pages a previous
+    worker left there), a compressing one with `codec`."""
+    kind = STORES.get(name)
+    if kind is None:
+        raise ValueError(f"unknown store '{name}': valid ones are {', '.join(STORES)}")
+    module, _, cls = kind.opener.partition(":")
+    opener = getattr(importlib.import_module(module), cls)
+    options = {}
+    if kind.codec:
+        options.update(codec=codec, huge_threshold=huge_threshold)
+    if kind.arena:
+        options.update(arena_fd=arena_fd, attach=attach)
+    return opener(name, size, **options)

@@ -1,8 +1,12 @@
-"""The interface every store offers the queue threads.
+"""A store opened for one device, as the I/O worker holds it.
 
-Offsets and lengths are in bytes and multiples of the 512-byte sector; a
-request may start and end anywhere on that grid, not only on page bounds.
-Several queue threads call one store at once, so stores are thread-safe.
+Requests never pass through Python: each queue thread serves them in C,
+through a queue server made here, with the store's ops (native/stores/
+NAME.c) applied to `handle`, the C object this store opened (NULL for a
+store with no state). What stays in Python is the device's life around
+that: opening, the admin commands (stat, set, compact) and closing. This
+class is the whole of a store that keeps nothing; stores with state
+subclass it.
 """
 import os
 
@@ -10,44 +14,37 @@ from trueno_ublk._shim import ffi, lib
 
 
 class Store:
-    name = ""
+    # Whether a queue's large batches are worth splitting with a helper
+    # thread: only where serving costs CPU (compression), and only with a
+    # second CPU to run it.
+    splits_batches = False
 
-    def read(self, offset: int, dest: memoryview) -> None:
-        """Fill `dest` with the data at `offset` (never-written data reads as zeros)."""
-        raise NotImplementedError
+    def __init__(self, name: str, size: int):
+        self.name = name
+        self.size = size
+        self.handle = ffi.NULL
+        self._servers = []
 
-    def write(self, offset: int, src: memoryview) -> None:
-        raise NotImplementedError
-
-    def discard(self, offset: int, length: int) -> None:
-        """Forget a range: it reads back as zeros and its memory is freed."""
-        raise NotImplementedError
-
-    def write_zeroes(self, offset: int, length: int) -> None:
-        self.discard(offset, length)
-
-    def batch_server(self, buffers, buf_size: int, dev_size: int, counts):
-        """A C batch server (native/batch.c, a cffi pointer for
-        lib.batch_serve and lib.batch_serve_queue): it sets each request's
-        result and counts it in `counts` (a cffi struct io_counters).
-        `buffers` holds every tag's data, buf_size apart. Freed by
-        close_servers()."""
-        raise NotImplementedError
-
-    def _keep(self, server, buffers):
+    def queue_server(self, buffers, buf_size: int, counts, helper: bool | None = None):
+        """A C queue server (native/queue_server.h) for one serving thread:
+        `buffers` holds every tag's data, buf_size apart; results are counted
+        in `counts` (a cffi struct io_counters). Freed by close()."""
+        if helper is None:
+            helper = self.splits_batches and (os.cpu_count() or 1) > 1
+        err = ffi.new("int *")
+        server = lib.queue_server_new(self.name.encode(), self.handle, ffi.from_buffer(buffers),
+                                      buf_size, self.size, counts, int(helper), err)
         if server == ffi.NULL:
-            raise MemoryError(f"cannot start a batch server: {os.strerror(-self._err[0])}")
-        self.__dict__.setdefault("_servers", []).append((server, buffers))
+            raise OSError(-err[0], f"cannot serve the {self.name} store: {os.strerror(-err[0])}")
+        self._servers.append((server, buffers))
         return server
 
-    def close_servers(self) -> None:
-        """Free the batch servers (and join their helper threads): only once
-        the queue threads using them have stopped."""
-        for server, _ in self.__dict__.pop("_servers", []):
-            lib.batch_server_free(server)
-
     def close(self) -> None:
-        """Release what the store holds."""
+        """Free the queue servers (joining their helper threads): only once
+        the threads serving with them have stopped."""
+        for server, _ in self._servers:
+            lib.queue_server_free(server)
+        self._servers.clear()
 
     def stats(self) -> dict:
         """zram's mm_stat figures, where the store has them."""
@@ -60,5 +57,5 @@ class Store:
         raise ValueError(f"the {self.name} store holds no memory to measure")
 
     def compact(self) -> int:
-        """Give back memory the allocator holds; returns 4 KiB pages freed."""
+        """Give back memory the store holds; returns 4 KiB pages freed."""
         return 0

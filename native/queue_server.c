@@ -1,8 +1,9 @@
 /*
- * Serving a batch of requests against a store's ops table, optionally with
- * a helper thread: one submitter's requests all land on one queue, so a
- * large batch (sequential I/O, deep random I/O) is split in two and the
- * halves are compressed or decompressed on two CPUs at once.
+ * A queue's server: each batch of requests the queue's ring hands over is
+ * served against a store, found by name in store_table (native/stores/),
+ * optionally with a helper thread: one submitter's requests all land on one
+ * queue, so a large batch (sequential I/O) is split in two and the halves
+ * are compressed or decompressed on two CPUs at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,8 +16,8 @@
 
 #include "ublk_abi.h"
 #include "ublk_shim.h"
-#include "page_store.h"
-#include "batch.h"
+#include "store.h"
+#include "queue_server.h"
 
 #define SECTOR_SHIFT 9
 /* Only batches of large requests (sequential I/O) are worth waking the
@@ -25,13 +26,6 @@
 #define SPLIT_MIN_BYTES (256u << 10)
 #define SPLIT_MIN_AVERAGE (32u << 10)
 
-struct store_ops {
-    int (*read)(void *ctx, uint64_t offset, uint32_t len, void *dest);
-    int (*write)(void *ctx, uint64_t offset, uint32_t len, const void *src);
-    int (*discard)(void *ctx, uint64_t offset, uint64_t len);
-    void (*free_ctx)(void *ctx);
-};
-
 enum helper_state { HELPER_IDLE, HELPER_WORK, HELPER_DONE, HELPER_EXIT };
 
 struct helper {
@@ -39,14 +33,14 @@ struct helper {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     enum helper_state state;
-    void *ctx;                          /* its own store context (codec state) */
+    void *ctx;                          /* its own per-thread store state */
     struct shim_request *reqs;
     int n;
     struct io_counters counts;
-    struct batch_server *bs;
+    struct queue_server *bs;
 };
 
-struct batch_server {
+struct queue_server {
     const struct store_ops *ops;
     void *ctx;
     char *buffers;
@@ -56,7 +50,7 @@ struct batch_server {
     struct helper *helper;
 };
 
-static void serve_requests(const struct batch_server *bs, void *ctx,
+static void serve_requests(const struct queue_server *bs, void *ctx,
                            struct shim_request *reqs, int n, struct io_counters *counts)
 {
     for (int i = 0; i < n; i++) {
@@ -142,7 +136,7 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
-void batch_serve(struct batch_server *bs, struct shim_request *reqs, int n)
+void queue_server_serve(struct queue_server *bs, struct shim_request *reqs, int n)
 {
     struct helper *h = bs->helper;
     uint64_t total = 0, half = 0;
@@ -176,7 +170,7 @@ void batch_serve(struct batch_server *bs, struct shim_request *reqs, int n)
     add_counts(bs->counts, &h->counts);
 }
 
-int batch_serve_queue(struct batch_server *bs, struct shim_queue *q, struct shim_request *reqs,
+int queue_server_run(struct queue_server *bs, struct shim_queue *q, struct shim_request *reqs,
                       int depth, volatile int *inflight)
 {
     int n = 0;
@@ -187,24 +181,11 @@ int batch_serve_queue(struct batch_server *bs, struct shim_queue *q, struct shim
         if (n < 0)
             return n;
         *inflight = n;
-        batch_serve(bs, reqs, n);
+        queue_server_serve(bs, reqs, n);
     }
 }
 
-static struct batch_server *new_server(const struct store_ops *ops, void *ctx, char *buffers,
-                                       uint32_t buf_size, uint64_t dev_size,
-                                       struct io_counters *counts)
-{
-    struct batch_server *bs = calloc(1, sizeof(*bs));
-
-    if (!bs)
-        return NULL;
-    *bs = (struct batch_server){ .ops = ops, .ctx = ctx, .buffers = buffers,
-                                 .buf_size = buf_size, .dev_size = dev_size, .counts = counts };
-    return bs;
-}
-
-static int start_helper(struct batch_server *bs, void *ctx)
+static int start_helper(struct queue_server *bs, void *ctx)
 {
     struct helper *h = calloc(1, sizeof(*h));
     int ret;
@@ -226,7 +207,61 @@ static int start_helper(struct batch_server *bs, void *ctx)
     return 0;
 }
 
-void batch_server_free(struct batch_server *bs)
+static void *thread_new(const struct store_ops *ops, void *store, int *err)
+{
+    void *ctx = ops->thread_new ? ops->thread_new(store) : NULL;
+
+    *err = ops->thread_new && !ctx ? -ENOMEM : 0;
+    return ctx;
+}
+
+static void thread_free(const struct store_ops *ops, void *ctx)
+{
+    if (ops->thread_free && ctx)
+        ops->thread_free(ctx);
+}
+
+struct queue_server *queue_server_new(const char *store_name, void *store, char *buffers,
+                                      uint32_t buf_size, uint64_t dev_size,
+                                      struct io_counters *counts, int helper, int *err)
+{
+    const struct store_ops *ops = NULL;
+    struct queue_server *bs;
+    void *helper_ctx;
+
+    for (int i = 0; store_table[i]; i++)
+        if (strcmp(store_table[i]->name, store_name) == 0)
+            ops = store_table[i];
+    if (!ops) {
+        *err = -ENOENT;
+        return NULL;
+    }
+    if (!(bs = calloc(1, sizeof(*bs)))) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    *bs = (struct queue_server){ .ops = ops, .buffers = buffers, .buf_size = buf_size,
+                                 .dev_size = dev_size, .counts = counts };
+    bs->ctx = thread_new(ops, store, err);
+    if (*err)
+        goto fail;
+    if (helper) {
+        helper_ctx = thread_new(ops, store, err);
+        if (*err)
+            goto fail;
+        if ((*err = start_helper(bs, helper_ctx)) < 0) {
+            thread_free(ops, helper_ctx);
+            goto fail;
+        }
+    }
+    return bs;
+fail:
+    thread_free(ops, bs->ctx);
+    free(bs);
+    return NULL;
+}
+
+void queue_server_free(struct queue_server *bs)
 {
     struct helper *h = bs->helper;
 
@@ -236,97 +271,9 @@ void batch_server_free(struct batch_server *bs)
         pthread_cond_broadcast(&h->cond);
         pthread_mutex_unlock(&h->lock);
         pthread_join(h->thread, NULL);
-        if (bs->ops->free_ctx)
-            bs->ops->free_ctx(h->ctx);
+        thread_free(bs->ops, h->ctx);
         free(h);
     }
-    if (bs->ops->free_ctx)
-        bs->ops->free_ctx(bs->ctx);
+    thread_free(bs->ops, bs->ctx);
     free(bs);
-}
-
-/* -- the ram store ---------------------------------------------------------- */
-
-static int page_store_read(void *w, uint64_t offset, uint32_t len, void *dest)
-{
-    return ps_read(w, offset, len, dest);
-}
-
-static int page_store_write(void *w, uint64_t offset, uint32_t len, const void *src)
-{
-    return ps_write(w, offset, len, src);
-}
-
-static int page_store_discard(void *w, uint64_t offset, uint64_t len)
-{
-    return ps_discard(w, offset, len);
-}
-
-static void page_store_free(void *w)
-{
-    ps_worker_free(w);
-}
-
-static const struct store_ops page_store_ops = {
-    page_store_read, page_store_write, page_store_discard, page_store_free,
-};
-
-struct batch_server *batch_server_for_page_store(struct page_store *ps, char *buffers,
-                                                 uint32_t buf_size, uint64_t dev_size,
-                                                 struct io_counters *counts, int helper,
-                                                 int *err)
-{
-    struct ps_worker *w = ps_worker_new(ps), *hw = NULL;
-    struct batch_server *bs = NULL;
-
-    *err = -ENOMEM;
-    if (!w || !(bs = new_server(&page_store_ops, w, buffers, buf_size, dev_size, counts)))
-        goto fail;
-    if (helper) {
-        if (!(hw = ps_worker_new(ps)))
-            goto fail;
-        if ((*err = start_helper(bs, hw)) < 0)
-            goto fail;
-    }
-    *err = 0;
-    return bs;
-fail:
-    if (hw)
-        ps_worker_free(hw);
-    if (bs)
-        free(bs);
-    if (w)
-        ps_worker_free(w);
-    return NULL;
-}
-
-/* -- the null store: nothing kept, nothing to do ---------------------------- */
-
-static int null_read(void *ctx, uint64_t offset, uint32_t len, void *dest)
-{
-    (void)ctx, (void)offset, (void)len, (void)dest;
-    return 0;
-}
-
-static int null_write(void *ctx, uint64_t offset, uint32_t len, const void *src)
-{
-    (void)ctx, (void)offset, (void)len, (void)src;
-    return 0;
-}
-
-static int null_discard(void *ctx, uint64_t offset, uint64_t len)
-{
-    (void)ctx, (void)offset, (void)len;
-    return 0;
-}
-
-static const struct store_ops null_ops = { null_read, null_write, null_discard, NULL };
-
-struct batch_server *batch_server_for_null(char *buffers, uint32_t buf_size, uint64_t dev_size,
-                                           struct io_counters *counts, int *err)
-{
-    struct batch_server *bs = new_server(&null_ops, NULL, buffers, buf_size, dev_size, counts);
-
-    *err = bs ? 0 : -ENOMEM;
-    return bs;
 }

@@ -1,0 +1,44 @@
+/*
+ * A queue's server: the requests the queue's ring hands over (ublk_shim.h),
+ * served against a store named in store_table (store.h, native/stores/).
+ * Also parsed by cffi.
+ */
+#ifndef TRUENO_QUEUE_SERVER_H
+#define TRUENO_QUEUE_SERVER_H
+
+#include <stdint.h>
+
+#include "ublk_shim.h"
+
+/* One queue's request counters, written by that queue's threads alone. */
+struct io_counters {
+    uint64_t reads, writes, discards, flushes;
+    uint64_t failed_reads, failed_writes, invalid_io;
+    uint64_t read_bytes, written_bytes;
+};
+
+/* One queue's server: the store's per-thread state, the tag buffers, and
+ * optionally a helper thread that serves half of every large batch on
+ * another CPU. */
+struct queue_server;
+
+/* A server for the store called `store_name`, over `store` (the object the
+ * store's Python side opened, or NULL). `buffers` holds each tag's data,
+ * buf_size apart. NULL with *err = -errno on failure (-ENOENT: no such
+ * store). */
+struct queue_server *queue_server_new(const char *store_name, void *store, char *buffers,
+                                      uint32_t buf_size, uint64_t dev_size,
+                                      struct io_counters *counts, int helper, int *err);
+/* Serve reqs[0..n): sets every result and counts it. */
+void queue_server_serve(struct queue_server *bs, struct shim_request *reqs, int n);
+/* Serve one queue until it shuts down: commit, fetch and serve batch after
+ * batch without returning. The whole loop runs in C with the GIL released:
+ * under swap, a Python thread holding the GIL may be waiting for memory that
+ * only this queue can free. `inflight` shows the batch being served. Returns
+ * -ENODEV once the queue is stopped, or another -errno. */
+int queue_server_run(struct queue_server *bs, struct shim_queue *q, struct shim_request *reqs,
+                     int depth, volatile int *inflight);
+/* Stops the helper thread and frees the per-thread state. */
+void queue_server_free(struct queue_server *bs);
+
+#endif

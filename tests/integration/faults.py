@@ -1,0 +1,59 @@
+"""What the fault tests share: the daemon's record, waits for events (never
+fixed sleeps), fio in the background."""
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from trueno_ublk.state import RUN_DIR
+
+from conftest import run_cli
+
+FIO = "fio --name=t --ioengine=io_uring --direct=1 --output-format=terse"
+PATTERN = "--buffer_compress_percentage=50 --refill_buffers"
+
+
+def record(dev) -> dict:
+    """The daemon's record, which `list` shows: cheap enough to poll (each
+    `list` is a new process), so waits poll it and `list` checks the end."""
+    return json.loads((RUN_DIR / f"{dev.removeprefix('/dev/ublkb')}.json").read_text())
+
+
+def list_entry(dev) -> dict | None:
+    out = run_cli("list", "--json", "-o", "NAME,STATE,PID,WORKER,RECOVERIES").stdout
+    return next((d for d in json.loads(out)["devices"] if d["name"] == dev), None)
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def start_fio(dev, args) -> subprocess.Popen:
+    return subprocess.Popen(f"{FIO} --filename={dev} {args}", shell=True, cwd="/tmp",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def completed_ios(dev) -> int:
+    """Reads plus writes the block layer has completed on `dev`."""
+    fields = Path(f"/sys/block/{dev.removeprefix('/dev/')}/stat").read_text().split()
+    return int(fields[0]) + int(fields[4])
+
+
+def wait_for_io(dev, ios=2000):
+    """Until `ios` more requests have completed: fio is under way, with
+    requests in flight, when the fault strikes."""
+    start = completed_ios(dev)
+    wait_for(lambda: completed_ios(dev) >= start + ios, what=f"{ios} I/Os on {dev}")
+
+
+def alive(pid) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return status != "Z"
+

@@ -1,0 +1,52 @@
+"""A dead I/O worker: recovered with every page kept, or, without
+recovery, the device removed and its I/O failed."""
+import json
+import os
+import signal
+
+from conftest import run_cli, sh
+from faults import FIO, PATTERN, alive, list_entry, record, start_fio, wait_for, wait_for_io
+
+
+def test_kill_9_of_the_worker_without_recovery_fails_io_and_removes_the_device(make_device):
+    dev = make_device("--no-recovery")
+    rec = record(dev)
+    assert "USER_RECOVERY" not in rec["features"]
+    fio = start_fio(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M --time_based --runtime=120")
+    wait_for_io(dev)
+    os.kill(rec["worker_pid"], signal.SIGKILL)
+    fio.wait(timeout=30)
+    assert fio.returncode != 0
+    wait_for(lambda: not alive(rec["pid"]), what="the daemon to exit")
+    assert list_entry(dev) is None and not os.path.exists(dev)
+
+
+def test_recovery_after_the_worker_is_killed_keeps_every_page(make_device):
+    dev = make_device("--queues", "2")
+    verify = f"--bs=4k --iodepth=32 --size=96M --verify=crc32c --verify_fatal=1 {PATTERN}"
+    sh(f"{FIO} --filename={dev} --rw=randwrite {verify}")
+    before = json.loads(run_cli("stat", "--json", dev).stdout)
+    rec = record(dev)
+    # Reads and writes in flight while the worker dies: the kernel holds
+    # them and reissues them to the new worker.
+    readers = start_fio(dev, "--rw=randread --bs=4k --iodepth=64 --size=96M --time_based --runtime=10")
+    writers = start_fio(dev, f"--rw=randwrite --bs=64k --iodepth=8 --offset=96M --size=64M "
+                             f"--verify=crc32c --verify_fatal=1 {PATTERN}")
+    wait_for_io(dev, 4000)
+    os.kill(rec["worker_pid"], signal.SIGKILL)
+    for job in (readers, writers):
+        job.wait(timeout=120)
+        assert job.returncode == 0, job.stderr
+    entry = list_entry(dev)
+    assert entry["state"] == "live" and entry["recoveries"] == 1
+    assert entry["worker"] != rec["worker_pid"] and entry["pid"] == rec["pid"]
+    after = json.loads(run_cli("stat", "--json", dev).stdout)
+    assert after["pages_stored"] >= before["pages_stored"]
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify}")
+    # And it can die again: a second recovery.
+    os.kill(entry["worker"], signal.SIGKILL)
+    wait_for(lambda: record(dev)["recoveries"] == 2 and record(dev)["state"] == "live",
+             what="the second recovery")
+    assert list_entry(dev)["recoveries"] == 2 and list_entry(dev)["state"] == "live"
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify}")
+

@@ -1,0 +1,68 @@
+"""Stopping a device: delete, SIGTERM and kill -9 during I/O; devices in use."""
+import os
+import signal
+import time
+
+from trueno_ublk.state import RUN_DIR
+
+from conftest import run_cli, sh
+from faults import PATTERN, alive, list_entry, record, start_fio, wait_for, wait_for_io
+
+
+def test_kill_9_of_the_daemon_fails_io_fast_and_delete_cleans_up(make_device):
+    dev = make_device()
+    n = int(dev.removeprefix("/dev/ublkb"))
+    fio = start_fio(dev, f"--rw=randrw --bs=4k --iodepth=32 --size=64M --time_based --runtime=120 {PATTERN}")
+    wait_for_io(dev)
+    rec = record(dev)
+    os.kill(rec["pid"], signal.SIGKILL)
+    # The worker follows its daemon (parent-death signal) and stops the
+    # device: fio's outstanding and new I/O fail instead of hanging.
+    fio.wait(timeout=30)
+    assert fio.returncode != 0
+    wait_for(lambda: not alive(rec["worker_pid"]), what="the worker to exit")
+    assert list_entry(dev)["state"] == "dead"
+    run_cli("delete", dev)
+    assert list_entry(dev) is None and not (RUN_DIR / f"{n}.json").exists()
+    assert not os.path.exists(f"/dev/ublkc{n}")
+    assert make_device("--id", n) == dev
+
+
+def test_delete_while_fio_runs_stops_cleanly(make_device):
+    dev = make_device()
+    n = int(dev.removeprefix("/dev/ublkb"))
+    fio = start_fio(dev, f"--rw=randwrite --bs=4k --iodepth=32 --size=64M --time_based --runtime=120 {PATTERN}")
+    wait_for_io(dev)
+    started = time.monotonic()
+    run_cli("delete", dev, timeout=60)
+    assert time.monotonic() - started < 30
+    fio.wait(timeout=30)
+    assert not os.path.exists(dev) and not list(RUN_DIR.glob(f"{n}.*"))
+
+
+def test_sigterm_to_the_daemon_during_io_stops_cleanly(make_device):
+    dev = make_device()
+    n = int(dev.removeprefix("/dev/ublkb"))
+    rec = record(dev)
+    fio = start_fio(dev, "--rw=randrw --bs=16k --iodepth=32 --size=64M --time_based --runtime=120")
+    wait_for_io(dev)
+    os.kill(rec["pid"], signal.SIGTERM)
+    wait_for(lambda: not alive(rec["pid"]) and not alive(rec["worker_pid"]), what="the daemon to stop")
+    fio.wait(timeout=30)
+    assert not os.path.exists(dev) and not list(RUN_DIR.glob(f"{n}.*"))
+    assert list_entry(dev) is None
+
+
+def test_delete_of_swap_or_mounted_device_needs_force(make_device):
+    swap, fs = make_device(), make_device()
+    sh(f"mkswap {swap} && swapon {swap}")
+    sh(f"mkfs.ext4 -q {fs} && mkdir -p /tmp/faults-mnt && mount {fs} /tmp/faults-mnt")
+    try:
+        for dev in (swap, fs):
+            result = run_cli("delete", dev, check=False)
+            assert result.returncode != 0
+            assert result.stderr.strip().endswith("unmount or swapoff it first, or pass --force")
+            assert len(result.stderr.strip().splitlines()) == 1 and os.path.exists(dev)
+    finally:
+        sh(f"swapoff {swap}; umount /tmp/faults-mnt")
+

@@ -1,0 +1,33 @@
+"""The `stat` reply: what a daemon answers on its admin socket, read by
+`stat`, `list`, `top` and the metrics. Declared once here.
+
+    {"device":  the daemon's record (state.DeviceRecord, as a dict),
+     "mm_stat": the store's memory figures, zram's mm_stat names (MM_STAT,
+                plus mem_reserve, pages_stored, notify_free); {} for a
+                store that holds nothing,
+     "io_stat": request counters (queue_server.h's struct io_counters),
+     "queues":  [{"id", "tid", "inflight", "cpu_seconds"}, ...]}
+
+Two ratios are derived from it, named as zram's tools name them:
+comp_ratio() is zramctl's COMP-RATIO (DATA / TOTAL: what the memory used
+holds, all overheads counted), compression_ratio() the codec's alone
+(DATA / COMPR).
+"""
+
+# zram's mm_stat and io_stat lines, field by field (Documentation/admin-guide/
+# blockdev/zram.rst); `stat --mm-stat` and `--io-stat` print them in this order.
+MM_STAT = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max",
+           "same_pages", "pages_compacted", "huge_pages")
+IO_STAT = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
+
+
+def comp_ratio(mm: dict) -> float:
+    """zramctl's COMP-RATIO: uncompressed data over all memory used (0: empty)."""
+    total = mm.get("mem_used_total", 0)
+    return round(mm["orig_data_size"] / total, 2) if total else 0.0
+
+
+def compression_ratio(mm: dict) -> float:
+    """Uncompressed data over compressed payloads: the codec's ratio (0: none stored)."""
+    compr = mm.get("compr_data_size", 0)
+    return round(mm["orig_data_size"] / compr, 3) if compr else 0.0
