@@ -41,7 +41,8 @@ ffibuilder.set_source(
     "trueno_ublk._shim",
     "#define _GNU_SOURCE\n#include <sys/mman.h>\n"
     + "".join(f'#include "{h}"\n' for h in HEADERS) + '#include "store.h"\n' + store_table(),
-    sources=["native/ublk_shim.c", "native/page_store.c", "native/queue_server.c",
+    sources=["native/ublk_shim.c", "native/queue_server.c",
+             "native/page_store.c", "native/page_codec.c", "native/page_compact.c",
              *(f"native/stores/{s}.c" for s in STORES)],
     include_dirs=["native"],
     libraries=["uring", "lz4", "zstd"],

@@ -32,154 +32,20 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <sched.h>
-#include <stdbool.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
-#include <lz4.h>
-#include <lz4hc.h>
-#include <zstd.h>
 
-#include "page_store.h"
-
-#define PAGE_SIZE       4096u
-#define SECTOR_SHIFT    9
-#define CHUNK_SIZE      PS_CHUNK_SIZE
-#define CLASS_DELTA     16u
-#define CLASS_COUNT     (PAGE_SIZE / CLASS_DELTA)
-#define LOCK_STRIPES    256
-#define NO_CHUNK        UINT32_MAX
-#define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
-#define RESERVE_WAIT_MS 1000            /* then writes fail rather than hang */
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-#define ENTRY_SAME      (1ull << 63)
-#define ENTRY_STORED    (1ull << 62)
-#define ENTRY_CHUNK_SHIFT 24
-#define ENTRY_SLOT_SHIFT  12
-#define ENTRY_FIELD_MASK  0xfffull
-
-#define ARENA_MAGIC     "TRUENOA2"
-#define ARENA_VERSION   2
-
-struct arena_header {
-    char magic[8];
-    uint32_t version;
-    uint32_t chunk_size;
-    uint64_t pages;
-    uint64_t max_chunks;
-};
-
-/* Allocator state of one chunk; free slots link through their first bytes. */
-struct chunk_meta {
-    int16_t cls;                        /* -1: not in use */
-    uint16_t used;
-    uint16_t bump;                      /* slots below this have been handed out */
-    uint16_t free_head;                 /* first free slot + 1, or 0 */
-    uint32_t prev, next;                /* in its class's list of chunks with room */
-};
-
-struct page_store {
-    int fd;
-    int codec, level;
-    bool lz4_fast_reset;                /* see choose_lz4_entry() */
-    uint32_t huge_threshold;
-    uint64_t pages, max_chunks, length;
-    char *base;
-    uint64_t *entries, *fills;
-    char *chunks;
-
-    pthread_mutex_t stripes[LOCK_STRIPES];
-    pthread_mutex_t alloc_lock;
-    struct chunk_meta *meta;
-    uint32_t partial[CLASS_COUNT];      /* heads of the chunks-with-room lists */
-    uint32_t *free_chunks;              /* stack of released chunk numbers */
-    uint64_t n_free_chunks, chunk_high;
-    uint32_t *ready;                    /* the reserve: free chunks faulted in */
-    uint32_t n_ready, reserve_target;
-    pthread_cond_t reserve_low, reserve_filled;
-    pthread_t refill_thread;
-    uint32_t n_refilling;               /* chunks being faulted in for the reserve */
-    bool starved;                       /* a wait timed out: fail fast until refilled */
-    bool refill_running, closing;
-    uint64_t mem_limit;
-    struct ps_stats st;
-};
-
-struct ps_scratch {
-    struct page_store *ps;
-    void *lz4_state;                    /* LZ4: extState, reset on every call */
-    LZ4_stream_t *lz4_stream;           /* LZ4: stream, cheaply reset per page */
-    LZ4_streamHC_t *lz4hc_stream;
-    ZSTD_CCtx *zc;
-    ZSTD_DCtx *zd;
-    char page[PAGE_SIZE];               /* read-modify-write of partial pages */
-    char out[PAGE_SIZE + 64];           /* compressed payloads before their slot */
-};
+#include "page_store_impl.h"
 
 static const char zero_page[PAGE_SIZE];
 
-/*
- * Page-sized copies and fills with the string instructions, as the kernel
- * does: fast on x86-64 since ERMS (2012). They matter under emulation too:
- * QEMU's TCG runs `rep movsb` as one helper, while glibc's AVX2 memcpy and
- * memset are emulated instruction by instruction (measured in the guest: a
- * 16 KiB memset costs 34 us there, 0.17 us natively).
- */
-static inline void copy_bytes(void *dst, const void *src, size_t n)
-{
-#if defined(__x86_64__)
-    __asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
-#else
-    memcpy(dst, src, n);
-#endif
-}
-
-static inline void fill_words(void *dst, uint64_t word, size_t n_words)
-{
-#if defined(__x86_64__)
-    __asm__ volatile("rep stosq" : "+D"(dst), "+c"(n_words) : "a"(word) : "memory");
-#else
-    uint64_t *w = dst;
-    for (size_t i = 0; i < n_words; i++)
-        w[i] = word;
-#endif
-}
-
-static inline uint32_t slot_size(int cls) { return (uint32_t)(cls + 1) * CLASS_DELTA; }
-static inline uint32_t slots_per_chunk(int cls) { return CHUNK_SIZE / slot_size(cls); }
-static inline int size_class(uint32_t len) { return (int)((len - 1) / CLASS_DELTA); }
-
-static inline uint64_t entry_stored(uint64_t chunk, uint32_t slot, uint32_t len)
-{
-    return ENTRY_STORED | chunk << ENTRY_CHUNK_SHIFT | (uint64_t)slot << ENTRY_SLOT_SHIFT | (len - 1);
-}
-static inline uint64_t entry_chunk(uint64_t e) { return (e & ~ENTRY_STORED) >> ENTRY_CHUNK_SHIFT; }
-static inline uint32_t entry_slot(uint64_t e) { return (e >> ENTRY_SLOT_SHIFT) & ENTRY_FIELD_MASK; }
-static inline uint32_t entry_len(uint64_t e) { return (uint32_t)(e & ENTRY_FIELD_MASK) + 1; }
-
-static inline char *slot_addr(struct page_store *ps, uint64_t chunk, uint32_t slot)
-{
-    return ps->chunks + chunk * CHUNK_SIZE + (uint64_t)slot * slot_size(ps->meta[chunk].cls);
-}
-
-static inline pthread_mutex_t *stripe(struct page_store *ps, uint64_t index)
-{
-    return &ps->stripes[index % LOCK_STRIPES];
-}
-
 static uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
-static uint64_t map_bytes(uint64_t pages) { return round_up(pages * 8, PAGE_SIZE); }
+uint64_t map_bytes(uint64_t pages) { return round_up(pages * 8, PAGE_SIZE); }
 
 static uint64_t chunks_offset(uint64_t pages)
 {
@@ -198,11 +64,9 @@ uint64_t ps_arena_length(uint64_t pages)
     return chunks_offset(pages) + max_chunks_for(pages) * CHUNK_SIZE;
 }
 
-int ps_zstd_max_level(void) { return ZSTD_maxCLevel(); }
-
 /* -- giving memory back ---------------------------------------------------- */
 
-static void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len)
+void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len)
 {
     /* fallocate, not madvise(MADV_REMOVE): the latter refuses mlocked maps.
      * A failure only leaves memory allocated; the data stays correct. */
@@ -211,7 +75,7 @@ static void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len)
 
 /* -- the allocator (alloc_lock held) -------------------------------------- */
 
-static void list_add(struct page_store *ps, uint32_t c)
+void list_add(struct page_store *ps, uint32_t c)
 {
     struct chunk_meta *m = &ps->meta[c];
     uint32_t head = ps->partial[m->cls];
@@ -223,7 +87,7 @@ static void list_add(struct page_store *ps, uint32_t c)
     ps->partial[m->cls] = c;
 }
 
-static void list_del(struct page_store *ps, uint32_t c)
+void list_del(struct page_store *ps, uint32_t c)
 {
     struct chunk_meta *m = &ps->meta[c];
 
@@ -290,7 +154,7 @@ static int new_chunk(struct page_store *ps, int cls, uint32_t *out)
     return 0;
 }
 
-static uint32_t take_slot(struct page_store *ps, uint32_t c)
+uint32_t take_slot(struct page_store *ps, uint32_t c)
 {
     struct chunk_meta *m = &ps->meta[c];
     uint32_t slot;
@@ -319,7 +183,7 @@ static int alloc_slot(struct page_store *ps, uint32_t len, uint32_t *chunk, uint
     return 0;
 }
 
-static void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
+void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
 {
     struct chunk_meta *m = &ps->meta[c];
 
@@ -426,60 +290,6 @@ static void publish(struct page_store *ps, uint64_t index, uint64_t entry)
 }
 
 /* -- one whole page (its stripe lock held) -------------------------------- */
-
-static bool page_is_filled(const void *page)
-{
-    const uint64_t *w = page;
-
-    for (size_t i = 1; i < PAGE_SIZE / 8; i++)
-        if (w[i] != w[0])
-            return false;
-    return true;
-}
-
-
-/* The payload length in w->out, or 0 for "store raw": the page does not
- * compress below the huge threshold. */
-static uint32_t compress_page(struct ps_scratch *w, const void *page)
-{
-    struct page_store *ps = w->ps;
-    /* A payload of a whole page would read back as a raw one. */
-    int cap = (int)(ps->huge_threshold < PAGE_SIZE ? ps->huge_threshold : PAGE_SIZE - 1);
-    size_t n;
-
-    switch (ps->codec) {
-    case PS_CODEC_LZ4:
-        if (!ps->lz4_fast_reset)
-            return (uint32_t)LZ4_compress_fast_extState(w->lz4_state, page, w->out, PAGE_SIZE, cap, 1);
-        LZ4_resetStream_fast(w->lz4_stream);        /* an independent block, no dictionary */
-        return (uint32_t)LZ4_compress_fast_continue(w->lz4_stream, page, w->out, PAGE_SIZE, cap, 1);
-    case PS_CODEC_LZ4HC:
-        /* The HC state is 256 KiB: reset it the cheap way, never memset it. */
-        LZ4_resetStreamHC_fast(w->lz4hc_stream, LZ4HC_CLEVEL_DEFAULT);
-        return (uint32_t)LZ4_compress_HC_continue(w->lz4hc_stream, page, w->out, PAGE_SIZE, cap);
-    case PS_CODEC_ZSTD:
-        n = ZSTD_compress2(w->zc, w->out, (size_t)cap, page, PAGE_SIZE);
-        return ZSTD_isError(n) ? 0 : (uint32_t)n;
-    default:
-        return 0;
-    }
-}
-
-static int decompress_page(struct ps_scratch *w, const char *payload, uint32_t len, void *dest)
-{
-    size_t n;
-
-    switch (w->ps->codec) {
-    case PS_CODEC_LZ4:
-    case PS_CODEC_LZ4HC:
-        return LZ4_decompress_safe(payload, dest, (int)len, PAGE_SIZE) == PAGE_SIZE ? 0 : -EIO;
-    case PS_CODEC_ZSTD:
-        n = ZSTD_decompressDCtx(w->zd, dest, PAGE_SIZE, payload, len);
-        return n == PAGE_SIZE ? 0 : -EIO;
-    default:
-        return -EIO;
-    }
-}
 
 static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
 {
@@ -670,280 +480,7 @@ void ps_reset_peak(struct page_store *ps)
     pthread_mutex_unlock(&ps->alloc_lock);
 }
 
-/* -- compaction ------------------------------------------------------------ */
-
-static int by_used(const void *a, const void *b, void *arg)
-{
-    const struct chunk_meta *meta = arg;
-    return (int)meta[*(const uint32_t *)a].used - (int)meta[*(const uint32_t *)b].used;
-}
-
-/* Move page `index`'s payload (entry `e`) into a chunk of `targets`. */
-static bool move_page(struct page_store *ps, uint64_t index, uint64_t e,
-                      uint32_t *targets, size_t n_targets, size_t *next_target)
-{
-    uint32_t from = (uint32_t)entry_chunk(e), slot, len = entry_len(e);
-    bool moved = false;
-
-    pthread_mutex_lock(stripe(ps, index));
-    pthread_mutex_lock(&ps->alloc_lock);
-    while (*next_target < n_targets) {
-        struct chunk_meta *t = &ps->meta[targets[*next_target]];
-        if (t->cls == ps->meta[from].cls && t->used < slots_per_chunk(t->cls))
-            break;
-        (*next_target)++;
-    }
-    if (ps->entries[index] == e && *next_target < n_targets) {
-        uint32_t to = targets[*next_target];
-        slot = take_slot(ps, to);
-        copy_bytes(slot_addr(ps, to, slot), slot_addr(ps, from, entry_slot(e)), len);
-        __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len), __ATOMIC_RELEASE);
-        free_slot(ps, from, entry_slot(e));
-        moved = true;
-    }
-    pthread_mutex_unlock(&ps->alloc_lock);
-    pthread_mutex_unlock(stripe(ps, index));
-    return moved;
-}
-
-uint64_t ps_compact(struct page_store *ps)
-{
-    uint8_t *is_source = calloc(ps->max_chunks, 1);
-    uint32_t *list = malloc(ps->max_chunks * sizeof(*list));
-    uint32_t *targets[CLASS_COUNT] = { 0 };
-    size_t n_targets[CLASS_COUNT] = { 0 }, next_target[CLASS_COUNT] = { 0 };
-    uint64_t live_before, freed = 0;
-    bool any = false;
-
-    if (!is_source || !list)
-        goto out;
-    /* Per class: the sparsest chunks whose payloads fit in the free room of
-     * the others become sources; the others, fullest first, targets. */
-    pthread_mutex_lock(&ps->alloc_lock);
-    live_before = ps->st.live_chunks;
-    for (int cls = 0; cls < (int)CLASS_COUNT; cls++) {
-        size_t n = 0, lo, hi;
-        uint64_t room = 0, moving = 0;
-
-        for (uint32_t c = ps->partial[cls]; c != NO_CHUNK; c = ps->meta[c].next)
-            list[n++] = c;
-        if (n < 2)
-            continue;
-        qsort_r(list, n, sizeof(*list), by_used, ps->meta);
-        for (lo = 0, hi = n; lo < hi; lo++) {
-            while (hi > lo + 1 && room < moving + ps->meta[list[lo]].used)
-                room += slots_per_chunk(cls) - ps->meta[list[--hi]].used;
-            if (room < moving + ps->meta[list[lo]].used)
-                break;
-            moving += ps->meta[list[lo]].used;
-            is_source[list[lo]] = 1;
-        }
-        if (lo == 0 || !(targets[cls] = malloc((n - hi) * sizeof(uint32_t))))
-            continue;
-        for (size_t i = n; i > hi; i--)
-            targets[cls][n_targets[cls]++] = list[i - 1];
-        any = true;
-    }
-    pthread_mutex_unlock(&ps->alloc_lock);
-
-    for (uint64_t i = 0; any && i < ps->pages; i++) {
-        uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
-        if (!(e & ENTRY_STORED) || !is_source[entry_chunk(e)])
-            continue;
-        int cls = ps->meta[entry_chunk(e)].cls;
-        if (cls >= 0 && targets[cls])
-            move_page(ps, i, e, targets[cls], n_targets[cls], &next_target[cls]);
-    }
-    pthread_mutex_lock(&ps->alloc_lock);
-    if (ps->st.live_chunks < live_before)
-        freed = live_before - ps->st.live_chunks;
-    ps->st.pages_compacted += freed * (CHUNK_SIZE / PAGE_SIZE);
-    pthread_mutex_unlock(&ps->alloc_lock);
-out:
-    for (int cls = 0; cls < (int)CLASS_COUNT; cls++)
-        free(targets[cls]);
-    free(list);
-    free(is_source);
-    return freed * (CHUNK_SIZE / PAGE_SIZE);
-}
-
-/* -- per-thread scratch ---------------------------------------------------- */
-
-struct ps_scratch *ps_scratch_new(struct page_store *ps)
-{
-    struct ps_scratch *w = calloc(1, sizeof(*w));
-
-    if (!w)
-        return NULL;
-    w->ps = ps;
-    switch (ps->codec) {
-    case PS_CODEC_LZ4:
-        w->lz4_state = malloc((size_t)LZ4_sizeofState());
-        w->lz4_stream = LZ4_createStream();
-        if (!w->lz4_state || !w->lz4_stream)
-            goto fail;
-        break;
-    case PS_CODEC_LZ4HC:
-        if (!(w->lz4hc_stream = LZ4_createStreamHC()))
-            goto fail;
-        break;
-    case PS_CODEC_ZSTD:
-        w->zc = ZSTD_createCCtx();
-        w->zd = ZSTD_createDCtx();
-        if (!w->zc || !w->zd)
-            goto fail;
-        /* Frames as small as they go: no size, checksum or dictionary id. */
-        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, ps->level);
-        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_contentSizeFlag, 0);
-        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_checksumFlag, 0);
-        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_dictIDFlag, 0);
-        break;
-    }
-    /* Fault the scratch in, and let the codec allocate what it allocates on
-     * first use now rather than on a write under memory pressure. */
-    memset(w->page, 0, sizeof(w->page));
-    memset(w->out, 0, sizeof(w->out));
-    uint32_t len = compress_page(w, w->page);
-    if (len)
-        decompress_page(w, w->out, len, w->page);
-    return w;
-fail:
-    ps_scratch_free(w);
-    return NULL;
-}
-
-void ps_scratch_free(struct ps_scratch *w)
-{
-    free(w->lz4_state);
-    LZ4_freeStream(w->lz4_stream);
-    LZ4_freeStreamHC(w->lz4hc_stream);
-    ZSTD_freeCCtx(w->zc);
-    ZSTD_freeDCtx(w->zd);
-    free(w);
-}
-
-static double seconds_now(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/*
- * LZ4 has two ways to compress an independent block. extState clears its
- * 16 KiB table on every call; a stream reset with LZ4_resetStream_fast
- * does not, at the price of some bookkeeping. Natively extState is ~10%
- * faster; where memset is slow (an emulated guest: 200x) the stream is 8x
- * faster. Time both on this machine and keep the faster.
- */
-static bool choose_lz4_entry(struct page_store *ps)
-{
-    struct ps_scratch *w = ps_scratch_new(ps);
-    double took[2] = { 0, 0 };
-    char *page = malloc(PAGE_SIZE);
-    uint32_t x = 2463534242u;
-
-    if (!w || !page) {
-        free(page);
-        if (w)
-            ps_scratch_free(w);
-        return false;
-    }
-    for (unsigned i = 0; i < PAGE_SIZE; i++) {     /* half varied, half zeros */
-        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-        page[i] = i < PAGE_SIZE / 2 ? (char)(x % 16) : 0;
-    }
-    for (int round = 0; round < 3; round++) {
-        for (int way = 0; way < 2; way++) {
-            double start = seconds_now();
-            ps->lz4_fast_reset = way;
-            for (int i = 0; i < 32; i++)
-                compress_page(w, page);
-            if (round)                              /* round 0 warms up */
-                took[way] += seconds_now() - start;
-        }
-    }
-    ps_scratch_free(w);
-    free(page);
-    return took[1] < took[0];
-}
-
 /* -- opening: format or attach --------------------------------------------- */
-
-/* Rebuild the allocator from the entries a previous I/O worker left. */
-static int rebuild(struct page_store *ps)
-{
-    uint8_t **used_slots = calloc(ps->max_chunks, sizeof(*used_slots));
-    int ret = -ENOMEM;
-
-    if (!used_slots)
-        goto out;
-    ret = -EUCLEAN;
-    for (uint64_t i = 0; i < ps->pages; i++) {
-        uint64_t e = ps->entries[i];
-        if (!e)
-            continue;
-        ps->st.pages_stored++;
-        if (e & ENTRY_SAME) {
-            ps->st.same_pages++;
-            continue;
-        }
-        uint64_t c = entry_chunk(e);
-        uint32_t slot = entry_slot(e), len = entry_len(e);
-        int cls = size_class(len);
-        if (!(e & ENTRY_STORED) || c >= ps->max_chunks || slot >= slots_per_chunk(cls))
-            goto out;
-        if (!used_slots[c]) {
-            if (!(used_slots[c] = calloc(slots_per_chunk(cls), 1))) {
-                ret = -ENOMEM;
-                goto out;
-            }
-            ps->meta[c].cls = (int16_t)cls;
-        }
-        if (ps->meta[c].cls != cls || used_slots[c][slot])
-            goto out;               /* two classes in a chunk, or a slot twice */
-        used_slots[c][slot] = 1;
-        ps->meta[c].used++;
-        ps->st.compr_data_size += len;
-        ps->st.huge_pages += len == PAGE_SIZE;
-        if (c + 1 > ps->chunk_high)
-            ps->chunk_high = c + 1;
-    }
-    /* The old worker's reserve lay past its last chunk in use. */
-    punch_hole(ps, (uint64_t)(ps->chunks - ps->base) + ps->chunk_high * CHUNK_SIZE,
-               (ps->max_chunks - ps->chunk_high) * CHUNK_SIZE);
-    for (uint64_t c = ps->chunk_high; c-- > 0;) {
-        struct chunk_meta *m = &ps->meta[c];
-        if (!used_slots[c]) {
-            punch_hole(ps, (uint64_t)(ps->chunks - ps->base) + c * CHUNK_SIZE, CHUNK_SIZE);
-            ps->free_chunks[ps->n_free_chunks++] = (uint32_t)c;
-            continue;
-        }
-        uint32_t slots = slots_per_chunk(m->cls), bump = slots;
-        /* Slots past the last used one stay unhanded (and untouched). */
-        while (!used_slots[c][bump - 1])
-            bump--;
-        m->bump = (uint16_t)bump;
-        for (uint32_t s = bump; s-- > 0;) {
-            if (used_slots[c][s])
-                continue;
-            memcpy(slot_addr(ps, c, s), &m->free_head, sizeof(m->free_head));
-            m->free_head = (uint16_t)(s + 1);
-        }
-        ps->st.live_chunks++;
-        if (m->used < slots)
-            list_add(ps, (uint32_t)c);
-    }
-    ps->st.peak_live_chunks = ps->st.live_chunks;
-    ret = 0;
-out:
-    if (used_slots)
-        for (uint64_t c = 0; c < ps->max_chunks; c++)
-            free(used_slots[c]);
-    free(used_slots);
-    return ret;
-}
 
 struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
                            uint32_t huge_threshold, int attach, int *err)

@@ -124,7 +124,9 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
         raise UserError(f"--id must be {limits.DEVICE_ID.describe()}")
     from trueno_ublk import metrics, state
     from trueno_ublk.control import require_control_device
-    from trueno_ublk.daemon import Daemon, DeviceConfig, configure_logging, spawn_detached
+    from trueno_ublk.detach import spawn_detached
+    from trueno_ublk.service import configure_logging
+    from trueno_ublk.supervisor import DeviceConfig, Supervisor
     if mem_limit and not STORES[store].holds_memory:
         raise UserError(f"--mem-limit needs a store that holds memory: the {store} store holds none")
     if metrics_listen:
@@ -143,7 +145,7 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
                           metrics_listen=metrics_listen)
     if foreground:
         configure_logging()
-        Daemon(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}")).run()
+        Supervisor(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}")).run()
     else:
         click.echo(f"/dev/ublkb{spawn_detached(config)}")
 

@@ -1,10 +1,10 @@
 """The I/O worker: the process that serves one device's requests.
 
-The daemon (daemon.py) forks it once the device exists. It opens
+The supervisor (supervisor.py) forks it once the device exists. It opens
 /dev/ublkcN, runs one thread per queue over the store, answers the admin
 socket, and then either starts the device or -- when it replaces a worker
 that died -- ends the kernel's user recovery, after which the requests
-queued meanwhile are reissued to it. The store's arena is the daemon's
+queued meanwhile are reissued to it. The store's arena is the supervisor's
 memfd, so a replacement finds every page the dead worker stored.
 """
 import dataclasses
@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 
 import prctl
 
@@ -26,6 +27,7 @@ from trueno_ublk.control import Control
 from trueno_ublk.errors import UserError
 from trueno_ublk.metrics import render
 from trueno_ublk.queue import IO_COUNTERS, Queue
+from trueno_ublk.report import Report
 from trueno_ublk.stores import open_store
 
 log = logging.getLogger(__name__)
@@ -57,12 +59,12 @@ class Worker:
         self.recovering = recovering
         self.stop_requested = threading.Event()
 
-    def run(self, report) -> int:
-        """Serve until SIGTERM; `report(text)` tells the daemon "live" or
-        "error ...". Returns the exit status: 0 once the device is stopped."""
+    def run(self, report: Report) -> int:
+        """Serve until SIGTERM; `report` tells the supervisor once the
+        device is live. Returns the exit status: 0 once the device is stopped."""
         signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
-        signal.signal(signal.SIGINT, signal.SIG_IGN)       # the daemon decides
-        # If the daemon dies, stop the device rather than serve unsupervised.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)       # the supervisor decides
+        # If the supervisor dies, stop the device rather than serve unsupervised.
         prctl.set_pdeathsig(signal.SIGTERM)
         if os.getppid() != self.record.pid:
             return 1
@@ -108,7 +110,7 @@ class Worker:
                 started = True
                 gc.freeze()         # start-up objects never need scanning again
                 self.record.state, self.record.worker_pid = "live", os.getpid()
-                report("live")
+                report.live()
                 while not self.stop_requested.wait(1.0):
                     if not all(q.thread.is_alive() for q in queues):
                         log.error("a queue thread ended: stopping the device")
@@ -170,3 +172,18 @@ def open_char_device(dev_id: int) -> int:
             if e.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise UserError(f"cannot open {path}: {e.strerror}") from None
             time.sleep(0.05)        # the dead worker's file is still being released
+
+
+def run_worker_process(worker: Worker, report: Report) -> None:
+    """The forked worker's whole life; never returns into the supervisor's code."""
+    code = 1
+    try:
+        code = worker.run(report)
+    except UserError as e:
+        log.error("%s", e)
+        report.error(str(e))
+    except BaseException as e:
+        log.error("worker failed: %s", "".join(traceback.format_exception(e)))
+        report.error(f"the I/O worker failed: {e!r}")
+    finally:
+        os._exit(code)

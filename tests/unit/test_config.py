@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trueno_ublk import cli, config, control, daemon, state
+from trueno_ublk import cli, config, control, detach, state
 from trueno_ublk.errors import UserError
 
 CLI = str(Path(sys.executable).with_name("trueno-ublk"))
@@ -299,7 +299,7 @@ def create(monkeypatch):
     # The CLI imports these where a command runs: patch them where they live.
     monkeypatch.setattr(control, "require_control_device", lambda: None)
     monkeypatch.setattr(state, "load", lambda dev_id: None)
-    monkeypatch.setattr(daemon, "spawn_detached", lambda cfg: made.append(cfg) or max(cfg.dev_id, 0))
+    monkeypatch.setattr(detach, "spawn_detached", lambda cfg: made.append(cfg) or max(cfg.dev_id, 0))
 
     def run_create(*args):
         result = CliRunner().invoke(cli.cli, ["create", *args])

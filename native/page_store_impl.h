@@ -1,0 +1,172 @@
+/*
+ * The page store's insides, shared by its three files (not parsed by cffi):
+ *   page_store.c    the arena: layout, allocator, reserve, page map, the
+ *                   store's operations, opening and closing
+ *   page_codec.c    the codecs and each serving thread's scratch
+ *   page_compact.c  compaction, and the rebuild of the allocator on attach
+ * The layout and locking rules are described at the top of page_store.c.
+ */
+#ifndef TRUENO_PAGE_STORE_IMPL_H
+#define TRUENO_PAGE_STORE_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <lz4.h>
+#include <lz4hc.h>
+#include <zstd.h>
+
+#include "page_store.h"
+
+#define PAGE_SIZE       4096u
+#define SECTOR_SHIFT    9
+#define CHUNK_SIZE      PS_CHUNK_SIZE
+#define CLASS_DELTA     16u
+#define CLASS_COUNT     (PAGE_SIZE / CLASS_DELTA)
+#define LOCK_STRIPES    256
+#define NO_CHUNK        UINT32_MAX
+#define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
+#define RESERVE_WAIT_MS 1000            /* then writes fail rather than hang */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define ENTRY_SAME      (1ull << 63)
+#define ENTRY_STORED    (1ull << 62)
+#define ENTRY_CHUNK_SHIFT 24
+#define ENTRY_SLOT_SHIFT  12
+#define ENTRY_FIELD_MASK  0xfffull
+
+#define ARENA_MAGIC     "TRUENOA2"
+#define ARENA_VERSION   2
+
+struct arena_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t chunk_size;
+    uint64_t pages;
+    uint64_t max_chunks;
+};
+
+/* Allocator state of one chunk; free slots link through their first bytes. */
+struct chunk_meta {
+    int16_t cls;                        /* -1: not in use */
+    uint16_t used;
+    uint16_t bump;                      /* slots below this have been handed out */
+    uint16_t free_head;                 /* first free slot + 1, or 0 */
+    uint32_t prev, next;                /* in its class's list of chunks with room */
+};
+
+struct page_store {
+    int fd;
+    int codec, level;
+    bool lz4_fast_reset;                /* see choose_lz4_entry() */
+    uint32_t huge_threshold;
+    uint64_t pages, max_chunks, length;
+    char *base;
+    uint64_t *entries, *fills;
+    char *chunks;
+
+    pthread_mutex_t stripes[LOCK_STRIPES];
+    pthread_mutex_t alloc_lock;
+    struct chunk_meta *meta;
+    uint32_t partial[CLASS_COUNT];      /* heads of the chunks-with-room lists */
+    uint32_t *free_chunks;              /* stack of released chunk numbers */
+    uint64_t n_free_chunks, chunk_high;
+    uint32_t *ready;                    /* the reserve: free chunks faulted in */
+    uint32_t n_ready, reserve_target;
+    pthread_cond_t reserve_low, reserve_filled;
+    pthread_t refill_thread;
+    uint32_t n_refilling;               /* chunks being faulted in for the reserve */
+    bool starved;                       /* a wait timed out: fail fast until refilled */
+    bool refill_running, closing;
+    uint64_t mem_limit;
+    struct ps_stats st;
+};
+
+struct ps_scratch {
+    struct page_store *ps;
+    void *lz4_state;                    /* LZ4: extState, reset on every call */
+    LZ4_stream_t *lz4_stream;           /* LZ4: stream, cheaply reset per page */
+    LZ4_streamHC_t *lz4hc_stream;
+    ZSTD_CCtx *zc;
+    ZSTD_DCtx *zd;
+    char page[PAGE_SIZE];               /* read-modify-write of partial pages */
+    char out[PAGE_SIZE + 64];           /* compressed payloads before their slot */
+};
+
+
+/*
+ * Page-sized copies and fills with the string instructions, as the kernel
+ * does: fast on x86-64 since ERMS (2012). They matter under emulation too:
+ * QEMU's TCG runs `rep movsb` as one helper, while glibc's AVX2 memcpy and
+ * memset are emulated instruction by instruction (measured in the guest: a
+ * 16 KiB memset costs 34 us there, 0.17 us natively).
+ */
+static inline void copy_bytes(void *dst, const void *src, size_t n)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+static inline void fill_words(void *dst, uint64_t word, size_t n_words)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("rep stosq" : "+D"(dst), "+c"(n_words) : "a"(word) : "memory");
+#else
+    uint64_t *w = dst;
+    for (size_t i = 0; i < n_words; i++)
+        w[i] = word;
+#endif
+}
+
+static inline uint32_t slot_size(int cls) { return (uint32_t)(cls + 1) * CLASS_DELTA; }
+static inline uint32_t slots_per_chunk(int cls) { return CHUNK_SIZE / slot_size(cls); }
+static inline int size_class(uint32_t len) { return (int)((len - 1) / CLASS_DELTA); }
+
+static inline uint64_t entry_stored(uint64_t chunk, uint32_t slot, uint32_t len)
+{
+    return ENTRY_STORED | chunk << ENTRY_CHUNK_SHIFT | (uint64_t)slot << ENTRY_SLOT_SHIFT | (len - 1);
+}
+static inline uint64_t entry_chunk(uint64_t e) { return (e & ~ENTRY_STORED) >> ENTRY_CHUNK_SHIFT; }
+static inline uint32_t entry_slot(uint64_t e) { return (e >> ENTRY_SLOT_SHIFT) & ENTRY_FIELD_MASK; }
+static inline uint32_t entry_len(uint64_t e) { return (uint32_t)(e & ENTRY_FIELD_MASK) + 1; }
+
+static inline char *slot_addr(struct page_store *ps, uint64_t chunk, uint32_t slot)
+{
+    return ps->chunks + chunk * CHUNK_SIZE + (uint64_t)slot * slot_size(ps->meta[chunk].cls);
+}
+
+static inline pthread_mutex_t *stripe(struct page_store *ps, uint64_t index)
+{
+    return &ps->stripes[index % LOCK_STRIPES];
+}
+
+/* Internal to the store's files, not exported from the module. */
+#define PS_INTERNAL __attribute__((visibility("hidden")))
+
+/* page_store.c: the allocator (alloc_lock held) */
+PS_INTERNAL void list_add(struct page_store *ps, uint32_t c);
+PS_INTERNAL void list_del(struct page_store *ps, uint32_t c);
+PS_INTERNAL uint32_t take_slot(struct page_store *ps, uint32_t c);
+PS_INTERNAL void free_slot(struct page_store *ps, uint32_t c, uint32_t slot);
+PS_INTERNAL uint64_t map_bytes(uint64_t pages);
+PS_INTERNAL void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len);
+
+/* page_codec.c */
+PS_INTERNAL bool page_is_filled(const void *page);
+PS_INTERNAL uint32_t compress_page(struct ps_scratch *w, const void *page);
+PS_INTERNAL int decompress_page(struct ps_scratch *w, const char *payload, uint32_t len, void *dest);
+PS_INTERNAL bool choose_lz4_entry(struct page_store *ps);
+
+/* page_compact.c: the allocator rebuilt from the entries a previous I/O
+ * worker left (ps_open with attach). 0 or -EUCLEAN. */
+PS_INTERNAL int rebuild(struct page_store *ps);
+
+#endif

@@ -1,0 +1,54 @@
+"""`create` without --foreground: the supervisor detached into the
+background, its start-up failures still reported by `create` itself."""
+import logging
+import os
+import traceback
+
+from trueno_ublk.errors import UserError
+from trueno_ublk.report import Report
+from trueno_ublk.service import configure_logging
+from trueno_ublk.supervisor import DeviceConfig, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def spawn_detached(config: DeviceConfig) -> int:
+    """Start a supervisor in the background (double fork, new session);
+    return its device id once the device is live, or raise the UserError
+    that stopped it."""
+    report = Report()
+    pid = os.fork()
+    if pid == 0:
+        report.child_side()
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        _run_detached(config, report)
+    os.waitpid(pid, 0)
+    outcome = report.read()
+    if outcome is None:
+        raise UserError("the daemon exited during start-up without saying why")
+    kind, detail = outcome
+    if kind == "error":
+        raise UserError(detail)
+    return int(detail)
+
+
+def _run_detached(config: DeviceConfig, report: Report) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.chdir("/")
+    configure_logging()
+    code = 1
+    try:
+        Supervisor(config, on_live=lambda dev_id: report.live(str(dev_id)), log_to_file=True).run()
+        code = 0
+    except UserError as e:
+        log.error("%s", e)
+        report.error(str(e))
+    except BaseException as e:
+        log.error("daemon failed: %s", "".join(traceback.format_exception(e)))
+        report.error(f"the daemon failed: {e!r}")
+    finally:
+        os._exit(code)
