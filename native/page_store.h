@@ -17,6 +17,7 @@
 #define PS_CODEC_LZ4HC 2
 #define PS_CODEC_ZSTD  3
 
+#define PS_PAGE_SIZE   4096            /* the device's page: the unit stored */
 #define PS_CHUNK_SIZE  65536           /* the arena's unit of allocation */
 
 struct page_store;

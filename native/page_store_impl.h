@@ -20,8 +20,7 @@
 
 #include "page_store.h"
 
-#define PAGE_SIZE       4096u
-#define SECTOR_SHIFT    9
+#define PAGE_SIZE       ((uint32_t)PS_PAGE_SIZE)
 #define CHUNK_SIZE      PS_CHUNK_SIZE
 #define CLASS_DELTA     16u
 #define CLASS_COUNT     (PAGE_SIZE / CLASS_DELTA)

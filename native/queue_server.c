@@ -19,7 +19,6 @@
 #include "store.h"
 #include "queue_server.h"
 
-#define SECTOR_SHIFT 9
 /* Only batches of large requests (sequential I/O) are worth waking the
  * helper for: with small random requests the submitter keeps the other CPU
  * busy, and the hand-over costs more than it saves (measured). */

@@ -55,6 +55,9 @@
 #define UBLK_F_ZONED                    0x100
 #define UBLK_F_USER_RECOVERY_FAIL_IO    0x200
 
+/* The block layer's sector: start_sector and nr_sectors count 512 bytes. */
+#define SECTOR_SHIFT                    9
+
 /* Limits: queue depth (include/uapi/linux/ublk_cmd.h); the highest device
  * number, (1 << MINORBITS) - 1 (drivers/block/ublk_drv.c, UBLK_MINORS). */
 #define UBLK_MAX_QUEUE_DEPTH            4096

@@ -1,8 +1,11 @@
 """Sizes as people write them (1G, 512M, 4096) and as zramctl prints them."""
 import re
 
-SECTOR_SIZE = 512
-PAGE_SIZE = 4096
+from trueno_ublk._shim import lib
+
+# Declared once, in the C headers: the block layer's sector, the store's page.
+SECTOR_SIZE = 1 << lib.SECTOR_SHIFT
+PAGE_SIZE = lib.PS_PAGE_SIZE
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)

@@ -1,7 +1,10 @@
 """Errors a user meets with a real device or driver: one line on stderr,
 non-zero exit, no traceback. (Errors in the options alone are checked
 natively, in tests/unit/test_cli.py.)"""
-from conftest import run_cli, sh
+import os
+import subprocess
+
+from conftest import CLI, run_cli, sh
 from one_line_error import assert_one_line_error
 
 
@@ -33,3 +36,19 @@ def test_no_control_device():
     finally:
         sh("modprobe ublk_drv")
 
+
+def test_create_fails_in_one_line_when_a_queue_thread_cannot_start():
+    """Without CAP_SYS_RESOURCE a queue thread cannot become an IO flusher:
+    `create` must say so and leave nothing behind, not wait forever.
+    (The OOM score of -1000 is set here first, with the capability, so that
+    the daemon may keep it without one.)"""
+    def protect():
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("-1000")
+
+    before = sorted(os.listdir("/sys/class/ublk-char"))
+    result = subprocess.run(["setpriv", "--inh-caps=-sys_resource", "--bounding-set=-sys_resource",
+                             CLI, "create", "--size", "64M"], capture_output=True, text=True,
+                            timeout=120, preexec_fn=protect)
+    assert_one_line_error(result, "IO flusher", "CAP_SYS_RESOURCE")
+    assert sorted(os.listdir("/sys/class/ublk-char")) == before

@@ -12,6 +12,7 @@ worker can attach to it after a crash and find every page again.
 import errno
 import os
 
+from trueno_ublk import limits
 from trueno_ublk._shim import ffi, lib
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
 from trueno_ublk.stores.base import Store
@@ -37,8 +38,8 @@ class CompressedRamStore(Store):
         """A store over `arena_fd` (a new private arena when None); attach
         finds the pages a previous worker left in it instead of formatting."""
         super().__init__(name, size)
-        if not 0 < huge_threshold <= PAGE_SIZE:
-            raise ValueError(f"huge threshold must be between 1 and {PAGE_SIZE} bytes")
+        if huge_threshold not in limits.HUGE_THRESHOLD:
+            raise ValueError(f"huge threshold must be {limits.HUGE_THRESHOLD.describe()} bytes")
         self.codec = codec
         self.fd = new_arena(size) if arena_fd is None else arena_fd
         self._owns_fd = arena_fd is None
