@@ -128,3 +128,14 @@ def request(dev_id: int, command: str, **args) -> dict:
     if not isinstance(reply, dict) or not reply.get("ok"):
         raise UserError(f"/dev/ublkb{dev_id}: {reply.get('error') if isinstance(reply, dict) else 'bad reply'}")
     return reply
+
+
+def live_stat(record) -> dict | None:
+    """The `stat` reply (stats.py) of the device `record` describes, or None
+    when its daemon is dead, not live yet, or not answering."""
+    if not (record.state == "live" and record.daemon_alive()):
+        return None
+    try:
+        return request(record.dev_id, "stat")
+    except UserError:
+        return None

@@ -327,15 +327,7 @@ def metrics_command():
     """Every device's figures in Prometheus' text format (for a textfile collector)."""
     require_root()
     from trueno_ublk import admin, metrics, state
-    devices = []
-    for record in state.load_all():
-        reply = None
-        if record.daemon_alive() and record.state == "live":
-            try:
-                reply = admin.request(record.dev_id, "stat")
-            except UserError:
-                pass
-        devices.append((f"ublkb{record.dev_id}", reply))
+    devices = [(f"ublkb{record.dev_id}", admin.live_stat(record)) for record in state.load_all()]
     click.echo(metrics.render(devices), nl=False)
 
 

@@ -1,15 +1,11 @@
 """`create` without --foreground: the supervisor detached into the
 background, its start-up failures still reported by `create` itself."""
-import logging
 import os
-import traceback
 
 from trueno_ublk.errors import UserError
 from trueno_ublk.report import Report
 from trueno_ublk.service import configure_logging
 from trueno_ublk.supervisor import DeviceConfig, Supervisor
-
-log = logging.getLogger(__name__)
 
 
 def spawn_detached(config: DeviceConfig) -> int:
@@ -40,15 +36,8 @@ def _run_detached(config: DeviceConfig, report: Report) -> None:
         os.dup2(devnull, fd)
     os.chdir("/")
     configure_logging()
-    code = 1
-    try:
+
+    def serve() -> int:
         Supervisor(config, on_live=lambda dev_id: report.live(str(dev_id)), log_to_file=True).run()
-        code = 0
-    except UserError as e:
-        log.error("%s", e)
-        report.error(str(e))
-    except BaseException as e:
-        log.error("daemon failed: %s", "".join(traceback.format_exception(e)))
-        report.error(f"the daemon failed: {e!r}")
-    finally:
-        os._exit(code)
+        return 0
+    report.run_as_child("the daemon", serve)

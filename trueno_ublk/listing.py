@@ -74,17 +74,13 @@ def device_rows() -> list[dict]:
             row.update(algorithm=r.algorithm, disksize=r.size, streams=r.queues, queues=r.queues,
                        pid=r.pid, worker=r.worker_pid or None, recoveries=r.recoveries,
                        state=r.state if r.daemon_alive() else "dead")
-            if row["state"] == "live":
-                try:
-                    mm = admin.request(dev_id, "stat")["mm_stat"]
-                except UserError:
-                    mm = {}
-                if mm:
-                    row.update(data=mm["orig_data_size"], compr=mm["compr_data_size"],
-                               total=mm["mem_used_total"], **{
-                                   "zero-pages": mm["same_pages"], "mem-limit": mm["mem_limit"],
-                                   "mem-used": mm["mem_used_max"], "huge-pages": mm["huge_pages"],
-                                   "comp-ratio": stats.comp_ratio(mm)})
+            mm = (admin.live_stat(r) or {}).get("mm_stat")
+            if mm:
+                row.update(data=mm["orig_data_size"], compr=mm["compr_data_size"],
+                           total=mm["mem_used_total"], **{
+                               "zero-pages": mm["same_pages"], "mem-limit": mm["mem_limit"],
+                               "mem-used": mm["mem_used_max"], "huge-pages": mm["huge_pages"],
+                               "comp-ratio": stats.comp_ratio(mm)})
         rows.append(row)
     return rows
 

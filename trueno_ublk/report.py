@@ -6,7 +6,13 @@ it forks. One grammar for both: a single line, "live DETAIL" or "error
 MESSAGE", written once; a child that dies before writing leaves the pipe
 empty, which the reader sees as None.
 """
+import logging
 import os
+import traceback
+
+from trueno_ublk.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class Report:
@@ -45,3 +51,19 @@ class Report:
             line = pipe.read().strip()
         kind, _, detail = line.partition(" ")
         return (kind, detail) if kind in ("live", "error") else None
+
+    def run_as_child(self, what: str, body) -> None:
+        """A forked child's whole life, `what` doing body() (which returns
+        the exit status): any failure is logged and reported as one line.
+        Never returns into the parent's code."""
+        code = 1
+        try:
+            code = body()
+        except UserError as e:
+            log.error("%s", e)
+            self.error(str(e))
+        except BaseException as e:
+            log.error("%s failed: %s", what, "".join(traceback.format_exception(e)))
+            self.error(f"{what} failed: {e!r}")
+        finally:
+            os._exit(code)

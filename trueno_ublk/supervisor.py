@@ -32,7 +32,7 @@ from trueno_ublk.report import Report
 from trueno_ublk.service import notify_systemd, redirect_output
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.stores.ram import new_arena
-from trueno_ublk.worker import Worker, harden_process, run_worker_process
+from trueno_ublk.worker import Worker, harden_process
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ class Supervisor:
             for low, high in zip([3] + [k + 1 for k in keep], keep + [os.sysconf("SC_OPEN_MAX")],
                                  strict=True):
                 os.closerange(low, high)
-            run_worker_process(Worker(self.config, self.record, arena_fd, recovering), report)
+            worker = Worker(self.config, self.record, arena_fd, recovering)
+            report.run_as_child("the I/O worker", lambda: worker.run(report))
         self.worker_pid = pid
         if self.stop_requested:         # a SIGTERM that came before the pid was known
             os.kill(pid, signal.SIGTERM)

@@ -7,7 +7,6 @@ import curses
 import time
 
 from trueno_ublk import admin, state, stats
-from trueno_ublk.errors import UserError
 from trueno_ublk.units import format_size
 
 HEADER = (f"{'DEVICE':<12}{'STATE':<11}{'R IOPS':>8}{'W IOPS':>8}{'R MiB/s':>9}{'W MiB/s':>9}"
@@ -20,14 +19,8 @@ def sample(dev_ids: list[int] | None = None) -> dict[int, tuple[float, dict | No
     for record in state.load_all():
         if dev_ids is not None and record.dev_id not in dev_ids:
             continue
-        reply = None
-        if record.daemon_alive() and record.state == "live":
-            try:
-                reply = admin.request(record.dev_id, "stat")
-            except UserError:
-                pass
         status = record.state if record.daemon_alive() else "dead"
-        out[record.dev_id] = (time.monotonic(), reply, status)
+        out[record.dev_id] = (time.monotonic(), admin.live_stat(record), status)
     return out
 
 

@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 import time
-import traceback
 
 import prctl
 
@@ -172,18 +171,3 @@ def open_char_device(dev_id: int) -> int:
             if e.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise UserError(f"cannot open {path}: {e.strerror}") from None
             time.sleep(0.05)        # the dead worker's file is still being released
-
-
-def run_worker_process(worker: Worker, report: Report) -> None:
-    """The forked worker's whole life; never returns into the supervisor's code."""
-    code = 1
-    try:
-        code = worker.run(report)
-    except UserError as e:
-        log.error("%s", e)
-        report.error(str(e))
-    except BaseException as e:
-        log.error("worker failed: %s", "".join(traceback.format_exception(e)))
-        report.error(f"the I/O worker failed: {e!r}")
-    finally:
-        os._exit(code)
