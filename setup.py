@@ -1,4 +1,4 @@
-# The C shim is compiled by cffi when the package is installed.
+# The C core (native/) is compiled by cffi when the package is installed.
 from setuptools import setup
 
-setup(cffi_modules=["native/build_shim.py:ffibuilder"])
+setup(cffi_modules=["native/build_native.py:ffibuilder"])

@@ -15,7 +15,7 @@
 #include <sys/prctl.h>
 
 #include "ublk_abi.h"
-#include "ublk_shim.h"
+#include "ublk_transport.h"
 #include "store.h"
 #include "queue_server.h"
 
@@ -33,7 +33,7 @@ struct helper {
     pthread_cond_t cond;
     enum helper_state state;
     void *ctx;                          /* its own per-thread store state */
-    struct shim_request *reqs;
+    struct ublk_request *reqs;
     int n;
     struct io_counters counts;
     struct queue_server *bs;
@@ -50,10 +50,10 @@ struct queue_server {
 };
 
 static void serve_requests(const struct queue_server *bs, void *ctx,
-                           struct shim_request *reqs, int n, struct io_counters *counts)
+                           struct ublk_request *reqs, int n, struct io_counters *counts)
 {
     for (int i = 0; i < n; i++) {
-        struct shim_request *r = &reqs[i];
+        struct ublk_request *r = &reqs[i];
         uint64_t offset = r->start_sector << SECTOR_SHIFT;
         uint64_t len = (uint64_t)r->nr_sectors << SECTOR_SHIFT;
         char *buf = bs->buffers + (size_t)r->tag * bs->buf_size;
@@ -135,7 +135,7 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
-void queue_server_serve(struct queue_server *bs, struct shim_request *reqs, int n)
+void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int n)
 {
     struct helper *h = bs->helper;
     uint64_t total = 0, half = 0;
@@ -169,14 +169,14 @@ void queue_server_serve(struct queue_server *bs, struct shim_request *reqs, int 
     add_counts(bs->counts, &h->counts);
 }
 
-int queue_server_run(struct queue_server *bs, struct shim_queue *q, struct shim_request *reqs,
+int queue_server_run(struct queue_server *bs, struct queue_ring *q, struct ublk_request *reqs,
                       int depth, volatile int *inflight)
 {
     int n = 0;
 
     for (;;) {
         *inflight = 0;
-        n = shim_queue_run(q, n, reqs, depth);
+        n = queue_ring_run(q, n, reqs, depth);
         if (n < 0)
             return n;
         *inflight = n;

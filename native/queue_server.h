@@ -1,5 +1,5 @@
 /*
- * A queue's server: the requests the queue's ring hands over (ublk_shim.h),
+ * A queue's server: the requests the queue's ring hands over (ublk_transport.h),
  * served against a store named in store_table (store.h, native/stores/).
  * Also parsed by cffi.
  */
@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "ublk_shim.h"
+#include "ublk_transport.h"
 
 /* One queue's request counters, written by that queue's threads alone. */
 struct io_counters {
@@ -30,13 +30,13 @@ struct queue_server *queue_server_new(const char *store_name, void *store, char 
                                       uint32_t buf_size, uint64_t dev_size,
                                       struct io_counters *counts, int helper, int *err);
 /* Serve reqs[0..n): sets every result and counts it. */
-void queue_server_serve(struct queue_server *bs, struct shim_request *reqs, int n);
+void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int n);
 /* Serve one queue until it shuts down: commit, fetch and serve batch after
  * batch without returning. The whole loop runs in C with the GIL released:
  * under swap, a Python thread holding the GIL may be waiting for memory that
  * only this queue can free. `inflight` shows the batch being served. Returns
  * -ENODEV once the queue is stopped, or another -errno. */
-int queue_server_run(struct queue_server *bs, struct shim_queue *q, struct shim_request *reqs,
+int queue_server_run(struct queue_server *bs, struct queue_ring *q, struct ublk_request *reqs,
                      int depth, volatile int *inflight);
 /* Stops the helper thread and frees the per-thread state. */
 void queue_server_free(struct queue_server *bs);

@@ -1,12 +1,12 @@
 /*
- * The ublk kernel interface, declared once for both the C shim and cffi.
+ * The ublk kernel interface, declared once for both the C core and cffi.
  *
  * Debian's linux-libc-dev ships the 6.1 <linux/ublk_cmd.h>, which lacks later
  * commands, so the facts we use live here instead (source: the kernel's
  * include/uapi/linux/ublk_cmd.h). cffi parses this file as its cdef, so it
  * holds only plain structs and literal #defines, no expressions (its include
- * guard and includes are dropped for cffi by build_shim.py). The encodings
- * and sizes are checked against the kernel's rules in ublk_shim.c.
+ * guard and includes are dropped for cffi by build_native.py). The encodings
+ * and sizes are checked against the kernel's rules in ublk_transport.c.
  */
 #ifndef TRUENO_UBLK_ABI_H
 #define TRUENO_UBLK_ABI_H

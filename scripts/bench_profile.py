@@ -3,7 +3,7 @@
 Samples the I/O worker with py-spy (native frames included, idle included)
 while fio runs, then sorts every sample of the queue threads by the
 deepest frame it recognises:
-  kernel round trip  shim_queue_run: commit, submit, wait in io_uring_enter
+  kernel round trip  queue_ring_run: commit, submit, wait in io_uring_enter
   codec              LZ4_* / ZSTD_* inside the page store
   store mechanics    the rest of ps_read/ps_write/ps_discard: same-fill check,
                      map, slots, copies
@@ -31,7 +31,7 @@ CATEGORIES = ("kernel round trip", "codec", "store mechanics", "dispatch", "pyth
 
 
 def category(stack: str) -> str:
-    if "shim_queue_run" in stack:
+    if "queue_ring_run" in stack:
         return "kernel round trip"
     if "LZ4_" in stack or "ZSTD_" in stack:
         return "codec"

@@ -6,7 +6,7 @@ is only the choice of one, by name.
 """
 import dataclasses
 
-from trueno_ublk._shim import lib
+from trueno_ublk._native import lib
 
 ZSTD_DEFAULT_LEVEL = 1
 ALGORITHMS = ("lz4", "lz4hc", "zstd", "zstd:LEVEL", "none")

@@ -4,7 +4,7 @@ import errno
 import os
 import threading
 
-from trueno_ublk._shim import ffi, lib
+from trueno_ublk._native import ffi, lib
 from trueno_ublk.errors import UserError
 
 CONTROL_PATH = "/dev/ublk-control"
@@ -56,7 +56,7 @@ class Control:
     def __init__(self):
         require_control_device()
         err = ffi.new("int *")
-        self._ctrl = lib.shim_ctrl_open(err)
+        self._ctrl = lib.ctrl_ring_open(err)
         if self._ctrl == ffi.NULL:
             code = -err[0]
             if code in (errno.EACCES, errno.EPERM):
@@ -69,7 +69,7 @@ class Control:
 
     def close(self) -> None:
         if self._ctrl is not None:
-            lib.shim_ctrl_close(self._ctrl)
+            lib.ctrl_ring_close(self._ctrl)
             self._ctrl = None
 
     def __enter__(self):
@@ -82,7 +82,7 @@ class Control:
         encoded_op, legacy_op = _COMMANDS[name]
         use_encoded = self.ioctl_encode if encoded is None else encoded
         with self._lock:
-            res = lib.shim_ctrl_cmd(self._ctrl, encoded_op if use_encoded else legacy_op,
+            res = lib.ctrl_ring_cmd(self._ctrl, encoded_op if use_encoded else legacy_op,
                                     dev_id, NO_QUEUE, addr, length, data)
         if res < 0:
             raise ControlError(-res, f"{name}: {os.strerror(-res)}")

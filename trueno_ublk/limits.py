@@ -7,7 +7,7 @@ the same numbers.
 import dataclasses
 import os
 
-from trueno_ublk._shim import lib
+from trueno_ublk._native import lib
 from trueno_ublk.units import PAGE_SIZE
 
 

@@ -1,7 +1,7 @@
 """One hardware queue: a thread that answers the kernel's requests.
 
 The thread makes one C call, queue_server_run, that loops until the queue
-stops: shim_queue_run commits the previous batch's results and hands over
+stops: queue_ring_run commits the previous batch's results and hands over
 every ready request in a flat array, and the queue server serves them
 all with the store's ops. No Python runs per request or per batch, so queues run in
 parallel and never wait for the GIL (which, under swap, a Python thread may
@@ -15,7 +15,7 @@ import threading
 
 import prctl
 
-from trueno_ublk._shim import ffi, lib
+from trueno_ublk._native import ffi, lib
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Queue:
         self._buffers = mmap.mmap(-1, depth * buf_size)
         self._buffers[::mmap.PAGESIZE] = bytes(len(range(0, depth * buf_size, mmap.PAGESIZE)))
         self._server = store.queue_server(self._buffers, buf_size, self.counts)
-        self._reqs = ffi.new("struct shim_request[]", depth)
+        self._reqs = ffi.new("struct ublk_request[]", depth)
         self._args = (cdev_fd, q_id, depth, ffi.from_buffer(self._buffers), buf_size,
                       fetch_op, commit_op)
         self._q = None
@@ -54,7 +54,7 @@ class Queue:
     def stop(self) -> None:
         """Wake the thread out of its wait; it closes the queue and exits."""
         if self._q is not None:
-            lib.shim_queue_stop(self._q)
+            lib.queue_ring_stop(self._q)
 
     @property
     def inflight(self) -> int:
@@ -75,7 +75,7 @@ class Queue:
         try:
             self._serve()
         finally:
-            lib.shim_queue_close(self._q)
+            lib.queue_ring_close(self._q)
 
     def _open(self) -> None:
         # A thread that writes pages out on behalf of reclaim must not itself
@@ -89,7 +89,7 @@ class Queue:
         self.tid = threading.get_native_id()
         err = ffi.new("int *")
         # Each queue's commands must come from one thread: open it here.
-        q = lib.shim_queue_open(*self._args, err)
+        q = lib.queue_ring_open(*self._args, err)
         if q == ffi.NULL:
             raise QueueError(-err[0], f"queue {self.q_id}: {os.strerror(-err[0])}")
         self._q = q

@@ -25,7 +25,7 @@ import signal
 import time
 
 from trueno_ublk import procfs, state
-from trueno_ublk._shim import lib
+from trueno_ublk._native import lib
 from trueno_ublk.control import Control, ControlError, feature_names
 from trueno_ublk.errors import UserError
 from trueno_ublk.report import Report

@@ -1,7 +1,7 @@
 """Sizes as people write them (1G, 512M, 4096) and as zramctl prints them."""
 import re
 
-from trueno_ublk._shim import lib
+from trueno_ublk._native import lib
 
 # Declared once, in the C headers: the block layer's sector, the store's page.
 SECTOR_SIZE = 1 << lib.SECTOR_SHIFT

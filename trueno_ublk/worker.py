@@ -19,7 +19,7 @@ import time
 import prctl
 
 from trueno_ublk import procfs, state
-from trueno_ublk._shim import ffi, lib
+from trueno_ublk._native import ffi, lib
 from trueno_ublk.admin import AdminServer
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control

@@ -17,7 +17,7 @@ FLAGS = ["-fsyntax-only", "-std=gnu11", "-Wall", "-Wextra", "-Werror", f"-I{NATI
                                           for p in NATIVE.rglob("*.[ch]")))
 def test_builds_without_warnings_and_stands_alone(source):
     # A header alone is compiled as C: it must include what it uses. The
-    # static assertions in ublk_shim.c check ublk_abi.h's encodings and sizes.
+    # static assertions in ublk_transport.c check ublk_abi.h's encodings and sizes.
     result = subprocess.run(["gcc", *FLAGS, "-x", "c", str(NATIVE / source)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ subclass it.
 """
 import os
 
-from trueno_ublk._shim import ffi, lib
+from trueno_ublk._native import ffi, lib
 
 
 class Store:

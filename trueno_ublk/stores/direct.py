@@ -1,13 +1,13 @@
 """Requests to a store without a kernel, served exactly as a queue thread
 serves them: a queue server on a private tag buffer, fed request arrays
-(struct shim_request) like the ones the queue's ring hands over. The unit
+(struct ublk_request) like the ones the queue's ring hands over. The unit
 tests and `scripts/bench store` drive stores through it, so they exercise
 the production path: range checks, dispatch, counters and the store's ops.
 """
 import errno
 import mmap
 
-from trueno_ublk._shim import ffi, lib
+from trueno_ublk._native import ffi, lib
 from trueno_ublk.units import SECTOR_SIZE
 
 OPS = {"read": lib.UBLK_IO_OP_READ, "write": lib.UBLK_IO_OP_WRITE,
@@ -24,7 +24,7 @@ class DirectClient:
         self.depth, self.buf_size = depth, buf_size
         self.buffers = mmap.mmap(-1, depth * buf_size)
         self.counts = ffi.new("struct io_counters *")
-        self.reqs = ffi.new("struct shim_request[]", depth)
+        self.reqs = ffi.new("struct ublk_request[]", depth)
         self.server = store.queue_server(self.buffers, buf_size, self.counts, helper)
 
     def buffer(self, tag: int) -> memoryview:

@@ -13,7 +13,7 @@ import errno
 import os
 
 from trueno_ublk import limits
-from trueno_ublk._shim import ffi, lib
+from trueno_ublk._native import ffi, lib
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
 from trueno_ublk.stores.base import Store
 from trueno_ublk.units import PAGE_SIZE

@@ -1,4 +1,4 @@
-"""cffi build script: compiles the C core into trueno_ublk._shim.
+"""cffi build script: compiles the C core into trueno_ublk._native.
 
 The C API and the kernel's wire structs are parsed from the headers
 themselves, so each fact is declared exactly once. Every file in
@@ -11,7 +11,7 @@ from pathlib import Path
 from cffi import FFI
 
 here = Path(__file__).resolve().parent
-HEADERS = ("ublk_abi.h", "ublk_shim.h", "page_store.h", "queue_server.h")
+HEADERS = ("ublk_abi.h", "ublk_transport.h", "page_store.h", "queue_server.h")
 STORES = sorted(p.stem for p in (here / "stores").glob("*.c"))
 # cffi's parser takes no include guards or includes: the compiler needs them.
 PREPROCESSOR_ONLY = re.compile(r"^#(?:include|ifndef|endif|define TRUENO_\w+_H$).*$", re.M)
@@ -38,10 +38,10 @@ int mlockall(int flags);
 #define MCL_ONFAULT ...
 """)
 ffibuilder.set_source(
-    "trueno_ublk._shim",
+    "trueno_ublk._native",
     "#define _GNU_SOURCE\n#include <sys/mman.h>\n"
     + "".join(f'#include "{h}"\n' for h in HEADERS) + '#include "store.h"\n' + store_table(),
-    sources=["native/ublk_shim.c", "native/queue_server.c",
+    sources=["native/ublk_transport.c", "native/queue_server.c",
              "native/page_store.c", "native/page_codec.c", "native/page_compact.c",
              *(f"native/stores/{s}.c" for s in STORES)],
     include_dirs=["native"],

@@ -1,24 +1,25 @@
 /*
- * The C shim's API, also parsed by cffi: what Python cannot do itself
- * (io_uring passthrough commands through liburing), kept mechanical.
+ * The ublk transport, also parsed by cffi: the control ring on
+ * /dev/ublk-control and each queue's command ring on /dev/ublkcN (io_uring
+ * passthrough commands through liburing), which Python cannot drive itself.
  * Which commands to send stays in Python; the queue's requests are served
  * in C (queue_server.h), so that no Python runs per request.
  */
-#ifndef TRUENO_UBLK_SHIM_H
-#define TRUENO_UBLK_SHIM_H
+#ifndef TRUENO_UBLK_TRANSPORT_H
+#define TRUENO_UBLK_TRANSPORT_H
 
 #include <stdint.h>
 
 /* The control ring on /dev/ublk-control (SQE128, one command at a time). */
-struct shim_ctrl;
-struct shim_ctrl *shim_ctrl_open(int *err);
+struct ctrl_ring;
+struct ctrl_ring *ctrl_ring_open(int *err);
 /* Issue one control command and wait for it: the CQE's result (>= 0 or -errno). */
-int shim_ctrl_cmd(struct shim_ctrl *ctrl, uint32_t cmd_op, uint32_t dev_id,
+int ctrl_ring_cmd(struct ctrl_ring *ctrl, uint32_t cmd_op, uint32_t dev_id,
                   uint16_t queue_id, void *addr, uint16_t len, uint64_t data);
-void shim_ctrl_close(struct shim_ctrl *ctrl);
+void ctrl_ring_close(struct ctrl_ring *ctrl);
 
 /* One request, copied out of the descriptor array for the queue server. */
-struct shim_request {
+struct ublk_request {
     uint16_t tag;
     uint8_t  op;
     uint8_t  pad;
@@ -29,8 +30,8 @@ struct shim_request {
 };
 
 /* One hardware queue: its io_uring, descriptor mmap and per-tag buffers. */
-struct shim_queue;
-struct shim_queue *shim_queue_open(int cdev_fd, uint16_t q_id, uint16_t depth,
+struct queue_ring;
+struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
                                    void *buffers, uint32_t buf_size,
                                    uint32_t fetch_op, uint32_t commit_op,
                                    int *err);
@@ -39,12 +40,12 @@ struct shim_queue *shim_queue_open(int cdev_fd, uint16_t q_id, uint16_t depth,
  * for each tag), submit every pending FETCH, wait for at least one request,
  * then copy every ready request into reqs. Returns how many are ready,
  * -ENODEV once the queue is shut down (aborted by the kernel or stopped by
- * shim_queue_stop), or another -errno.
+ * queue_ring_stop), or another -errno.
  */
-int shim_queue_run(struct shim_queue *q, int n_commit,
-                   struct shim_request *reqs, int max_reqs);
-/* Wake the queue's thread and make shim_queue_run return -ENODEV: any thread. */
-void shim_queue_stop(struct shim_queue *q);
-void shim_queue_close(struct shim_queue *q);
+int queue_ring_run(struct queue_ring *q, int n_commit,
+                   struct ublk_request *reqs, int max_reqs);
+/* Wake the queue's thread and make queue_ring_run return -ENODEV: any thread. */
+void queue_ring_stop(struct queue_ring *q);
+void queue_ring_close(struct queue_ring *q);
 
 #endif

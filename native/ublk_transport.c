@@ -1,4 +1,4 @@
-/* The C shim: io_uring plumbing for ublk. See ublk_shim.h for the API. */
+/* The ublk transport: the control ring and each queue's command ring, over io_uring. See ublk_transport.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -14,7 +14,7 @@
 #include <liburing.h>
 
 #include "ublk_abi.h"
-#include "ublk_shim.h"
+#include "ublk_transport.h"
 
 /* ublk_abi.h writes the kernel's facts as literals (cffi parses it); here
  * the compiler checks them against the kernel's own rules: the ioctl
@@ -47,14 +47,14 @@ _Static_assert(sizeof(struct ublksrv_io_cmd) == 16, "ublksrv_io_cmd");
 /* user_data of the stop poll; request tags are always below this. */
 #define STOP_USER_DATA  0xffffffffull
 
-struct shim_ctrl {
+struct ctrl_ring {
     struct io_uring ring;
     int fd;
 };
 
-struct shim_ctrl *shim_ctrl_open(int *err)
+struct ctrl_ring *ctrl_ring_open(int *err)
 {
-    struct shim_ctrl *ctrl = calloc(1, sizeof(*ctrl));
+    struct ctrl_ring *ctrl = calloc(1, sizeof(*ctrl));
     int ret;
 
     if (!ctrl) {
@@ -78,7 +78,7 @@ struct shim_ctrl *shim_ctrl_open(int *err)
     return ctrl;
 }
 
-int shim_ctrl_cmd(struct shim_ctrl *ctrl, uint32_t cmd_op, uint32_t dev_id,
+int ctrl_ring_cmd(struct ctrl_ring *ctrl, uint32_t cmd_op, uint32_t dev_id,
                   uint16_t queue_id, void *addr, uint16_t len, uint64_t data)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&ctrl->ring);
@@ -112,14 +112,14 @@ int shim_ctrl_cmd(struct shim_ctrl *ctrl, uint32_t cmd_op, uint32_t dev_id,
     return ret;
 }
 
-void shim_ctrl_close(struct shim_ctrl *ctrl)
+void ctrl_ring_close(struct ctrl_ring *ctrl)
 {
     io_uring_queue_exit(&ctrl->ring);
     close(ctrl->fd);
     free(ctrl);
 }
 
-struct shim_queue {
+struct queue_ring {
     struct io_uring ring;
     const struct ublksrv_io_desc *descs;
     size_t descs_len;
@@ -138,7 +138,7 @@ static size_t round_up_page(size_t n)
     return (n + page - 1) / page * page;
 }
 
-static void prep_io_cmd(struct shim_queue *q, uint32_t op, uint16_t tag, int32_t result)
+static void prep_io_cmd(struct queue_ring *q, uint32_t op, uint16_t tag, int32_t result)
 {
     /* The ring has one SQE per tag plus the stop poll, so one is always free. */
     struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
@@ -157,12 +157,12 @@ static void prep_io_cmd(struct shim_queue *q, uint32_t op, uint16_t tag, int32_t
     q->inflight++;
 }
 
-struct shim_queue *shim_queue_open(int cdev_fd, uint16_t q_id, uint16_t depth,
+struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
                                    void *buffers, uint32_t buf_size,
                                    uint32_t fetch_op, uint32_t commit_op,
                                    int *err)
 {
-    struct shim_queue *q = calloc(1, sizeof(*q));
+    struct queue_ring *q = calloc(1, sizeof(*q));
     struct io_uring_sqe *sqe;
     off_t off;
     int ret;
@@ -224,8 +224,8 @@ free_q:
     return NULL;
 }
 
-int shim_queue_run(struct shim_queue *q, int n_commit,
-                   struct shim_request *reqs, int max_reqs)
+int queue_ring_run(struct queue_ring *q, int n_commit,
+                   struct ublk_request *reqs, int max_reqs)
 {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
@@ -255,7 +255,7 @@ int shim_queue_run(struct shim_queue *q, int n_commit,
             uint16_t tag = (uint16_t)cqe->user_data;
             const volatile struct ublksrv_io_desc *d = &q->descs[tag];
             uint32_t op_flags = d->op_flags;
-            struct shim_request *r = &reqs[n++];
+            struct ublk_request *r = &reqs[n++];
             r->tag = tag;
             r->op = op_flags & 0xff;
             r->flags = op_flags & ~0xffu;
@@ -270,14 +270,14 @@ int shim_queue_run(struct shim_queue *q, int n_commit,
     }
 }
 
-void shim_queue_stop(struct shim_queue *q)
+void queue_ring_stop(struct queue_ring *q)
 {
     uint64_t one = 1;
     /* An eventfd write cannot block here: the counter never nears overflow. */
     if (write(q->stop_fd, &one, sizeof(one)) < 0) {}
 }
 
-void shim_queue_close(struct shim_queue *q)
+void queue_ring_close(struct queue_ring *q)
 {
     io_uring_queue_exit(&q->ring);      /* cancels the FETCHes still held */
     close(q->stop_fd);
