@@ -174,9 +174,9 @@ def list_devices(output, output_all, in_bytes, noheadings, raw, as_json):
 
 
 def _device_in_use(dev_id: int) -> bool:
-    import errno
     """Mounted, active swap and other exclusive holders all make an O_EXCL
     open of the block device fail with EBUSY."""
+    import errno
     try:
         fd = os.open(f"/dev/ublkb{dev_id}", os.O_RDONLY | os.O_EXCL)
     except OSError as e:

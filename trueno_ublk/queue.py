@@ -3,9 +3,10 @@
 The thread makes one C call, queue_server_run, that loops until the queue
 stops: queue_ring_run commits the previous batch's results and hands over
 every ready request in a flat array, and the queue server serves them
-all with the store's ops. No Python runs per request or per batch, so queues run in
-parallel and never wait for the GIL (which, under swap, a Python thread may
-hold while it waits for memory that only these queues can free).
+all with the store's ops. No Python runs per request or per batch, so
+queues run in parallel and never wait for the GIL (which, under swap, a
+Python thread may hold while it waits for memory that only these queues
+can free).
 """
 import errno
 import logging
