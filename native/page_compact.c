@@ -1,107 +1,296 @@
 /*
  * The page store's compaction -- payloads moved out of sparse chunks so
- * that more chunks empty and go back -- and the rebuild of its allocator
- * from the page map when a new I/O worker attaches to an arena.
+ * that more chunks empty and go back -- its background thread, and the
+ * rebuild of the allocator from the page map when a new I/O worker attaches
+ * to an arena.
+ *
+ * Swap leaves chunks sparse: it frees slots one by one (overwrites, and
+ * discards of whole swap clusters), in no order the allocator could follow.
+ * Kernel zram's zsmalloc is compacted by a shrinker whenever the kernel
+ * reclaims; ours is compacted by a thread of the store's own, on two rules:
+ *   - while the machine reclaims, whenever a pass would give back a chunk;
+ *   - otherwise when a pass would give back 1 MiB and an eighth of the
+ *     chunks in use (so that a quiet store is not churned for crumbs).
+ * "Reclaims" is read from /proc/vmstat each half second: pages scanned by
+ * reclaim or swapped out since the last look. That is there on every
+ * kernel; PSI is not (Debian's kernels boot with it off).
+ *
+ * A pass plans one size class at a time under alloc_lock (its chunks sorted,
+ * fullest first, which is also the order new writes fill them in), then
+ * moves payloads one page at a time under that page's stripe lock: the I/O
+ * path waits at most for one class's plan or one page's copy. Its scratch is
+ * allocated and touched when the store opens, so that a pass never faults
+ * while it holds a lock (see the top of page_store.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "page_store_impl.h"
 
-static int by_used(const void *a, const void *b, void *arg)
+#define COMPACT_PERIOD_MS   500
+#define COMPACT_MIN_CHUNKS  16          /* 1 MiB */
+#define COMPACT_SHARE       8           /* ... and 1/8 of the chunks in use */
+#define VMSTAT_BYTES        16384
+
+struct compaction {
+    pthread_mutex_t lock;               /* one pass at a time: the scratch is shared */
+    pthread_t thread;
+    bool running;
+    volatile bool stopping;
+    int stop_fd;                        /* an eventfd: ps_close wakes the thread */
+    uint64_t reclaim_seen;              /* the vmstat counters at the last look */
+    uint8_t *is_source;                 /* per chunk: to be emptied this pass */
+    uint32_t *plan;                     /* per class, its chunks, fullest first */
+    uint32_t first[CLASS_COUNT], count[CLASS_COUNT], next[CLASS_COUNT];
+    char vmstat[VMSTAT_BYTES];
+};
+
+uint64_t compaction_bytes(const struct page_store *ps)
 {
-    const struct chunk_meta *meta = arg;
-    return (int)meta[*(const uint32_t *)a].used - (int)meta[*(const uint32_t *)b].used;
+    return sizeof(struct compaction) + ps->max_chunks * (sizeof(uint8_t) + sizeof(uint32_t));
 }
 
-/* Move page `index`'s payload (entry `e`) into a chunk of `targets`. */
-static bool move_page(struct page_store *ps, uint64_t index, uint64_t e,
-                      uint32_t *targets, size_t n_targets, size_t *next_target)
+/* In-place heap sort of chunk numbers by their slots in use, ascending: no
+ * allocation (qsort may allocate, and this runs under alloc_lock). */
+static void sift_down(uint32_t *a, size_t root, size_t n, const struct chunk_meta *meta)
 {
-    uint32_t from = (uint32_t)entry_chunk(e), slot, len = entry_len(e);
-    bool moved = false;
+    for (size_t child; (child = 2 * root + 1) < n; root = child) {
+        if (child + 1 < n && meta[a[child + 1]].used > meta[a[child]].used)
+            child++;
+        if (meta[a[root]].used >= meta[a[child]].used)
+            return;
+        uint32_t t = a[root];
+        a[root] = a[child];
+        a[child] = t;
+    }
+}
+
+static void sort_by_used(uint32_t *a, size_t n, const struct chunk_meta *meta)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift_down(a, i, n, meta);
+    for (size_t end = n; end-- > 1;) {
+        uint32_t t = a[0];
+        a[0] = a[end];
+        a[end] = t;
+        sift_down(a, 0, end, meta);
+    }
+}
+
+/* Plan class `cls` into plan[pos...]: the sparsest chunks whose payloads fit
+ * in the others' free room become sources; the others are its targets,
+ * fullest first. Returns the plan entries used. */
+static size_t plan_class(struct page_store *ps, struct compaction *k, int cls, size_t pos)
+{
+    uint32_t *list = k->plan + pos;
+    size_t n = 0, lo, hi;
+    uint64_t room = 0, moving = 0;
+
+    k->count[cls] = 0;
+    pthread_mutex_lock(&ps->alloc_lock);
+    for (uint32_t c = ps->partial[cls]; c != NO_CHUNK; c = ps->meta[c].next)
+        list[n++] = c;
+    if (n < 2 || ps->class_free[cls] < slots_per_chunk(cls)) {
+        pthread_mutex_unlock(&ps->alloc_lock);
+        return 0;
+    }
+    sort_by_used(list, n, ps->meta);
+    for (lo = 0, hi = n; lo < hi; lo++) {
+        while (hi > lo + 1 && room < moving + ps->meta[list[lo]].used)
+            room += slots_per_chunk(cls) - ps->meta[list[--hi]].used;
+        if (room < moving + ps->meta[list[lo]].used)
+            break;
+        moving += ps->meta[list[lo]].used;
+        k->is_source[list[lo]] = 1;
+    }
+    /* New writes fill the fullest chunks first, the sources last. */
+    ps->partial[cls] = NO_CHUNK;
+    for (size_t i = 0; i < n; i++)
+        list_add(ps, list[i]);
+    pthread_mutex_unlock(&ps->alloc_lock);
+    if (lo == 0)
+        return 0;
+    for (size_t i = 0; i < n - hi; i++)
+        list[i] = list[n - 1 - i];
+    k->first[cls] = (uint32_t)pos;
+    k->count[cls] = (uint32_t)(n - hi);
+    k->next[cls] = 0;
+    return n - hi;
+}
+
+/* Move page `index`'s payload (entry `e`) into one of its class's targets.
+ * Returns whether that emptied its chunk. */
+static bool move_page(struct page_store *ps, struct compaction *k, uint64_t index, uint64_t e)
+{
+    uint32_t from = (uint32_t)entry_chunk(e), len = entry_len(e), slot;
+    int cls = ps->meta[from].cls;
+    const uint32_t *targets = k->plan + k->first[cls];
+    bool emptied = false;
 
     pthread_mutex_lock(stripe(ps, index));
     pthread_mutex_lock(&ps->alloc_lock);
-    while (*next_target < n_targets) {
-        struct chunk_meta *t = &ps->meta[targets[*next_target]];
-        if (t->cls == ps->meta[from].cls && t->used < slots_per_chunk(t->cls))
+    while (k->next[cls] < k->count[cls]) {
+        const struct chunk_meta *t = &ps->meta[targets[k->next[cls]]];
+        if (t->cls == cls && t->used < slots_per_chunk(cls))
             break;
-        (*next_target)++;
+        k->next[cls]++;
     }
-    if (ps->entries[index] == e && *next_target < n_targets) {
-        uint32_t to = targets[*next_target];
+    if (ps->entries[index] == e && k->next[cls] < k->count[cls]) {
+        uint32_t to = targets[k->next[cls]];
         slot = take_slot(ps, to);
         copy_bytes(slot_addr(ps, to, slot), slot_addr(ps, from, entry_slot(e)), len);
         __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len), __ATOMIC_RELEASE);
         free_slot(ps, from, entry_slot(e));
-        moved = true;
+        emptied = ps->meta[from].cls < 0;
     }
     pthread_mutex_unlock(&ps->alloc_lock);
     pthread_mutex_unlock(stripe(ps, index));
-    return moved;
+    return emptied;
+}
+
+static uint64_t compact_pass(struct page_store *ps, struct compaction *k)
+{
+    uint64_t freed = 0;
+    size_t used = 0;
+
+    memset(k->is_source, 0, ps->max_chunks);
+    for (int cls = 0; cls < (int)CLASS_COUNT; cls++)
+        used += plan_class(ps, k, cls, used);
+    for (uint64_t i = 0; used && i < ps->pages && !k->stopping; i++) {
+        uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
+        if (!(e & ENTRY_STORED) || !k->is_source[entry_chunk(e)])
+            continue;
+        int cls = ps->meta[entry_chunk(e)].cls;
+        if (cls >= 0 && k->count[cls])
+            freed += move_page(ps, k, i, e);
+    }
+    pthread_mutex_lock(&ps->alloc_lock);
+    ps->st.pages_compacted += freed * (CHUNK_SIZE / PAGE_SIZE);
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return freed * (CHUNK_SIZE / PAGE_SIZE);
 }
 
 uint64_t ps_compact(struct page_store *ps)
 {
-    uint8_t *is_source = calloc(ps->max_chunks, 1);
-    uint32_t *list = malloc(ps->max_chunks * sizeof(*list));
-    uint32_t *targets[CLASS_COUNT] = { 0 };
-    size_t n_targets[CLASS_COUNT] = { 0 }, next_target[CLASS_COUNT] = { 0 };
-    uint64_t live_before, freed = 0;
-    bool any = false;
+    struct compaction *k = ps->compaction;
+    uint64_t freed;
 
-    if (!is_source || !list)
-        goto out;
-    /* Per class: the sparsest chunks whose payloads fit in the free room of
-     * the others become sources; the others, fullest first, targets. */
-    pthread_mutex_lock(&ps->alloc_lock);
-    live_before = ps->st.live_chunks;
-    for (int cls = 0; cls < (int)CLASS_COUNT; cls++) {
-        size_t n = 0, lo, hi;
-        uint64_t room = 0, moving = 0;
+    pthread_mutex_lock(&k->lock);
+    freed = compact_pass(ps, k);
+    pthread_mutex_unlock(&k->lock);
+    return freed;
+}
 
-        for (uint32_t c = ps->partial[cls]; c != NO_CHUNK; c = ps->meta[c].next)
-            list[n++] = c;
-        if (n < 2)
-            continue;
-        qsort_r(list, n, sizeof(*list), by_used, ps->meta);
-        for (lo = 0, hi = n; lo < hi; lo++) {
-            while (hi > lo + 1 && room < moving + ps->meta[list[lo]].used)
-                room += slots_per_chunk(cls) - ps->meta[list[--hi]].used;
-            if (room < moving + ps->meta[list[lo]].used)
-                break;
-            moving += ps->meta[list[lo]].used;
-            is_source[list[lo]] = 1;
-        }
-        if (lo == 0 || !(targets[cls] = malloc((n - hi) * sizeof(uint32_t))))
-            continue;
-        for (size_t i = n; i > hi; i--)
-            targets[cls][n_targets[cls]++] = list[i - 1];
-        any = true;
-    }
-    pthread_mutex_unlock(&ps->alloc_lock);
+/* Chunks a perfect pass would give back: each class's free slots, packed. */
+static uint64_t chunks_to_gain(const struct page_store *ps)
+{
+    uint64_t chunks = 0;
 
-    for (uint64_t i = 0; any && i < ps->pages; i++) {
-        uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
-        if (!(e & ENTRY_STORED) || !is_source[entry_chunk(e)])
-            continue;
-        int cls = ps->meta[entry_chunk(e)].cls;
-        if (cls >= 0 && targets[cls])
-            move_page(ps, i, e, targets[cls], n_targets[cls], &next_target[cls]);
-    }
-    pthread_mutex_lock(&ps->alloc_lock);
-    if (ps->st.live_chunks < live_before)
-        freed = live_before - ps->st.live_chunks;
-    ps->st.pages_compacted += freed * (CHUNK_SIZE / PAGE_SIZE);
-    pthread_mutex_unlock(&ps->alloc_lock);
-out:
     for (int cls = 0; cls < (int)CLASS_COUNT; cls++)
-        free(targets[cls]);
-    free(list);
-    free(is_source);
-    return freed * (CHUNK_SIZE / PAGE_SIZE);
+        chunks += __atomic_load_n(&ps->class_free[cls], __ATOMIC_RELAXED) / slots_per_chunk(cls);
+    return chunks;
+}
+
+/* Whether the kernel has reclaimed since the last look: pages scanned by
+ * reclaim (global or a cgroup's own is not counted there) or swapped out. */
+static bool reclaiming(struct compaction *k)
+{
+    static const char *const counters[] = { "\npgscan_kswapd ", "\npgscan_direct ", "\npswpout " };
+    uint64_t sum = 0;
+    bool was_seen = k->reclaim_seen != 0;
+    int fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return false;
+    n = read(fd, k->vmstat + 1, sizeof(k->vmstat) - 2);
+    close(fd);
+    if (n <= 0)
+        return false;
+    k->vmstat[0] = '\n';
+    k->vmstat[n + 1] = '\0';
+    for (size_t i = 0; i < sizeof(counters) / sizeof(*counters); i++) {
+        const char *line = strstr(k->vmstat, counters[i]);
+        if (line)
+            sum += strtoull(line + strlen(counters[i]), NULL, 10);
+    }
+    if (sum == k->reclaim_seen)
+        return false;
+    k->reclaim_seen = sum;
+    return was_seen;
+}
+
+static void *compactor_main(void *arg)
+{
+    struct page_store *ps = arg;
+    struct compaction *k = ps->compaction;
+    struct pollfd stop = { .fd = k->stop_fd, .events = POLLIN };
+
+    prctl(PR_SET_NAME, "ublk-compact");
+    /* It gives memory back to reclaim: it must not wait on it. */
+    prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+    reclaiming(k);
+    for (;;) {
+        int n = poll(&stop, 1, COMPACT_PERIOD_MS);
+        if (n > 0 || (n < 0 && errno != EINTR))
+            break;
+        uint64_t gain = chunks_to_gain(ps);
+        uint64_t live = __atomic_load_n(&ps->st.live_chunks, __ATOMIC_RELAXED);
+        bool pressed = reclaiming(k);
+
+        if (gain >= (pressed ? 1 : COMPACT_MIN_CHUNKS) && (pressed || gain * COMPACT_SHARE >= live))
+            ps_compact(ps);
+    }
+    return NULL;
+}
+
+int compaction_start(struct page_store *ps)
+{
+    struct compaction *k = calloc(1, sizeof(*k));
+    int ret;
+
+    if (!k)
+        return -ENOMEM;
+    ps->compaction = k;
+    pthread_mutex_init(&k->lock, NULL);
+    k->stop_fd = eventfd(0, EFD_CLOEXEC);
+    k->is_source = malloc(ps->max_chunks);
+    k->plan = malloc(ps->max_chunks * sizeof(*k->plan));
+    if (k->stop_fd < 0 || !k->is_source || !k->plan)
+        return k->stop_fd < 0 ? -errno : -ENOMEM;
+    memset(k->vmstat, 0, sizeof(k->vmstat));
+    memset(k->is_source, 0, ps->max_chunks);
+    memset(k->plan, 0, ps->max_chunks * sizeof(*k->plan));
+    if ((ret = -pthread_create(&k->thread, NULL, compactor_main, ps)))
+        return ret;
+    k->running = true;
+    return 0;
+}
+
+void compaction_stop(struct page_store *ps)
+{
+    struct compaction *k = ps->compaction;
+
+    if (!k)
+        return;
+    if (k->running) {
+        k->stopping = true;
+        eventfd_write(k->stop_fd, 1);
+        pthread_join(k->thread, NULL);
+    }
+    if (k->stop_fd >= 0)
+        close(k->stop_fd);
+    free(k->is_source);
+    free(k->plan);
+    free(k);
+    ps->compaction = NULL;
 }
 
 /* Rebuild the allocator from the entries a previous I/O worker left. */
@@ -165,6 +354,7 @@ int rebuild(struct page_store *ps)
             m->free_head = (uint16_t)(s + 1);
         }
         ps->st.live_chunks++;
+        ps->class_free[m->cls] += slots - m->used;
         if (m->used < slots)
             list_add(ps, (uint32_t)c);
     }

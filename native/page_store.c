@@ -147,6 +147,7 @@ static int new_chunk(struct page_store *ps, int cls, uint32_t *out)
     c = ps->ready[--ps->n_ready];
     pthread_cond_signal(&ps->reserve_low);
     ps->meta[c] = (struct chunk_meta){ .cls = (int16_t)cls, .prev = NO_CHUNK, .next = NO_CHUNK };
+    ps->class_free[cls] += slots_per_chunk(cls);
     list_add(ps, c);
     if (++ps->st.live_chunks > ps->st.peak_live_chunks)
         ps->st.peak_live_chunks = ps->st.live_chunks;
@@ -165,6 +166,7 @@ uint32_t take_slot(struct page_store *ps, uint32_t c)
     } else {
         slot = m->bump++;
     }
+    ps->class_free[m->cls]--;
     if (++m->used == slots_per_chunk(m->cls))
         list_del(ps, c);
     return slot;
@@ -187,10 +189,12 @@ void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
 {
     struct chunk_meta *m = &ps->meta[c];
 
+    ps->class_free[m->cls]++;
     if (m->used-- == slots_per_chunk(m->cls))
         list_add(ps, c);
     if (m->used == 0) {
         list_del(ps, c);
+        ps->class_free[m->cls] -= slots_per_chunk(m->cls);
         m->cls = -1;
         ps->st.live_chunks--;
         if (ps->n_ready + ps->n_refilling < ps->reserve_target) {  /* faulted in: keep it */
@@ -469,7 +473,7 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out)
     out->reserve_chunks = ps->n_ready + ps->n_refilling;
     out->arena_bytes = chunks_offset(ps->pages) + (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
     out->metadata_bytes = ps->max_chunks * (sizeof(struct chunk_meta) + sizeof(uint32_t))
-                          + ps->reserve_target * sizeof(uint32_t) + sizeof(*ps);
+                          + ps->reserve_target * sizeof(uint32_t) + sizeof(*ps) + compaction_bytes(ps);
     pthread_mutex_unlock(&ps->alloc_lock);
 }
 
@@ -554,6 +558,8 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     if ((ret = -pthread_create(&ps->refill_thread, NULL, refill_main, ps)))
         goto fail;
     ps->refill_running = true;
+    if ((ret = compaction_start(ps)) < 0)
+        goto fail;
     *err = 0;
     return ps;
 fail:
@@ -565,6 +571,7 @@ fail:
 
 void ps_close(struct page_store *ps)
 {
+    compaction_stop(ps);
     if (ps->refill_running) {
         pthread_mutex_lock(&ps->alloc_lock);
         ps->closing = true;

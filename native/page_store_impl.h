@@ -82,6 +82,8 @@ struct page_store {
     uint32_t n_refilling;               /* chunks being faulted in for the reserve */
     bool starved;                       /* a wait timed out: fail fast until refilled */
     bool refill_running, closing;
+    uint32_t class_free[CLASS_COUNT];   /* free slots in each class's live chunks */
+    struct compaction *compaction;      /* page_compact.c */
     uint64_t mem_limit;
     struct ps_stats st;
 };
@@ -165,7 +167,11 @@ PS_INTERNAL int decompress_page(struct ps_scratch *w, const char *payload, uint3
 PS_INTERNAL bool choose_lz4_entry(struct page_store *ps);
 
 /* page_compact.c: the allocator rebuilt from the entries a previous I/O
- * worker left (ps_open with attach). 0 or -EUCLEAN. */
+ * worker left (ps_open with attach), 0 or -EUCLEAN; the compactor's scratch
+ * and background thread, started and stopped with the store. */
 PS_INTERNAL int rebuild(struct page_store *ps);
+PS_INTERNAL int compaction_start(struct page_store *ps);
+PS_INTERNAL void compaction_stop(struct page_store *ps);
+PS_INTERNAL uint64_t compaction_bytes(const struct page_store *ps);
 
 #endif
