@@ -9,11 +9,12 @@
  * Kernel zram's zsmalloc is compacted by a shrinker whenever the kernel
  * reclaims; ours is compacted by a thread of the store's own, on two rules:
  *   - while the machine reclaims, whenever a pass would give back a chunk;
- *   - otherwise when a pass would give back 1 MiB and an eighth of the
+ *   - otherwise when a pass would give back 1 MiB and a sixteenth of the
  *     chunks in use (so that a quiet store is not churned for crumbs).
  * "Reclaims" is read from /proc/vmstat each half second: pages scanned by
- * reclaim or swapped out since the last look. That is there on every
- * kernel; PSI is not (Debian's kernels boot with it off).
+ * reclaim or swapped out since the last look. Those counters are on every
+ * kernel and need no privilege; PSI can be built out or booted off (psi=0),
+ * and its triggers want a window of seconds from an unprivileged process.
  *
  * A pass plans one size class at a time under alloc_lock (its chunks sorted,
  * fullest first, which is also the order new writes fill them in), then
@@ -36,7 +37,7 @@
 
 #define COMPACT_PERIOD_MS   500
 #define COMPACT_MIN_CHUNKS  16          /* 1 MiB */
-#define COMPACT_SHARE       8           /* ... and 1/8 of the chunks in use */
+#define COMPACT_SHARE       16          /* ... and 1/16 of the chunks in use */
 #define VMSTAT_BYTES        16384
 
 struct compaction {

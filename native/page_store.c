@@ -472,6 +472,7 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out)
     out->mem_limit = ps->mem_limit;
     out->reserve_chunks = ps->n_ready + ps->n_refilling;
     out->arena_bytes = chunks_offset(ps->pages) + (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
+    out->map_bytes = 2 * map_bytes(ps->pages);
     out->metadata_bytes = ps->max_chunks * (sizeof(struct chunk_meta) + sizeof(uint32_t))
                           + ps->reserve_target * sizeof(uint32_t) + sizeof(*ps) + compaction_bytes(ps);
     pthread_mutex_unlock(&ps->alloc_lock);

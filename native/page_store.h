@@ -36,6 +36,7 @@ struct ps_stats {
     uint64_t peak_live_chunks;
     uint64_t reserve_chunks;            /* faulted in ahead of writes (swap safety) */
     uint64_t arena_bytes;               /* what the memfd holds: maps, chunks, reserve */
+    uint64_t map_bytes;                 /* of which the page map: entries and fill words */
     uint64_t metadata_bytes;            /* the allocator's own malloc'd bookkeeping */
     uint64_t mem_limit;
 };

@@ -39,8 +39,8 @@
 #define ENTRY_SLOT_SHIFT  12
 #define ENTRY_FIELD_MASK  0xfffull
 
-#define ARENA_MAGIC     "TRUENOA2"
-#define ARENA_VERSION   2
+#define ARENA_MAGIC     "TRUENOA3"
+#define ARENA_VERSION   3             /* 3: merged size classes */
 
 struct arena_header {
     char magic[8];
@@ -129,7 +129,17 @@ static inline void fill_words(void *dst, uint64_t word, size_t n_words)
 
 static inline uint32_t slot_size(int cls) { return (uint32_t)(cls + 1) * CLASS_DELTA; }
 static inline uint32_t slots_per_chunk(int cls) { return CHUNK_SIZE / slot_size(cls); }
-static inline int size_class(uint32_t len) { return (int)((len - 1) / CLASS_DELTA); }
+/*
+ * A payload's class: the largest slot size that fits as many slots in a
+ * chunk as a slot rounded up from `len` would. Sizes that share a slot count
+ * share a class (as zsmalloc merges its classes): the slack each class's
+ * last, partly filled chunk costs is paid about 110 times, not 256.
+ */
+static inline int size_class(uint32_t len)
+{
+    uint32_t slots = CHUNK_SIZE / ((len + CLASS_DELTA - 1) / CLASS_DELTA * CLASS_DELTA);
+    return (int)(CHUNK_SIZE / slots / CLASS_DELTA) - 1;
+}
 
 static inline uint64_t entry_stored(uint64_t chunk, uint32_t slot, uint32_t len)
 {

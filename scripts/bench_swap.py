@@ -21,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import MiB, TOP, Trueno, Zram, sh
-
 from trueno_ublk import admin
+
+from benchlib import TOP, MiB, Trueno, Zram, sh
 
 WORKLOADS = {
     "churn": TOP / "tests/integration/swap_workload.py",
@@ -37,6 +37,14 @@ SETTLE_SECONDS = 5
 
 def mem_total() -> int:
     return int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+
+
+def swap_cached() -> int:
+    """Bytes of pages both in RAM and in swap (/proc/meminfo SwapCached)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("SwapCached:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def swap_used(path: str) -> int:
@@ -55,7 +63,8 @@ class ZramTarget(Zram):
     def mm(self) -> dict:
         f = self.mm_stat()
         return {"orig_data_size": f[0], "compr_data_size": f[1], "mem_used_total": f[2],
-                "mem_used_max": f[4], "pages_compacted": f[6]}
+                "mem_used_max": f[4], "pages_compacted": f[6],
+                "mem_map": 0}               # its table is kept outside mm_stat
 
 
 class TruenoTarget(Trueno):
@@ -91,7 +100,8 @@ def run(target, workload: list[str], cgroup: str | None) -> dict:
             if mm["mem_used_total"] > peak["mem_used"]:
                 # What the device held at its peak beyond the data swap had in it.
                 peak.update(mem_used=mm["mem_used_total"], stale=mm["orig_data_size"] - used,
-                            unused=mm["mem_used_total"] - mm["compr_data_size"])
+                            unused=mm["mem_used_total"] - mm["compr_data_size"],
+                            swap_cached=swap_cached())
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -110,10 +120,30 @@ def run(target, workload: list[str], cgroup: str | None) -> dict:
             ("completed" if proc.returncode == 0 else f"failed ({proc.returncode})"),
             "seconds": round(seconds, 1), "output": proc.stdout.strip(),
             "swap_used_peak": peak["swap_used"], "stale_at_peak": peak.get("stale", 0),
-            "unused_at_peak": peak.get("unused", 0), "mem_used_max": mm["mem_used_max"],
+            "unused_at_peak": peak.get("unused", 0), "swap_cached_at_peak": peak.get("swap_cached", 0),
+            "mem_used_max": mm["mem_used_max"],
             "orig_data_size_end": mm["orig_data_size"], "swap_used_end": used,
             "compr_data_size_end": mm["compr_data_size"], "mem_used_total_end": mm["mem_used_total"],
-            "pages_compacted": mm["pages_compacted"]}
+            "pages_compacted": mm["pages_compacted"], "mem_map": mm["mem_map"]}
+
+
+def summary(results: list[dict]) -> None:
+    """Ours against kernel zram, each workload and page-cluster in this boot."""
+    print("\nworkload  page-cluster  zram           trueno-ublk    time x zram  peak x zram  "
+          "peak less map x zram")
+    for r in results:
+        if r["device"] != TruenoTarget.name:
+            continue
+        z = next((z for z in results if z["device"] == ZramTarget.name and
+                  (z["workload"], z["page_cluster"]) == (r["workload"], r["page_cluster"])), None)
+        if z is None:
+            continue
+        # zram's mem_used_max leaves out its table (16 bytes a page, kept
+        # outside zsmalloc); ours counts its map of the same size.
+        less_map = r["mem_used_max"] - r["mem_map"]
+        print(f"{r['workload']:9} {r['page_cluster']:>12}  {z['outcome']:13}  {r['outcome']:13} "
+              f"{r['seconds'] / z['seconds']:11.2f}  {r['mem_used_max'] / z['mem_used_max']:11.2f}  "
+              f"{less_map / z['mem_used_max']:20.2f}")
 
 
 def main() -> None:
@@ -160,10 +190,12 @@ def main() -> None:
                           f"{r['swap_used_end'] / MiB:6.1f} MiB, mem_used_total "
                           f"{r['mem_used_total_end'] / MiB:6.1f} MiB for compr "
                           f"{r['compr_data_size_end'] / MiB:6.1f} MiB; at the peak: stale "
-                          f"{r['stale_at_peak'] / MiB:6.1f} MiB, unused {r['unused_at_peak'] / MiB:6.1f} MiB",
+                          f"{r['stale_at_peak'] / MiB:6.1f} MiB, unused {r['unused_at_peak'] / MiB:6.1f} MiB, "
+                          f"SwapCached {r['swap_cached_at_peak'] / MiB:6.1f} MiB",
                           flush=True)
     finally:
         Path("/proc/sys/vm/page-cluster").write_text(old_cluster)
+    summary(results)
     out = TOP / "bench-results/swap.json"
     out.write_text(json.dumps({"mem_total": mem_total(), "kernel": os.uname().release,
                                "results": results}, indent=1) + "\n")

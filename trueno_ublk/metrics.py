@@ -18,6 +18,8 @@ DEVICE_METRICS = [
     ("mem_reserve_bytes", "gauge",
      "Part of mem_used faulted in ahead of writes, so that swap-out never waits for memory.",
      ("mm_stat", "mem_reserve")),
+    ("mem_map_bytes", "gauge", "Part of mem_used holding the page map (16 bytes a device page).",
+     ("mm_stat", "mem_map")),
     ("same_pages", "gauge", "Pages stored as one repeated word.", ("mm_stat", "same_pages")),
     ("huge_pages", "gauge", "Pages stored uncompressed.", ("mm_stat", "huge_pages")),
     ("pages_compacted_total", "counter", "Pages given back by compaction.", ("mm_stat", "pages_compacted")),

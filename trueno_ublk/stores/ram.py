@@ -87,6 +87,7 @@ class CompressedRamStore(Store):
             "mem_limit": st.mem_limit,
             "mem_used_max": self.mem_used_max,
             "mem_reserve": st.reserve_chunks * lib.PS_CHUNK_SIZE,
+            "mem_map": st.map_bytes,
             "same_pages": st.same_pages,
             "pages_compacted": st.pages_compacted,
             "huge_pages": st.huge_pages,
