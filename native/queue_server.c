@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include "ublk_abi.h"
 #include "ublk_transport.h"
@@ -33,6 +34,7 @@ struct helper {
     pthread_cond_t cond;
     enum helper_state state;
     void *ctx;                          /* its own per-thread store state */
+    char *copy_buf;                     /* and its own buffer (user copy) */
     struct ublk_request *reqs;
     int n;
     struct io_counters counts;
@@ -42,21 +44,44 @@ struct helper {
 struct queue_server {
     const struct store_ops *ops;
     void *ctx;
-    char *buffers;
+    char *buffers;                      /* the tag buffers, or NULL: */
+    char *copy_buf;                     /* user copy: the queue thread's buffer */
+    int copy_fd;
+    uint16_t q_id;
     uint32_t buf_size;
     uint64_t dev_size;
     struct io_counters *counts;
     struct helper *helper;
 };
 
-static void serve_requests(const struct queue_server *bs, void *ctx,
+/* Where a request's data is for pread/pwrite on /dev/ublkcN (user copy). */
+static off_t copy_pos(const struct queue_server *bs, uint16_t tag)
+{
+    return (off_t)(UBLKSRV_IO_BUF_OFFSET + ((uint64_t)bs->q_id << UBLK_QID_OFF)
+                   + ((uint64_t)tag << UBLK_TAG_OFF));
+}
+
+/* A write's data into `buf` (user copy); 0 or -EIO. */
+static int copy_in(const struct queue_server *bs, uint16_t tag, char *buf, uint64_t len)
+{
+    return pread(bs->copy_fd, buf, len, copy_pos(bs, tag)) == (ssize_t)len ? 0 : -EIO;
+}
+
+/* A read's data out of `buf` (user copy); 0 or -EIO. */
+static int copy_out(const struct queue_server *bs, uint16_t tag, const char *buf, uint64_t len)
+{
+    return pwrite(bs->copy_fd, buf, len, copy_pos(bs, tag)) == (ssize_t)len ? 0 : -EIO;
+}
+
+/* `copy_buf`: this thread's buffer with user copy, else NULL. */
+static void serve_requests(const struct queue_server *bs, void *ctx, char *copy_buf,
                            struct ublk_request *reqs, int n, struct io_counters *counts)
 {
     for (int i = 0; i < n; i++) {
         struct ublk_request *r = &reqs[i];
         uint64_t offset = r->start_sector << SECTOR_SHIFT;
         uint64_t len = (uint64_t)r->nr_sectors << SECTOR_SHIFT;
-        char *buf = bs->buffers + (size_t)r->tag * bs->buf_size;
+        char *buf = copy_buf ? copy_buf : bs->buffers + (size_t)r->tag * bs->buf_size;
         int ret;
 
         if (offset + len > bs->dev_size || offset + len < offset) {
@@ -75,11 +100,15 @@ static void serve_requests(const struct queue_server *bs, void *ctx,
             if (r->op == UBLK_IO_OP_READ) {
                 counts->reads++;
                 ret = bs->ops->read(ctx, offset, (uint32_t)len, buf);
+                if (ret == 0 && copy_buf)
+                    ret = copy_out(bs, r->tag, buf, len);
                 counts->failed_reads += ret != 0;
                 counts->read_bytes += ret ? 0 : len;
             } else {
                 counts->writes++;
-                ret = bs->ops->write(ctx, offset, (uint32_t)len, buf);
+                ret = copy_buf ? copy_in(bs, r->tag, buf, len) : 0;
+                if (ret == 0)
+                    ret = bs->ops->write(ctx, offset, (uint32_t)len, buf);
                 counts->failed_writes += ret != 0;
                 counts->written_bytes += ret ? 0 : len;
             }
@@ -126,7 +155,7 @@ static void *helper_main(void *arg)
         if (h->state == HELPER_EXIT)
             break;
         pthread_mutex_unlock(&h->lock);
-        serve_requests(h->bs, h->ctx, h->reqs, h->n, &h->counts);
+        serve_requests(h->bs, h->ctx, h->copy_buf, h->reqs, h->n, &h->counts);
         pthread_mutex_lock(&h->lock);
         h->state = HELPER_DONE;
         pthread_cond_broadcast(&h->cond);
@@ -149,7 +178,7 @@ void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int 
                 half += (uint64_t)reqs[split].nr_sectors << SECTOR_SHIFT;
     }
     if (split == n || split == 0) {
-        serve_requests(bs, bs->ctx, reqs, n, bs->counts);
+        serve_requests(bs, bs->ctx, bs->copy_buf, reqs, n, bs->counts);
         return;
     }
     pthread_mutex_lock(&h->lock);
@@ -159,7 +188,7 @@ void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int 
     pthread_cond_broadcast(&h->cond);
     pthread_mutex_unlock(&h->lock);
 
-    serve_requests(bs, bs->ctx, reqs, split, bs->counts);
+    serve_requests(bs, bs->ctx, bs->copy_buf, reqs, split, bs->counts);
 
     pthread_mutex_lock(&h->lock);
     while (h->state != HELPER_DONE)
@@ -184,6 +213,17 @@ int queue_server_run(struct queue_server *bs, struct queue_ring *q, struct ublk_
     }
 }
 
+/* A user-copy buffer for one serving thread: touched now, so that it is
+ * resident (and locked, under the worker's mlockall) before any request. */
+static char *new_copy_buf(uint32_t size)
+{
+    char *buf = aligned_alloc(4096, (size + 4095u) / 4096u * 4096u);
+
+    if (buf)
+        memset(buf, 0, size);
+    return buf;
+}
+
 static int start_helper(struct queue_server *bs, void *ctx)
 {
     struct helper *h = calloc(1, sizeof(*h));
@@ -191,6 +231,10 @@ static int start_helper(struct queue_server *bs, void *ctx)
 
     if (!h)
         return -ENOMEM;
+    if (bs->copy_fd >= 0 && !(h->copy_buf = new_copy_buf(bs->buf_size))) {
+        free(h);
+        return -ENOMEM;
+    }
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->cond, NULL);
     h->state = HELPER_IDLE;
@@ -198,6 +242,7 @@ static int start_helper(struct queue_server *bs, void *ctx)
     h->bs = bs;
     ret = pthread_create(&h->thread, NULL, helper_main, h);
     if (ret) {
+        free(h->copy_buf);
         free(h);
         return -ret;
     }
@@ -222,7 +267,8 @@ static void thread_free(const struct store_ops *ops, void *ctx)
 
 struct queue_server *queue_server_new(const char *store_name, void *store, char *buffers,
                                       uint32_t buf_size, uint64_t dev_size,
-                                      struct io_counters *counts, int helper, int *err)
+                                      struct io_counters *counts, int helper,
+                                      int copy_fd, uint16_t q_id, int *err)
 {
     const struct store_ops *ops = NULL;
     struct queue_server *bs;
@@ -239,8 +285,13 @@ struct queue_server *queue_server_new(const char *store_name, void *store, char 
         *err = -ENOMEM;
         return NULL;
     }
-    *bs = (struct queue_server){ .ops = ops, .buffers = buffers, .buf_size = buf_size,
+    *bs = (struct queue_server){ .ops = ops, .buffers = buffers, .copy_fd = copy_fd,
+                                 .q_id = q_id, .buf_size = buf_size,
                                  .dev_size = dev_size, .counts = counts };
+    if (copy_fd >= 0 && !(bs->copy_buf = new_copy_buf(buf_size))) {
+        *err = -ENOMEM;
+        goto fail;
+    }
     bs->ctx = thread_new(ops, store, err);
     if (*err)
         goto fail;
@@ -256,6 +307,7 @@ struct queue_server *queue_server_new(const char *store_name, void *store, char 
     return bs;
 fail:
     thread_free(ops, bs->ctx);
+    free(bs->copy_buf);
     free(bs);
     return NULL;
 }
@@ -271,8 +323,10 @@ void queue_server_free(struct queue_server *bs)
         pthread_mutex_unlock(&h->lock);
         pthread_join(h->thread, NULL);
         thread_free(bs->ops, h->ctx);
+        free(h->copy_buf);
         free(h);
     }
     thread_free(bs->ops, bs->ctx);
+    free(bs->copy_buf);
     free(bs);
 }

@@ -17,18 +17,23 @@ struct io_counters {
     uint64_t read_bytes, written_bytes;
 };
 
-/* One queue's server: the store's per-thread state, the tag buffers, and
- * optionally a helper thread that serves half of every large batch on
- * another CPU. */
+/* One queue's server: the store's per-thread state, where the requests'
+ * data is, and optionally a helper thread that serves half of every large
+ * batch on another CPU. */
 struct queue_server;
 
 /* A server for the store called `store_name`, over `store` (the object the
- * store's Python side opened, or NULL). `buffers` holds each tag's data,
- * buf_size apart. NULL with *err = -errno on failure (-ENOENT: no such
- * store). */
+ * store's Python side opened, or NULL), for requests of at most buf_size
+ * bytes. The requests' data is either
+ *   - in `buffers`, each tag's buf_size apart (copy_fd -1), or
+ *   - read and written with pread/pwrite on copy_fd, queue q_id's /dev/ublkcN,
+ *     through one buffer per serving thread (UBLK_F_USER_COPY; buffers NULL):
+ *     a few hundred KiB a queue where tag buffers lock depth x buf_size.
+ * NULL with *err = -errno on failure (-ENOENT: no such store). */
 struct queue_server *queue_server_new(const char *store_name, void *store, char *buffers,
                                       uint32_t buf_size, uint64_t dev_size,
-                                      struct io_counters *counts, int helper, int *err);
+                                      struct io_counters *counts, int helper,
+                                      int copy_fd, uint16_t q_id, int *err);
 /* Serve reqs[0..n): sets every result and counts it. */
 void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int n);
 /* Serve one queue until it shuts down: commit, fetch and serve batch after

@@ -87,8 +87,14 @@
 #define UBLK_ATTR_VOLATILE_CACHE        4
 #define UBLK_ATTR_FUA                   8
 
-#define UBLK_MAX_QUEUE_DEPTH            4096
 #define UBLK_IO_RES_ABORT               -19
+
+/* With USER_COPY, a request's data is read and written with pread/pwrite
+ * on /dev/ublkcN at UBLKSRV_IO_BUF_OFFSET + (q_id << UBLK_QID_OFF) +
+ * (tag << UBLK_TAG_OFF) + the byte offset in the request. */
+#define UBLKSRV_IO_BUF_OFFSET           0x80000000
+#define UBLK_TAG_OFF                    25
+#define UBLK_QID_OFF                    41
 
 struct ublksrv_ctrl_cmd {               /* 32 bytes, in a SQE128's command area */
     uint32_t dev_id;

@@ -153,7 +153,8 @@ static void prep_io_cmd(struct queue_ring *q, uint32_t op, uint16_t tag, int32_t
     cmd->q_id = q->q_id;
     cmd->tag = tag;
     cmd->result = result;
-    cmd->addr = (uint64_t)(uintptr_t)(q->buffers + (size_t)tag * q->buf_size);
+    /* With user copy there are no tag buffers, and the kernel wants none named. */
+    cmd->addr = q->buffers ? (uint64_t)(uintptr_t)(q->buffers + (size_t)tag * q->buf_size) : 0;
     q->inflight++;
 }
 

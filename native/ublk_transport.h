@@ -29,7 +29,9 @@ struct ublk_request {
     uint64_t start_sector;
 };
 
-/* One hardware queue: its io_uring, descriptor mmap and per-tag buffers. */
+/* One hardware queue: its io_uring, descriptor mmap and per-tag buffers
+ * (buffers NULL: the device has UBLK_F_USER_COPY, and the server copies each
+ * request's data itself, see queue_server_new). */
 struct queue_ring;
 struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
                                    void *buffers, uint32_t buf_size,

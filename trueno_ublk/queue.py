@@ -29,20 +29,28 @@ class QueueError(OSError):
 
 class Queue:
     def __init__(self, cdev_fd: int, q_id: int, depth: int, buf_size: int, store,
-                 fetch_op: int, commit_op: int):
+                 fetch_op: int, commit_op: int, user_copy: bool):
         self.q_id = q_id
         self.depth = depth
         self.counts = ffi.new("struct io_counters *")
         self._inflight = ffi.new("int *")   # requests of the batch being served
         self.tid = 0
-        # Per-tag buffers: one anonymous mapping, faulted in now and locked
-        # by mlockall, so that serving a request never needs a page itself.
-        # (MAP_POPULATE is ignored under MCL_ONFAULT: touch every page.)
-        self._buffers = mmap.mmap(-1, depth * buf_size)
-        self._buffers[::mmap.PAGESIZE] = bytes(len(range(0, depth * buf_size, mmap.PAGESIZE)))
-        self._server = store.queue_server(self._buffers, buf_size, self.counts)
+        if user_copy:
+            # The server reads and writes each request's data on /dev/ublkcN
+            # through one buffer per serving thread (made by the C server).
+            self._buffers = None
+            self._server = store.queue_server(None, buf_size, self.counts, copy_fd=cdev_fd, q_id=q_id)
+        else:
+            # Per-tag buffers: one anonymous mapping, faulted in now and
+            # locked by mlockall, so that serving a request never needs a
+            # page itself. (MAP_POPULATE is ignored under MCL_ONFAULT: touch
+            # every page.)
+            self._buffers = mmap.mmap(-1, depth * buf_size)
+            self._buffers[::mmap.PAGESIZE] = bytes(len(range(0, depth * buf_size, mmap.PAGESIZE)))
+            self._server = store.queue_server(self._buffers, buf_size, self.counts)
         self._reqs = ffi.new("struct ublk_request[]", depth)
-        self._args = (cdev_fd, q_id, depth, ffi.from_buffer(self._buffers), buf_size,
+        self._args = (cdev_fd, q_id, depth,
+                      ffi.NULL if self._buffers is None else ffi.from_buffer(self._buffers), buf_size,
                       fetch_op, commit_op)
         self._q = None
         self.opened = threading.Event()

@@ -36,13 +36,17 @@ from trueno_ublk.worker import Worker, harden_process
 
 log = logging.getLogger(__name__)
 
-MAX_IO_BYTES = 128 << 10      # per tag: 16 MiB of locked buffers per queue at depth 128
+MAX_IO_BYTES = 128 << 10      # the largest request the kernel sends us
 QUIESCE_WAIT_SECONDS = 30.0
 # Features we ask for when the kernel has them. CMD_IOCTL_ENCODE tells newer
-# kernels that we speak the encoded opcodes. Recovery with REISSUE: requests
-# a dead worker held are served again by its successor; writing a page twice
+# kernels that we speak the encoded opcodes. USER_COPY (6.5): we copy each
+# request's data ourselves (pread/pwrite on /dev/ublkcN) through one buffer
+# per serving thread, instead of the kernel copying it into a locked buffer
+# per tag (depth x MAX_IO_BYTES: 16 MiB a queue at depth 128), which a
+# machine short of memory would pay for. Recovery with REISSUE: requests a
+# dead worker held are served again by its successor; writing a page twice
 # is harmless for a RAM store.
-WANTED_FEATURES = lib.UBLK_F_CMD_IOCTL_ENCODE
+WANTED_FEATURES = lib.UBLK_F_CMD_IOCTL_ENCODE | lib.UBLK_F_USER_COPY
 RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
 
 

@@ -77,8 +77,9 @@ class Worker:
             cdev_fd = open_char_device(dev_id)
             fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)
             commit_op = ctrl.opcode(lib.UBLK_U_IO_COMMIT_AND_FETCH_REQ, lib.UBLK_IO_COMMIT_AND_FETCH_REQ)
+            user_copy = "USER_COPY" in self.record.features
             queues = [Queue(cdev_fd, q, self.record.depth, self.record.max_io_bytes, store,
-                            fetch_op, commit_op) for q in range(self.record.queues)]
+                            fetch_op, commit_op, user_copy) for q in range(self.record.queues)]
             handlers = self._admin_handlers(store, queues)
             admin = AdminServer(dev_id, handlers)
             metrics = None

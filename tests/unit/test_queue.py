@@ -14,7 +14,7 @@ def test_a_queue_that_cannot_become_an_io_flusher_reports_it(monkeypatch):
 
     monkeypatch.setattr(prctl, "set_io_flusher", refuse)
     store = open_store("null", 1 << 20)
-    q = queue.Queue(-1, 0, 4, 4096, store, 0, 0)
+    q = queue.Queue(-1, 0, 4, 4096, store, 0, 0, user_copy=False)
     q.start()
     assert q.opened.wait(10), "the queue never reported its start"
     assert q.open_error is not None and q.open_error.errno == errno.EPERM

@@ -25,15 +25,19 @@ class Store:
         self.handle = ffi.NULL
         self._servers = []
 
-    def queue_server(self, buffers, buf_size: int, counts, helper: bool | None = None):
+    def queue_server(self, buffers, buf_size: int, counts, helper: bool | None = None,
+                     copy_fd: int = -1, q_id: int = 0):
         """A C queue server (native/queue_server.h) for one serving thread:
-        `buffers` holds every tag's data, buf_size apart; results are counted
-        in `counts` (a cffi struct io_counters). Freed by close()."""
+        `buffers` holds every tag's data, buf_size apart, or is None when the
+        server copies each request's data itself through copy_fd, queue
+        q_id's /dev/ublkcN (user copy); results are counted in `counts` (a
+        cffi struct io_counters). Freed by close()."""
         if helper is None:
             helper = self.splits_batches and (os.cpu_count() or 1) > 1
         err = ffi.new("int *")
-        server = lib.queue_server_new(self.name.encode(), self.handle, ffi.from_buffer(buffers),
-                                      buf_size, self.size, counts, int(helper), err)
+        server = lib.queue_server_new(self.name.encode(), self.handle,
+                                      ffi.NULL if buffers is None else ffi.from_buffer(buffers),
+                                      buf_size, self.size, counts, int(helper), copy_fd, q_id, err)
         if server == ffi.NULL:
             raise OSError(-err[0], f"cannot serve the {self.name} store: {os.strerror(-err[0])}")
         self._servers.append((server, buffers))
