@@ -86,8 +86,8 @@ static void sort_by_used(uint32_t *a, size_t n, const struct chunk_meta *meta)
 }
 
 /* Plan class `cls` into plan[pos...]: the sparsest chunks whose payloads fit
- * in the others' free room become sources; the others are its targets,
- * fullest first. Returns the plan entries used. */
+ * in the others' free room become sources; the others are its targets
+ * (plan[first..first + count), sparsest first). Returns the entries used. */
 static size_t plan_class(struct page_store *ps, struct compaction *k, int cls, size_t pos)
 {
     uint32_t *list = k->plan + pos;
@@ -118,33 +118,39 @@ static size_t plan_class(struct page_store *ps, struct compaction *k, int cls, s
     pthread_mutex_unlock(&ps->alloc_lock);
     if (lo == 0)
         return 0;
-    for (size_t i = 0; i < n - hi; i++)
-        list[i] = list[n - 1 - i];
-    k->first[cls] = (uint32_t)pos;
+    k->first[cls] = (uint32_t)(pos + hi);
     k->count[cls] = (uint32_t)(n - hi);
     k->next[cls] = 0;
-    return n - hi;
+    return n;
 }
 
-/* Move page `index`'s payload (entry `e`) into one of its class's targets.
- * Returns whether that emptied its chunk. */
-static bool move_page(struct page_store *ps, struct compaction *k, uint64_t index, uint64_t e)
+/* The next target of class `cls` with room, fullest first (alloc_lock
+ * held): its chunk number, or NO_CHUNK once the class's targets are full. */
+static uint32_t next_target(struct page_store *ps, struct compaction *k, int cls)
 {
-    uint32_t from = (uint32_t)entry_chunk(e), len = entry_len(e), slot;
-    int cls = ps->meta[from].cls;
     const uint32_t *targets = k->plan + k->first[cls];
+
+    for (; k->next[cls] < k->count[cls]; k->next[cls]++) {
+        uint32_t c = targets[k->count[cls] - 1 - k->next[cls]];
+        if (ps->meta[c].cls == cls && ps->meta[c].used < slots_per_chunk(cls))
+            return c;
+    }
+    return NO_CHUNK;
+}
+
+/* Move page `index`'s payload (entry `e`, of class `cls` in a source chunk)
+ * into one of its class's targets, unless the page changed meanwhile.
+ * Returns whether that emptied its chunk. */
+static bool move_page(struct page_store *ps, struct compaction *k, uint64_t index, uint64_t e,
+                      int cls)
+{
+    uint32_t from = (uint32_t)entry_chunk(e), len = entry_len(e), slot, to;
     bool emptied = false;
 
     pthread_mutex_lock(stripe(ps, index));
     pthread_mutex_lock(&ps->alloc_lock);
-    while (k->next[cls] < k->count[cls]) {
-        const struct chunk_meta *t = &ps->meta[targets[k->next[cls]]];
-        if (t->cls == cls && t->used < slots_per_chunk(cls))
-            break;
-        k->next[cls]++;
-    }
-    if (ps->entries[index] == e && k->next[cls] < k->count[cls]) {
-        uint32_t to = targets[k->next[cls]];
+    /* An unchanged entry still holds its slot, so its chunk is still of `cls`. */
+    if (ps->entries[index] == e && (to = next_target(ps, k, cls)) != NO_CHUNK) {
         slot = take_slot(ps, to);
         copy_bytes(slot_addr(ps, to, slot), slot_addr(ps, from, entry_slot(e)), len);
         __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len), __ATOMIC_RELEASE);
@@ -168,9 +174,9 @@ static uint64_t compact_pass(struct page_store *ps, struct compaction *k)
         uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
         if (!(e & ENTRY_STORED) || !k->is_source[entry_chunk(e)])
             continue;
-        int cls = ps->meta[entry_chunk(e)].cls;
-        if (cls >= 0 && k->count[cls])
-            freed += move_page(ps, k, i, e);
+        int cls = size_class(entry_len(e));
+        if (k->count[cls])
+            freed += move_page(ps, k, i, e, cls);
     }
     pthread_mutex_lock(&ps->alloc_lock);
     ps->st.pages_compacted += freed * (CHUNK_SIZE / PAGE_SIZE);
