@@ -25,6 +25,8 @@
 #define UBLK_U_CMD_START_USER_RECOVERY  0xc0207510
 #define UBLK_U_CMD_END_USER_RECOVERY    0xc0207511
 #define UBLK_U_CMD_GET_FEATURES         0x80207513
+#define UBLK_U_CMD_DEL_DEV_ASYNC        0x80207514      /* 6.9 */
+#define UBLK_U_CMD_TRY_STOP_DEV         0xc0207517      /* 7.0, SAFE_STOP_DEV */
 
 #define UBLK_CMD_GET_DEV_INFO           0x02
 #define UBLK_CMD_ADD_DEV                0x04
@@ -36,6 +38,8 @@
 #define UBLK_CMD_START_USER_RECOVERY    0x10
 #define UBLK_CMD_END_USER_RECOVERY      0x11
 #define UBLK_CMD_GET_FEATURES           0x13
+#define UBLK_CMD_DEL_DEV_ASYNC          0x14
+#define UBLK_CMD_TRY_STOP_DEV           0x17
 
 /* I/O commands, sent on /dev/ublkcN. */
 #define UBLK_U_IO_FETCH_REQ             0xc0107520
@@ -54,6 +58,15 @@
 #define UBLK_F_USER_COPY                0x80
 #define UBLK_F_ZONED                    0x100
 #define UBLK_F_USER_RECOVERY_FAIL_IO    0x200
+#define UBLK_F_UPDATE_SIZE              0x400
+#define UBLK_F_AUTO_BUF_REG             0x800
+#define UBLK_F_QUIESCE                  0x1000
+#define UBLK_F_PER_IO_DAEMON            0x2000
+#define UBLK_F_BUF_REG_OFF_DAEMON       0x4000
+#define UBLK_F_BATCH_IO                 0x8000
+#define UBLK_F_INTEGRITY                0x10000
+#define UBLK_F_SAFE_STOP_DEV            0x20000
+#define UBLK_F_NO_AUTO_PART_SCAN        0x40000
 
 /* The block layer's sector: start_sector and nr_sectors count 512 bytes. */
 #define SECTOR_SHIFT                    9

@@ -185,6 +185,36 @@ def _device_in_use(dev_id: int) -> bool:
     return False
 
 
+def _holders(dev_id: int) -> str:
+    """The processes that have /dev/ublkbN open, as "pid 12 (fio), ..."."""
+    path, found = f"/dev/ublkb{dev_id}", []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in os.listdir(f"/proc/{pid}/fd")):
+                with open(f"/proc/{pid}/comm") as f:
+                    found.append(f"pid {pid} ({f.read().strip()})")
+        except OSError:
+            continue                    # gone, or not ours to look at
+    return ", ".join(found) or "a process"
+
+
+def _safe_stop(dev_id: int) -> None:
+    """Stop the device in the kernel only if nothing has it open (7.0+): no
+    window between a check and the stop for an opener to slip through."""
+    import errno
+
+    from trueno_ublk.control import Control, ControlError
+    with Control() as ctrl:
+        try:
+            ctrl.try_stop(dev_id)
+        except ControlError as e:
+            if e.errno == errno.EBUSY:
+                raise UserError(f"/dev/ublkb{dev_id} is open by {_holders(dev_id)}: "
+                                "close it first, or pass --force") from None
+            if e.errno != errno.ENODEV:         # ENODEV: stopped already (its daemon died)
+                raise UserError(f"cannot stop /dev/ublkb{dev_id}: {e.strerror}") from None
+
+
 def _wait_for_exit(record, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while record.daemon_alive():
@@ -224,6 +254,8 @@ def delete_device(dev_id: int, force: bool) -> None:
     if not force and _device_in_use(dev_id):
         raise UserError(f"/dev/ublkb{dev_id} is in use (mounted, active swap or held open): "
                         "unmount or swapoff it first, or pass --force")
+    if not force and record is not None and "SAFE_STOP_DEV" in record.features:
+        _safe_stop(dev_id)
     if record is not None and record.daemon_alive():
         os.kill(record.pid, signal.SIGTERM)
         if not _wait_for_exit(record, DELETE_WAIT_SECONDS):
@@ -290,11 +322,13 @@ def stat(device, as_json, mm_stat, io_stat):
         click.echo(" ".join(str(io[k]) for k in stats.IO_STAT))
     if mm_stat or io_stat:
         return
+    features = reply["device"].get("features", [])      # what ADD_DEV negotiated
     if as_json:
         click.echo(json.dumps({"device": f"/dev/ublkb{dev_id}", **mm, **io,
-                               "compression_ratio": ratio}, indent=2))
+                               "compression_ratio": ratio, "features": features}, indent=2))
         return
-    for key, value in [*mm.items(), *io.items(), ("compression_ratio", ratio)]:
+    for key, value in [*mm.items(), *io.items(), ("compression_ratio", ratio),
+                       ("features", ",".join(features) or "-")]:
         click.echo(f"{key:<18} {value}")
 
 

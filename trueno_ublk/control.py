@@ -3,6 +3,7 @@ and delete devices. Wire structs come from native/ublk_abi.h via cffi."""
 import errno
 import os
 import threading
+import time
 
 from trueno_ublk._native import ffi, lib
 from trueno_ublk.errors import UserError
@@ -23,6 +24,15 @@ FEATURE_NAMES = {
     lib.UBLK_F_USER_COPY: "USER_COPY",
     lib.UBLK_F_ZONED: "ZONED",
     lib.UBLK_F_USER_RECOVERY_FAIL_IO: "USER_RECOVERY_FAIL_IO",
+    lib.UBLK_F_UPDATE_SIZE: "UPDATE_SIZE",
+    lib.UBLK_F_AUTO_BUF_REG: "AUTO_BUF_REG",
+    lib.UBLK_F_QUIESCE: "QUIESCE",
+    lib.UBLK_F_PER_IO_DAEMON: "PER_IO_DAEMON",
+    lib.UBLK_F_BUF_REG_OFF_DAEMON: "BUF_REG_OFF_DAEMON",
+    lib.UBLK_F_BATCH_IO: "BATCH_IO",
+    lib.UBLK_F_INTEGRITY: "INTEGRITY",
+    lib.UBLK_F_SAFE_STOP_DEV: "SAFE_STOP_DEV",
+    lib.UBLK_F_NO_AUTO_PART_SCAN: "NO_AUTO_PART_SCAN",
 }
 
 # command name -> (ioctl-encoded opcode, legacy opcode)
@@ -30,7 +40,7 @@ _COMMANDS = {
     name: (getattr(lib, "UBLK_U_CMD_" + name), getattr(lib, "UBLK_CMD_" + name))
     for name in ("GET_DEV_INFO", "ADD_DEV", "DEL_DEV", "START_DEV", "STOP_DEV",
                  "SET_PARAMS", "GET_PARAMS", "GET_FEATURES",
-                 "START_USER_RECOVERY", "END_USER_RECOVERY")
+                 "START_USER_RECOVERY", "END_USER_RECOVERY", "DEL_DEV_ASYNC", "TRY_STOP_DEV")
 }
 
 
@@ -44,6 +54,9 @@ def require_control_device() -> None:
         raise UserError(
             f"{CONTROL_PATH} is missing: the kernel needs the ublk driver "
             "(CONFIG_BLK_DEV_UBLK); load it with 'sudo modprobe ublk_drv'")
+
+
+DELETE_SETTLE_SECONDS = 5.0
 
 
 class ControlError(OSError):
@@ -147,8 +160,32 @@ class Control:
     def stop(self, dev_id: int) -> None:
         self._issue("STOP_DEV", dev_id)
 
+    def try_stop(self, dev_id: int) -> None:
+        """Stop the device unless it is open (SAFE_STOP_DEV): EBUSY if it is."""
+        self._issue("TRY_STOP_DEV", dev_id)
+
     def delete(self, dev_id: int) -> None:
-        self._issue("DEL_DEV", dev_id)
+        """Delete the device. DEL_DEV waits until its last opener closes it,
+        however long that takes (a process holding a device stopped by
+        `delete --force`); DEL_DEV_ASYNC (6.9) does not, so it is used where
+        the kernel has it, and the device's id is awaited for a few seconds
+        only, as long as the kernel takes to free it when nobody holds it."""
+        try:
+            self._issue("DEL_DEV_ASYNC", dev_id)
+        except ControlError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTTY):
+                raise
+            self._issue("DEL_DEV", dev_id)
+            return
+        deadline = time.monotonic() + DELETE_SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                self.info(dev_id)
+            except ControlError as e:
+                if e.errno == errno.ENODEV:
+                    return
+                raise
+            time.sleep(0.05)
 
     def info(self, dev_id: int):
         info = ffi.new("struct ublksrv_ctrl_dev_info *")

@@ -26,6 +26,7 @@ COLUMNS = {
     "PID": ("pid", False),
     "WORKER": ("worker", False),
     "RECOVERIES": ("recoveries", False),
+    "FEATURES": ("features", False),
 }
 
 
@@ -73,6 +74,7 @@ def device_rows() -> list[dict]:
         if r is not None:
             row.update(algorithm=r.algorithm, disksize=r.size, streams=r.queues, queues=r.queues,
                        pid=r.pid, worker=r.worker_pid or None, recoveries=r.recoveries,
+                       features=",".join(r.features) or None,
                        state=r.state if r.daemon_alive() else "dead")
             mm = (admin.live_stat(r) or {}).get("mm_stat")
             if mm:

@@ -43,10 +43,13 @@ QUIESCE_WAIT_SECONDS = 30.0
 # request's data ourselves (pread/pwrite on /dev/ublkcN) through one buffer
 # per serving thread, instead of the kernel copying it into a locked buffer
 # per tag (depth x MAX_IO_BYTES: 16 MiB a queue at depth 128), which a
-# machine short of memory would pay for. Recovery with REISSUE: requests a
-# dead worker held are served again by its successor; writing a page twice
-# is harmless for a RAM store.
-WANTED_FEATURES = lib.UBLK_F_CMD_IOCTL_ENCODE | lib.UBLK_F_USER_COPY
+# machine short of memory would pay for. NO_AUTO_PART_SCAN (7.0): a swap
+# device or a scratch filesystem has no partition table to look for.
+# SAFE_STOP_DEV (7.0): `delete` stops the device only if nobody has it open.
+# Recovery with REISSUE: requests a dead worker held are served again by
+# its successor; writing a page twice is harmless for a RAM store.
+WANTED_FEATURES = (lib.UBLK_F_CMD_IOCTL_ENCODE | lib.UBLK_F_USER_COPY | lib.UBLK_F_NO_AUTO_PART_SCAN
+                   | lib.UBLK_F_SAFE_STOP_DEV)
 RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
 
 

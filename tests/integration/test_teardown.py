@@ -1,6 +1,8 @@
 """Stopping a device: delete, SIGTERM and kill -9 during I/O; devices in use."""
 import os
 import signal
+import subprocess
+import sys
 import time
 
 from trueno_ublk.state import RUN_DIR
@@ -34,7 +36,7 @@ def test_delete_while_fio_runs_stops_cleanly(make_device):
     fio = start_fio(dev, f"--rw=randwrite --bs=4k --iodepth=32 --size=64M --time_based --runtime=120 {PATTERN}")
     wait_for_io(dev)
     started = time.monotonic()
-    run_cli("delete", dev, timeout=60)
+    run_cli("delete", "--force", dev, timeout=60)     # fio holds it open
     assert time.monotonic() - started < 30
     fio.wait(timeout=30)
     assert not os.path.exists(dev) and not list(RUN_DIR.glob(f"{n}.*"))
@@ -66,3 +68,26 @@ def test_delete_of_swap_or_mounted_device_needs_force(make_device):
     finally:
         sh(f"swapoff {swap}; umount /tmp/faults-mnt")
 
+
+
+def test_delete_of_a_device_a_process_holds_open(make_device):
+    dev = make_device()
+    holder = subprocess.Popen([sys.executable, "-c", f"import os, time; os.open({dev!r}, os.O_RDONLY); "
+                               "print('open', flush=True); time.sleep(300)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        if "SAFE_STOP_DEV" in record(dev)["features"]:
+            # 7.0+: the kernel refuses to stop an open device (TRY_STOP_DEV),
+            # so `delete` refuses at once and names who holds it.
+            started = time.monotonic()
+            result = run_cli("delete", dev, check=False)
+            assert result.returncode != 0 and time.monotonic() - started < 10
+            assert f"pid {holder.pid} (python" in result.stderr and "--force" in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+            assert list_entry(dev)["state"] == "live"
+        # --force stops it under its holder, on every kernel.
+        run_cli("delete", "--force", dev, timeout=60)
+        assert list_entry(dev) is None
+    finally:
+        holder.kill()
+        holder.wait()
