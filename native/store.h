@@ -23,7 +23,7 @@ struct store_ops {
     void *(*thread_new)(void *store);
     void (*thread_free)(void *ctx);
     /* Byte offsets and lengths on the 512-byte grid, within the device;
-     * read and write lengths fit one tag buffer. 0 or -errno. */
+     * read and write lengths fit one request buffer (buf_size). 0 or -errno. */
     int (*read)(void *ctx, uint64_t offset, uint32_t len, void *dest);
     int (*write)(void *ctx, uint64_t offset, uint32_t len, const void *src);
     int (*discard)(void *ctx, uint64_t offset, uint64_t len);
