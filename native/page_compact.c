@@ -93,12 +93,16 @@ static size_t plan_class(struct page_store *ps, struct compaction *k, int cls, s
     uint32_t *list = k->plan + pos;
     size_t n = 0, lo, hi;
     uint64_t room = 0, moving = 0;
+    uint32_t c;
 
     k->count[cls] = 0;
     pthread_mutex_lock(&ps->alloc_lock);
-    for (uint32_t c = ps->partial[cls]; c != NO_CHUNK; c = ps->meta[c].next)
+    /* Bounded by the room left: a chunk planned in one class may since
+     * have been freed and reused by a later one. A class that does not fit
+     * waits for the next pass. */
+    for (c = ps->partial[cls]; c != NO_CHUNK && pos + n < ps->max_chunks; c = ps->meta[c].next)
         list[n++] = c;
-    if (n < 2 || ps->class_free[cls] < slots_per_chunk(cls)) {
+    if (c != NO_CHUNK || n < 2 || ps->class_free[cls] < slots_per_chunk(cls)) {
         pthread_mutex_unlock(&ps->alloc_lock);
         return 0;
     }
@@ -206,7 +210,8 @@ static uint64_t chunks_to_gain(const struct page_store *ps)
 }
 
 /* Whether the kernel has reclaimed since the last look: pages scanned by
- * reclaim (global or a cgroup's own is not counted there) or swapped out. */
+ * the machine's reclaim (a cgroup's own reclaim is not counted there) or
+ * swapped out (counted for both). */
 static bool reclaiming(struct compaction *k)
 {
     static const char *const counters[] = { "\npgscan_kswapd ", "\npgscan_direct ", "\npswpout " };
