@@ -226,16 +226,10 @@ def _wait_for_exit(record, timeout: float) -> bool:
 
 def _remove_from_kernel(dev_id: int) -> None:
     """STOP_DEV + DEL_DEV for a device no live daemon owns."""
-    import errno
-
     from trueno_ublk.control import Control, ControlError
     with Control() as ctrl:
-        try:
-            ctrl.info(dev_id)
-        except ControlError as e:
-            if e.errno == errno.ENODEV:
-                return
-            raise
+        if not ctrl.exists(dev_id):
+            return
         try:
             ctrl.stop(dev_id)
         except ControlError:

@@ -178,14 +178,18 @@ class Control:
             self._issue("DEL_DEV", dev_id)
             return
         deadline = time.monotonic() + DELETE_SETTLE_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                self.info(dev_id)
-            except ControlError as e:
-                if e.errno == errno.ENODEV:
-                    return
-                raise
+        while self.exists(dev_id) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def exists(self, dev_id: int) -> bool:
+        """Whether the kernel still has device dev_id."""
+        try:
+            self.info(dev_id)
+        except ControlError as e:
+            if e.errno == errno.ENODEV:
+                return False
+            raise
+        return True
 
     def info(self, dev_id: int):
         info = ffi.new("struct ublksrv_ctrl_dev_info *")
