@@ -157,7 +157,8 @@ static bool move_page(struct page_store *ps, struct compaction *k, uint64_t inde
     if (ps->entries[index] == e && (to = next_target(ps, k, cls)) != NO_CHUNK) {
         slot = take_slot(ps, to);
         copy_bytes(slot_addr(ps, to, slot), slot_addr(ps, from, entry_slot(e)), len);
-        __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len), __ATOMIC_RELEASE);
+        __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len) | (e & ENTRY_PADDED),
+                        __ATOMIC_RELEASE);
         free_slot(ps, from, entry_slot(e));
         emptied = ps->meta[from].cls < 0;
     }

@@ -16,6 +16,8 @@
  * would wait for reclaim, which waits for that very write. So writes take
  * new chunks from a reserve of chunks already faulted in, and a refill
  * thread -- free to wait for reclaim -- tops the reserve up from behind.
+ * When reclaim outruns it, a write takes a larger class's free slot; only
+ * when there is none does it wait for the refill, and fail after a while.
  *
  * A write compresses into per-thread scratch, copies the payload into a
  * fresh slot, publishes the slot in the page's entry with one 64-bit store,
@@ -136,11 +138,16 @@ static int wait_for_reserve(struct page_store *ps)
     return ps->n_ready ? 0 : -ENOMEM;
 }
 
+static bool at_mem_limit(const struct page_store *ps)
+{
+    return ps->mem_limit && (ps->st.live_chunks + 1) * CHUNK_SIZE > ps->mem_limit;
+}
+
 static int new_chunk(struct page_store *ps, int cls, uint32_t *out)
 {
     uint32_t c;
 
-    if (ps->mem_limit && (ps->st.live_chunks + 1) * CHUNK_SIZE > ps->mem_limit)
+    if (at_mem_limit(ps))
         return -ENOSPC;
     if (!ps->n_ready && wait_for_reserve(ps) < 0)
         return -ENOMEM;
@@ -170,19 +177,6 @@ uint32_t take_slot(struct page_store *ps, uint32_t c)
     if (++m->used == slots_per_chunk(m->cls))
         list_del(ps, c);
     return slot;
-}
-
-static int alloc_slot(struct page_store *ps, uint32_t len, uint32_t *chunk, uint32_t *slot)
-{
-    int cls = size_class(len);
-    uint32_t c = ps->partial[cls];
-    int ret;
-
-    if (c == NO_CHUNK && (ret = new_chunk(ps, cls, &c)) < 0)
-        return ret;
-    *chunk = c;
-    *slot = take_slot(ps, c);
-    return 0;
 }
 
 void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
@@ -298,6 +292,8 @@ static void publish(struct page_store *ps, uint64_t index, uint64_t entry)
 static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
 {
     struct page_store *ps = w->ps;
+    const char *payload;
+    uint32_t len;
     uint64_t e;
 
     if (!(e = ps->entries[index])) {
@@ -308,19 +304,79 @@ static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
         fill_words(dest, ps->fills[index], PAGE_SIZE / 8);
         return 0;
     }
-    if (entry_len(e) == PAGE_SIZE) {
-        copy_bytes(dest, slot_addr(ps, entry_chunk(e), entry_slot(e)), PAGE_SIZE);
+    payload = slot_addr(ps, entry_chunk(e), entry_slot(e));
+    len = entry_len(e);
+    if (e & ENTRY_PADDED) {
+        uint16_t n;
+        memcpy(&n, payload, sizeof(n));
+        if (n == 0 || n + sizeof(n) > len)
+            return -EIO;
+        payload += sizeof(n);
+        len = n;
+    } else if (len == PAGE_SIZE) {
+        copy_bytes(dest, payload, PAGE_SIZE);
         return 0;
     }
-    return decompress_page(w, slot_addr(ps, entry_chunk(e), entry_slot(e)), entry_len(e), dest);
+    return decompress_page(w, payload, len, dest);
+}
+
+/* The first class above `cls` with a free slot, or -1. */
+static int larger_class_with_room(const struct page_store *ps, int cls)
+{
+    for (int c = cls + 1; c < (int)CLASS_COUNT; c++)
+        if (ps->partial[c] != NO_CHUNK)
+            return c;
+    return -1;
+}
+
+/* Copy a payload of `len` bytes (PAGE_SIZE: the page itself) into a free
+ * slot and make its entry. alloc_lock held. */
+static int put_payload(struct page_store *ps, const void *page, const void *payload, uint32_t len,
+                       uint64_t *entry)
+{
+    int cls = size_class(len), larger;
+    uint32_t c = ps->partial[cls], slot;
+    char *dest;
+    int ret;
+
+    if (c == NO_CHUNK && (!ps->n_ready || at_mem_limit(ps))) {
+        /* A new chunk would break the memory limit, or wait for the refill
+         * thread: the reserve ran dry, and it is faulting chunks in behind
+         * reclaim that is writing to us (the wait times out, the write
+         * fails). A larger class's free slot -- swap's frees leave many --
+         * costs only its slack. */
+        ps->st.reserve_misses += !ps->n_ready;
+        if ((larger = larger_class_with_room(ps, cls)) >= 0) {
+            c = ps->partial[larger];
+            slot = take_slot(ps, c);
+            dest = slot_addr(ps, c, slot);
+            if (slot_size(larger) == PAGE_SIZE) {       /* a huge slot: the page as it is */
+                copy_bytes(dest, page, PAGE_SIZE);
+                *entry = entry_stored(c, slot, PAGE_SIZE);
+            } else {
+                uint16_t n = (uint16_t)len;
+                memcpy(dest, &n, sizeof(n));
+                copy_bytes(dest + sizeof(n), payload, len);
+                *entry = ENTRY_PADDED | entry_stored(c, slot, slot_size(larger));
+            }
+            return 0;
+        }
+    }
+    if (c == NO_CHUNK && (ret = new_chunk(ps, cls, &c)) < 0)
+        return ret;
+    slot = take_slot(ps, c);
+    copy_bytes(slot_addr(ps, c, slot), payload, len);
+    *entry = entry_stored(c, slot, len);
+    return 0;
 }
 
 static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
 {
     struct page_store *ps = w->ps;
     const void *payload = w->out;
-    uint32_t len, chunk, slot;
-    int ret = 0;
+    uint64_t entry;
+    uint32_t len;
+    int ret;
 
     if (page_is_filled(page)) {
         pthread_mutex_lock(&ps->alloc_lock);
@@ -335,11 +391,8 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
         len = PAGE_SIZE;
     }
     pthread_mutex_lock(&ps->alloc_lock);
-    ret = alloc_slot(ps, len, &chunk, &slot);
-    if (ret == 0) {
-        copy_bytes(slot_addr(ps, chunk, slot), payload, len);
-        publish(ps, index, entry_stored(chunk, slot, len));
-    }
+    if ((ret = put_payload(ps, page, payload, len, &entry)) == 0)
+        publish(ps, index, entry);
     pthread_mutex_unlock(&ps->alloc_lock);
     return ret;
 }

@@ -32,6 +32,7 @@ struct ps_stats {
     uint64_t compr_data_size;
     uint64_t pages_compacted;
     uint64_t notify_free;
+    uint64_t reserve_misses;            /* writes that found the reserve empty */
     uint64_t live_chunks;
     uint64_t peak_live_chunks;
     uint64_t reserve_chunks;            /* faulted in ahead of writes (swap safety) */

@@ -35,12 +35,16 @@
 
 #define ENTRY_SAME      (1ull << 63)
 #define ENTRY_STORED    (1ull << 62)
+/* In a larger class's slot, its first two bytes the payload's length (see
+ * put_payload()); the entry's length is the slot's. */
+#define ENTRY_PADDED    (1ull << 61)
 #define ENTRY_CHUNK_SHIFT 24
+#define ENTRY_CHUNK_MASK ((1ull << 37) - 1)
 #define ENTRY_SLOT_SHIFT  12
 #define ENTRY_FIELD_MASK  0xfffull
 
-#define ARENA_MAGIC     "TRUENOA3"
-#define ARENA_VERSION   3             /* 3: merged size classes */
+#define ARENA_MAGIC     "TRUENOA4"
+#define ARENA_VERSION   4             /* 3: merged size classes; 4: padded entries */
 
 struct arena_header {
     char magic[8];
@@ -145,7 +149,7 @@ static inline uint64_t entry_stored(uint64_t chunk, uint32_t slot, uint32_t len)
 {
     return ENTRY_STORED | chunk << ENTRY_CHUNK_SHIFT | (uint64_t)slot << ENTRY_SLOT_SHIFT | (len - 1);
 }
-static inline uint64_t entry_chunk(uint64_t e) { return (e & ~ENTRY_STORED) >> ENTRY_CHUNK_SHIFT; }
+static inline uint64_t entry_chunk(uint64_t e) { return (e >> ENTRY_CHUNK_SHIFT) & ENTRY_CHUNK_MASK; }
 static inline uint32_t entry_slot(uint64_t e) { return (e >> ENTRY_SLOT_SHIFT) & ENTRY_FIELD_MASK; }
 static inline uint32_t entry_len(uint64_t e) { return (uint32_t)(e & ENTRY_FIELD_MASK) + 1; }
 

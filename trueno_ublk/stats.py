@@ -3,7 +3,8 @@
 
     {"device":  the daemon's record (state.DeviceRecord, as a dict),
      "mm_stat": the store's memory figures, zram's mm_stat names (MM_STAT,
-                plus mem_reserve, mem_map, pages_stored, notify_free); {} for a
+                plus mem_reserve, mem_map, pages_stored, notify_free,
+                reserve_misses); {} for a
                 store that holds nothing,
      "io_stat": request counters (queue_server.h's struct io_counters),
      "queues":  [{"id", "tid", "inflight", "cpu_seconds"}, ...]}

@@ -48,9 +48,10 @@ def test_churn_twice_ram_through_our_swap(make_device):
         assert " bad 0 " in result.stdout
         time.sleep(3)                   # swap's discards of the clusters freed at exit
         stats = mm_stat(dev)
-        # Pages really went through the device, and none failed.
+        # Pages really went through the device, and none failed: a write that
+        # found the reserve empty (reserve_misses) took a larger free slot.
         assert stats["writes"] > 0 and stats["reads"] > 0
-        assert stats["failed_writes"] == 0 and stats["failed_reads"] == 0
+        assert stats["failed_writes"] == 0 and stats["failed_reads"] == 0, stats
         assert stats["mem_used_max"] > 64 * MiB
         # Nobody ran `compact`: the store compacted itself as swap freed slots,
         # and after the churn it holds what it stores, packed (zsmalloc keeps
@@ -58,7 +59,8 @@ def test_churn_twice_ram_through_our_swap(make_device):
         assert stats["pages_compacted"] > 0
         held = stats["mem_used_total"] - fixed
         print(f"after the churn: {held / MiB:.1f} MiB held for {stats['compr_data_size'] / MiB:.1f} MiB "
-              f"compressed; peak {stats['mem_used_max'] / MiB:.1f} MiB; {result.stdout.strip()}")
+              f"compressed; peak {stats['mem_used_max'] / MiB:.1f} MiB; reserve misses "
+              f"{stats['reserve_misses']}; {result.stdout.strip()}")
         assert held <= 1.25 * stats["compr_data_size"] + 4 * MiB, stats
         # The daemon survived (no OOM kill) and holds little beyond what it stores.
         assert run_cli("list", "--json", "-o", "NAME,STATE").stdout.count('"live"') == 1

@@ -191,6 +191,45 @@ def test_mem_limit_refuses_new_chunks_and_keeps_old_data():
         assert client.read(i * 4096, 4096) == pages[i]
 
 
+def test_at_the_limit_a_page_goes_into_a_larger_free_slot():
+    # The same path serves writes that find the reserve empty under memory
+    # pressure (tests/integration/test_swap_pressure.py).
+    big = _half_compressible_pages(64)
+    small = [make_data("text", 4096, i) for i in range(2)]
+    store, client = ram(1 << 20)
+    store.set_mem_limit(64 << 10)                    # one chunk, of big pages' class
+    stored = 0
+    with pytest.raises(StoreError):
+        for i, page in enumerate(big):
+            client.write(i * 4096, page)
+            stored += 1
+    client.discard(0, 4096)                          # one free slot in the chunk
+    compr = store.stats()["compr_data_size"]
+    client.write(100 * 4096, small[0])               # its own class would need a chunk
+    with pytest.raises(StoreError):
+        client.write(101 * 4096, small[1])           # no free slot left
+    assert client.read(100 * 4096, 4096) == small[0]
+    st = store.stats()
+    assert st["compr_data_size"] - compr >= 2048     # a big page's slot, slack included
+    assert st["huge_pages"] == 0 and st["reserve_misses"] == 0
+    # A new worker finds it; compaction moves it within the big class.
+    fd = os.dup(store.fd)
+    store.close()
+    store, client = ram(1 << 20, arena_fd=fd, attach=True)
+    assert client.read(100 * 4096, 4096) == small[0]
+    second = big[:stored // 2]                      # half a second chunk
+    for i, page in enumerate(second):
+        client.write((200 + i) * 4096, page)
+    client.discard(4096, (stored - 1) * 4096)        # the first: the small page alone
+    store.compact()
+    assert store.stats()["pages_compacted"] > 0
+    assert client.read(100 * 4096, 4096) == small[0]
+    for i, page in enumerate(second):
+        assert client.read((200 + i) * 4096, 4096) == page
+    store.close()
+    os.close(fd)
+
+
 def test_memory_goes_back_after_discard():
     store, client = ram(8 << 20)
     empty = _held(store)

@@ -93,4 +93,5 @@ class CompressedRamStore(Store):
             "huge_pages": st.huge_pages,
             "pages_stored": st.pages_stored,
             "notify_free": st.notify_free,
+            "reserve_misses": st.reserve_misses,
         }
