@@ -3,7 +3,9 @@
 Everything runs in one boot (the guest, or natively where the kernel has
 ublk), and every figure is reported as a ratio to kernel zram measured in
 that same boot: under emulation only ratios mean anything. Each cell is the
-median of --runs fio runs. Writes a table to stdout, JSON and a PNG chart.
+median of --runs fio runs; zstd rows are compared with kernel zram zstd. Writes
+a table to stdout, and JSON and a PNG chart per kernel series
+(bench-results/device-6.12.json, device-7.3.json ...).
 """
 import argparse
 import json
@@ -21,15 +23,22 @@ WORKLOADS = {
     "seqread 1M qd16": "--rw=read --bs=1M --iodepth=16",
     "seqwrite 1M qd16": "--rw=write --bs=1M --iodepth=16",
 }
+# name: ("zram", algorithm) or ("trueno", create options)
 TARGETS = {
-    "zram lz4": None,
-    "trueno lz4 q1": "--algorithm lz4 --queues 1",
-    "trueno lz4 q2": "--algorithm lz4 --queues 2",
-    "trueno zstd q1": "--algorithm zstd --queues 1",
-    "trueno zstd q2": "--algorithm zstd --queues 2",
-    "trueno null q1": "--store null --queues 1",
-    "trueno null q2": "--store null --queues 2",
+    "zram lz4": ("zram", "lz4"),
+    "zram zstd": ("zram", "zstd"),
+    "trueno lz4 q1": ("trueno", "--algorithm lz4 --queues 1"),
+    "trueno lz4 q2": ("trueno", "--algorithm lz4 --queues 2"),
+    "trueno zstd q1": ("trueno", "--algorithm zstd --queues 1"),
+    "trueno zstd q2": ("trueno", "--algorithm zstd --queues 2"),
+    "trueno null q1": ("trueno", "--store null --queues 1"),
+    "trueno null q2": ("trueno", "--store null --queues 2"),
 }
+
+
+def baseline(target: str) -> str:
+    """The kernel zram a target is compared with: the same codec."""
+    return "zram zstd" if "zstd" in target else "zram lz4"
 
 
 def measure(dev: str, size: str, workload: str, runtime: int) -> dict:
@@ -55,21 +64,22 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     if args.report:
-        report(json.loads(Path(args.report).read_text()), out)
+        report(json.loads(Path(args.report).read_text()), Path(args.report))
         return
 
     targets = dict(TARGETS)
     if args.targets:
-        wanted = {"zram lz4", *(t.strip() for t in args.targets.split(","))}
+        wanted = {t.strip() for t in args.targets.split(",")}
         if wanted - set(TARGETS):
             ap.error(f"unknown target(s): {', '.join(sorted(wanted - set(TARGETS)))}")
+        wanted |= {baseline(t) for t in wanted}
         targets = {t: o for t, o in TARGETS.items() if t in wanted}
     results: dict[str, dict[str, dict]] = {}
     cells = len(targets) * len(WORKLOADS) * args.runs
     done = 0
     started = time.monotonic()
-    for target, options in targets.items():
-        dev = Zram(args.size) if options is None else Trueno(args.size, options)
+    for target, (kind, options) in targets.items():
+        dev = Zram(args.size, options) if kind == "zram" else Trueno(args.size, options)
         try:
             # Reads need data: prefill the whole device once.
             fio(dev.path, f"--rw=write --bs=1M --iodepth=16 --size={args.size} {HALF_COMPRESSIBLE}")
@@ -86,30 +96,37 @@ def main() -> None:
             dev.close()
     print(file=sys.stderr)
 
-    run = {"kernel": sh("uname -r").strip(), "size": args.size, "runs": args.runs,
+    kernel = sh("uname -r").strip()
+    run = {"kernel": kernel, "size": args.size, "runs": args.runs,
            "runtime_s": args.runtime, "results": results}
-    (out / "device.json").write_text(json.dumps(run, indent=2))
-    print(f"wrote {out / 'device.json'}", file=sys.stderr)
+    path = out / f"device-{'.'.join(kernel.split('.')[:2])}.json"      # one file per kernel series
+    path.write_text(json.dumps(run, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
 
 
-def report(run: dict, out: Path) -> None:
-    """The table on stdout and the PNG chart: done natively, after the guest run."""
+def report(run: dict, path: Path) -> None:
+    """The table on stdout and the PNG chart beside the JSON: done natively,
+    after the guest run."""
     print_table(run)
-    draw(run["results"], out / "device.png", run["kernel"])
-    print(f"\nwrote {out / 'device.png'}")
+    draw(run["results"], path.with_suffix(".png"), run["kernel"])
+    print(f"\nwrote {path.with_suffix('.png')}")
+
+
+def ratio(results: dict, target: str, workload: str) -> float:
+    base = results[baseline(target)][workload]["iops"]
+    return results[target][workload]["iops"] / base if base else 0.0
 
 
 def print_table(run: dict) -> None:
     results = run["results"]
-    base = results["zram lz4"]
     print(f"device benchmark: kernel {run['kernel']}, {run['size']}, median of {run['runs']} x "
-          f"{run['runtime_s']}s, 50%-compressible data; ratio = IOPS / kernel zram's in the same boot")
+          f"{run['runtime_s']}s, 50%-compressible data; x zram = IOPS / kernel zram's with the "
+          f"same codec (lz4; zstd for zstd rows) in the same boot")
     print(f"{'target':<16}{'workload':<22}{'IOPS':>10}{'MiB/s':>9}{'p99 us':>9}{'x zram':>8}")
     for target, cells in results.items():
         for name, cell in cells.items():
-            ratio = cell["iops"] / base[name]["iops"] if base[name]["iops"] else 0
             print(f"{target:<16}{name:<22}{cell['iops']:>10.0f}{cell['mib_s']:>9.1f}"
-                  f"{cell['p99_us']:>9.0f}{ratio:>8.2f}")
+                  f"{cell['p99_us']:>9.0f}{ratio(results, target, name):>8.2f}")
 
 
 def draw(results, path: Path, kernel: str) -> None:
@@ -117,18 +134,17 @@ def draw(results, path: Path, kernel: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base = results["zram lz4"]
-    targets = [t for t in results if t != "zram lz4"]
-    workloads = list(base)
+    targets = [t for t in results if TARGETS[t][0] == "trueno"]
+    workloads = list(results["zram lz4"])
     fig, ax = plt.subplots(figsize=(11, 5))
     width = 0.8 / len(targets)
     for i, target in enumerate(targets):
-        ratios = [results[target][w]["iops"] / base[w]["iops"] for w in workloads]
+        ratios = [ratio(results, target, w) for w in workloads]
         ax.bar([x + i * width for x in range(len(workloads))], ratios, width, label=target)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(workloads))], workloads)
-    ax.set_ylabel("IOPS / kernel zram (same boot)")
-    ax.set_title(f"trueno-ublk vs kernel zram (lz4), kernel {kernel}, emulated guest: ratios only")
+    ax.set_ylabel("IOPS / kernel zram, same codec (same boot)")
+    ax.set_title(f"trueno-ublk vs kernel zram, kernel {kernel}, emulated guest: ratios only")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -6,6 +6,7 @@ import os
 import socket
 import stat as statmod
 import struct
+from pathlib import Path
 
 import psutil
 import pytest
@@ -151,6 +152,12 @@ def test_negotiated_features_are_shown(device):
     assert next(d for d in devices if d["name"] == device)["features"] == ",".join(features)
     major = int(os.uname().release.split(".")[0])
     assert ("NO_AUTO_PART_SCAN" in features) == (major >= 7)
+
+
+def test_requests_skip_the_io_scheduler(device):
+    # The kernel would give a one-queue device (this fixture's) mq-deadline.
+    n = device.removeprefix("/dev/")
+    assert "[none]" in Path(f"/sys/block/{n}/queue/scheduler").read_text()
 
 
 def test_swap_mountpoint_in_list(device):
