@@ -55,7 +55,17 @@ struct compaction {
 
 uint64_t compaction_bytes(const struct page_store *ps)
 {
-    return sizeof(struct compaction) + ps->max_chunks * (sizeof(uint8_t) + sizeof(uint32_t));
+    return sizeof(struct compaction) + ps->chunk_limit * (sizeof(uint8_t) + sizeof(uint32_t));
+}
+
+void compaction_grow(struct page_store *ps, uint64_t from, uint64_t to)
+{
+    struct compaction *k = ps->compaction;
+
+    if (k) {                            /* else compaction_start touches them */
+        touch_array(k->is_source, sizeof(*k->is_source), from, to);
+        touch_array(k->plan, sizeof(*k->plan), from, to);
+    }
 }
 
 /* In-place heap sort of chunk numbers by their slots in use, ascending: no
@@ -85,10 +95,12 @@ static void sort_by_used(uint32_t *a, size_t n, const struct chunk_meta *meta)
     }
 }
 
-/* Plan class `cls` into plan[pos...]: the sparsest chunks whose payloads fit
- * in the others' free room become sources; the others are its targets
- * (plan[first..first + count), sparsest first). Returns the entries used. */
-static size_t plan_class(struct page_store *ps, struct compaction *k, int cls, size_t pos)
+/* Plan class `cls` into plan[pos...limit): the sparsest chunks whose
+ * payloads fit in the others' free room become sources; the others are its
+ * targets (plan[first..first + count), sparsest first). Returns the entries
+ * used. */
+static size_t plan_class(struct page_store *ps, struct compaction *k, int cls, size_t pos,
+                         uint64_t limit)
 {
     uint32_t *list = k->plan + pos;
     size_t n = 0, lo, hi;
@@ -100,7 +112,7 @@ static size_t plan_class(struct page_store *ps, struct compaction *k, int cls, s
     /* Bounded by the room left: a chunk planned in one class may since
      * have been freed and reused by a later one. A class that does not fit
      * waits for the next pass. */
-    for (c = ps->partial[cls]; c != NO_CHUNK && pos + n < ps->max_chunks; c = ps->meta[c].next)
+    for (c = ps->partial[cls]; c != NO_CHUNK && pos + n < limit; c = ps->meta[c].next)
         list[n++] = c;
     if (c != NO_CHUNK || n < 2 || ps->class_free[cls] < slots_per_chunk(cls)) {
         pthread_mutex_unlock(&ps->alloc_lock);
@@ -169,13 +181,16 @@ static bool move_page(struct page_store *ps, struct compaction *k, uint64_t inde
 
 static uint64_t compact_pass(struct page_store *ps, struct compaction *k)
 {
-    uint64_t freed = 0;
+    uint64_t freed = 0, limit;
     size_t used = 0;
 
-    memset(k->is_source, 0, ps->max_chunks);
+    pthread_mutex_lock(&ps->alloc_lock);
+    limit = ps->chunk_limit;            /* grows only, its scratch touched first */
+    pthread_mutex_unlock(&ps->alloc_lock);
+    memset(k->is_source, 0, limit);
     for (int cls = 0; cls < (int)CLASS_COUNT; cls++)
-        used += plan_class(ps, k, cls, used);
-    for (uint64_t i = 0; used && i < ps->pages && !k->stopping; i++) {
+        used += plan_class(ps, k, cls, used, limit);
+    for (uint64_t i = 0; used && i < ps_pages(ps) && !k->stopping; i++) {
         uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
         if (!(e & ENTRY_STORED) || !k->is_source[entry_chunk(e)])
             continue;
@@ -274,13 +289,12 @@ int compaction_start(struct page_store *ps)
     ps->compaction = k;
     pthread_mutex_init(&k->lock, NULL);
     k->stop_fd = eventfd(0, EFD_CLOEXEC);
-    k->is_source = malloc(ps->max_chunks);
-    k->plan = malloc(ps->max_chunks * sizeof(*k->plan));
+    k->is_source = reserve_array(ps, sizeof(*k->is_source));
+    k->plan = reserve_array(ps, sizeof(*k->plan));
     if (k->stop_fd < 0 || !k->is_source || !k->plan)
         return k->stop_fd < 0 ? -errno : -ENOMEM;
     memset(k->vmstat, 0, sizeof(k->vmstat));
-    memset(k->is_source, 0, ps->max_chunks);
-    memset(k->plan, 0, ps->max_chunks * sizeof(*k->plan));
+    compaction_grow(ps, 0, ps->chunk_limit);
     if ((ret = -pthread_create(&k->thread, NULL, compactor_main, ps)))
         return ret;
     k->running = true;
@@ -300,8 +314,8 @@ void compaction_stop(struct page_store *ps)
     }
     if (k->stop_fd >= 0)
         close(k->stop_fd);
-    free(k->is_source);
-    free(k->plan);
+    release_array(ps, k->is_source, sizeof(*k->is_source));
+    release_array(ps, k->plan, sizeof(*k->plan));
     free(k);
     ps->compaction = NULL;
 }
@@ -330,6 +344,8 @@ int rebuild(struct page_store *ps)
         if (!(e & ENTRY_STORED) || c >= ps->max_chunks || slot >= slots_per_chunk(cls))
             goto out;
         if (!used_slots[c]) {
+            /* A chunk past this size's limit: the device was larger. */
+            raise_chunk_limit(ps, c + 1);
             if (!(used_slots[c] = calloc(slots_per_chunk(cls), 1))) {
                 ret = -ENOMEM;
                 goto out;
@@ -375,7 +391,7 @@ int rebuild(struct page_store *ps)
     ret = 0;
 out:
     if (used_slots)
-        for (uint64_t c = 0; c < ps->max_chunks; c++)
+        for (uint64_t c = 0; c < ps->chunk_high; c++)
             free(used_slots[c]);
     free(used_slots);
     return ret;

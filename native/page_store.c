@@ -7,9 +7,12 @@
  *   fills    one u64 per device page: the word of a same-filled page
  *   chunks   CHUNK_SIZE each; a chunk serves one 16-byte size class, its
  *            slots packed end to end
- * The maps are faulted in when the store opens (8 bytes each per device
- * page, as zram's table); the chunks are sparse: a chunk costs memory while
- * in use and goes back (a hole is punched) once empty.
+ * The maps and the chunk area are laid out for the largest size the device
+ * may grow to online (max_pages_for()); room beyond the size is a hole in
+ * the memfd and address space, never memory. The maps are faulted in for
+ * the device's size when the store opens or grows (8 bytes each per device
+ * page, as zram's table); a chunk costs memory while in use and goes back
+ * (a hole is punched) once empty.
  *
  * Serving I/O never faults in a page. A device that holds swap is written
  * to by the kernel's reclaim, when free memory is exhausted; a fault there
@@ -37,6 +40,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,9 +53,19 @@ static uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * t
 
 uint64_t map_bytes(uint64_t pages) { return round_up(pages * 8, PAGE_SIZE); }
 
-static uint64_t chunks_offset(uint64_t pages)
+static uint64_t chunks_offset(uint64_t max_pages)
 {
-    return round_up(PAGE_SIZE + 2 * map_bytes(pages), CHUNK_SIZE);
+    return round_up(PAGE_SIZE + 2 * map_bytes(max_pages), CHUNK_SIZE);
+}
+
+/* The size a device created with `pages` may grow to (ps_resize): 16 times
+ * that, up to 4 TiB, which keeps the address space reserved well inside a
+ * 47-bit user space. */
+static uint64_t max_pages_for(uint64_t pages)
+{
+    uint64_t cap = (4ull << 40) / PAGE_SIZE;
+
+    return pages >= cap ? pages : 16 * pages < cap ? 16 * pages : cap;
 }
 
 static uint64_t max_chunks_for(uint64_t pages)
@@ -61,9 +75,14 @@ static uint64_t max_chunks_for(uint64_t pages)
     return 2 * round_up(pages * PAGE_SIZE, CHUNK_SIZE) / CHUNK_SIZE + CLASS_COUNT;
 }
 
+static uint64_t arena_length(uint64_t max_pages)
+{
+    return chunks_offset(max_pages) + max_chunks_for(max_pages) * CHUNK_SIZE;
+}
+
 uint64_t ps_arena_length(uint64_t pages)
 {
-    return chunks_offset(pages) + max_chunks_for(pages) * CHUNK_SIZE;
+    return arena_length(max_pages_for(pages));
 }
 
 /* -- giving memory back ---------------------------------------------------- */
@@ -105,7 +124,7 @@ void list_del(struct page_store *ps, uint32_t c)
 /* Whether a chunk never used, or given back, is left beyond the reserve. */
 static bool unused_chunks_left(const struct page_store *ps)
 {
-    return ps->n_free_chunks || ps->chunk_high < ps->max_chunks;
+    return ps->n_free_chunks || ps->chunk_high < ps->chunk_limit;
 }
 
 /* Such a chunk's number, or NO_CHUNK. */
@@ -113,7 +132,7 @@ static uint32_t unused_chunk(struct page_store *ps)
 {
     if (ps->n_free_chunks)
         return ps->free_chunks[--ps->n_free_chunks];
-    if (ps->chunk_high < ps->max_chunks)
+    if (ps->chunk_high < ps->chunk_limit)
         return (uint32_t)ps->chunk_high++;
     return NO_CHUNK;                    /* fragmentation beyond the reservation */
 }
@@ -210,10 +229,53 @@ void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
 /* Fault in [addr, addr + len) for writing, so that no later access faults. */
 static void populate(void *addr, uint64_t len)
 {
-    if (madvise(addr, len, MADV_POPULATE_WRITE) == 0)
+    uintptr_t start = (uintptr_t)addr / PAGE_SIZE * PAGE_SIZE;
+
+    if (len == 0)
+        return;
+    len += (uintptr_t)addr - start;
+    if (madvise((void *)start, len, MADV_POPULATE_WRITE) == 0)
         return;
     for (uint64_t off = 0; off < len; off += PAGE_SIZE)     /* before Linux 5.14 */
-        __atomic_fetch_or((volatile char *)addr + off, 0, __ATOMIC_RELAXED);
+        __atomic_fetch_or((volatile char *)start + off, 0, __ATOMIC_RELAXED);
+}
+
+void *reserve_array(const struct page_store *ps, size_t entry_size)
+{
+    void *array = mmap(NULL, ps->max_chunks * entry_size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+    return array == MAP_FAILED ? NULL : array;
+}
+
+void release_array(const struct page_store *ps, void *array, size_t entry_size)
+{
+    if (array)
+        munmap(array, ps->max_chunks * entry_size);
+}
+
+void touch_array(void *array, size_t entry_size, uint64_t from, uint64_t to)
+{
+    if (to > from)
+        populate((char *)array + from * entry_size, (to - from) * entry_size);
+}
+
+/* Make chunks below `limit` usable: their bookkeeping touched first, then
+ * the limit raised (under alloc_lock), so that serving I/O never faults. */
+void raise_chunk_limit(struct page_store *ps, uint64_t limit)
+{
+    uint64_t from = ps->chunk_limit;
+
+    if (limit <= from)
+        return;
+    touch_array(ps->free_chunks, sizeof(*ps->free_chunks), from, limit);
+    for (uint64_t c = from; c < limit; c++)
+        ps->meta[c].cls = -1;
+    compaction_grow(ps, from, limit);
+    pthread_mutex_lock(&ps->alloc_lock);
+    ps->chunk_limit = limit;
+    pthread_cond_signal(&ps->reserve_low);
+    pthread_mutex_unlock(&ps->alloc_lock);
 }
 
 /* Fault chunks in until the reserve is full, one at a time so that each
@@ -524,11 +586,59 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out)
     *out = ps->st;
     out->mem_limit = ps->mem_limit;
     out->reserve_chunks = ps->n_ready + ps->n_refilling;
-    out->arena_bytes = chunks_offset(ps->pages) + (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
     out->map_bytes = 2 * map_bytes(ps->pages);
-    out->metadata_bytes = ps->max_chunks * (sizeof(struct chunk_meta) + sizeof(uint32_t))
+    out->arena_bytes = PAGE_SIZE + out->map_bytes + (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
+    out->metadata_bytes = ps->chunk_limit * (sizeof(struct chunk_meta) + sizeof(uint32_t))
                           + ps->reserve_target * sizeof(uint32_t) + sizeof(*ps) + compaction_bytes(ps);
     pthread_mutex_unlock(&ps->alloc_lock);
+}
+
+uint64_t ps_pages(struct page_store *ps)
+{
+    return __atomic_load_n(&ps->pages, __ATOMIC_RELAXED);
+}
+
+uint64_t ps_max_pages(struct page_store *ps)
+{
+    return ps->max_pages;
+}
+
+uint64_t ps_pages_stored_from(struct page_store *ps, uint64_t first)
+{
+    uint64_t n = 0, pages = ps_pages(ps);
+
+    for (uint64_t i = first; i < pages; i++)
+        n += __atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) != 0;
+    return n;
+}
+
+int ps_resize(struct page_store *ps, uint64_t pages)
+{
+    uint64_t old = ps->pages, keep;
+
+    if (pages == 0 || pages > ps->max_pages)
+        return -EFBIG;
+    if (pages > old) {
+        /* The maps' new part and the bookkeeping of the chunks the new
+         * pages may need, faulted in before a request can reach them. */
+        populate(ps->entries + old, (pages - old) * sizeof(*ps->entries));
+        populate(ps->fills + old, (pages - old) * sizeof(*ps->fills));
+        raise_chunk_limit(ps, max_chunks_for(pages));
+    } else if (ps_pages_stored_from(ps, pages)) {
+        return -EBUSY;
+    }
+    pthread_mutex_lock(&ps->alloc_lock);
+    __atomic_store_n(&ps->pages, pages, __ATOMIC_RELAXED);
+    ((struct arena_header *)ps->base)->pages = pages;
+    pthread_mutex_unlock(&ps->alloc_lock);
+    if (pages < old) {
+        /* The maps' pages wholly past the new end hold only zeros: give
+         * them back. (Chunks stay usable: stored pages may lie anywhere.) */
+        keep = map_bytes(pages);
+        punch_hole(ps, PAGE_SIZE + keep, map_bytes(old) - keep);
+        punch_hole(ps, PAGE_SIZE + map_bytes(ps->max_pages) + keep, map_bytes(old) - keep);
+    }
+    return 0;
 }
 
 void ps_reset_peak(struct page_store *ps)
@@ -540,11 +650,25 @@ void ps_reset_peak(struct page_store *ps)
 
 /* -- opening: format or attach --------------------------------------------- */
 
+/* The size an arena holds (attach): its header read before it is mapped,
+ * checked against the memfd, or -EUCLEAN. */
+static int read_header(int memfd, struct arena_header *h)
+{
+    struct stat st;
+
+    if (pread(memfd, h, sizeof(*h), 0) != (ssize_t)sizeof(*h) || fstat(memfd, &st) < 0 ||
+        memcmp(h->magic, ARENA_MAGIC, 8) || h->version != ARENA_VERSION ||
+        h->chunk_size != CHUNK_SIZE || !h->pages || h->pages > h->max_pages ||
+        h->max_pages > PS_MAX_PAGES || arena_length(h->max_pages) > (uint64_t)st.st_size)
+        return -EUCLEAN;
+    return 0;
+}
+
 struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
                            uint32_t huge_threshold, int attach, int *err)
 {
     struct page_store *ps = calloc(1, sizeof(*ps));
-    struct arena_header *h;
+    struct arena_header found, *h;
     int ret = -ENOMEM;
 
     if (!ps)
@@ -553,31 +677,44 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     ps->codec = codec;
     ps->level = level;
     ps->huge_threshold = huge_threshold;
-    ps->pages = pages;
-    ps->max_chunks = max_chunks_for(pages);
-    ps->length = ps_arena_length(pages);
     for (int i = 0; i < LOCK_STRIPES; i++)
         pthread_mutex_init(&ps->stripes[i], NULL);
     pthread_mutex_init(&ps->alloc_lock, NULL);
     for (unsigned cls = 0; cls < CLASS_COUNT; cls++)
         ps->partial[cls] = NO_CHUNK;
-    /* Bookkeeping sized for the largest arena, all of it touched now: the
-     * I/O path must not fault (see the top of this file). */
-    ps->meta = calloc(ps->max_chunks, sizeof(*ps->meta));
-    ps->free_chunks = malloc(ps->max_chunks * sizeof(*ps->free_chunks));
-    ps->reserve_target = RESERVE_CHUNKS;
-    ps->ready = malloc(ps->reserve_target * sizeof(*ps->ready));
-    if (!ps->meta || !ps->free_chunks || !ps->ready)
-        goto fail;
-    for (uint64_t c = 0; c < ps->max_chunks; c++)
-        ps->meta[c].cls = -1;
-    populate(ps->free_chunks, ps->max_chunks * sizeof(*ps->free_chunks));
     pthread_condattr_t monotonic;
     pthread_condattr_init(&monotonic);
     pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
     pthread_cond_init(&ps->reserve_filled, &monotonic);
     pthread_cond_init(&ps->reserve_low, NULL);
     pthread_condattr_destroy(&monotonic);
+    if (attach) {
+        /* The arena's own size: a resize since the device was made
+         * changed it, and it is never smaller than the kernel's. */
+        if ((ret = read_header(memfd, &found)) < 0)
+            goto fail;
+        ret = -EUCLEAN;
+        if (found.pages < pages)
+            goto fail;
+        ps->pages = found.pages;
+        ps->max_pages = found.max_pages;
+    } else {
+        ps->pages = pages;
+        ps->max_pages = max_pages_for(pages);
+    }
+    ps->max_chunks = max_chunks_for(ps->max_pages);
+    ps->length = arena_length(ps->max_pages);
+
+    ret = -ENOMEM;
+    ps->meta = reserve_array(ps, sizeof(*ps->meta));
+    ps->free_chunks = reserve_array(ps, sizeof(*ps->free_chunks));
+    ps->reserve_target = RESERVE_CHUNKS;
+    ps->ready = malloc(ps->reserve_target * sizeof(*ps->ready));
+    if (!ps->meta || !ps->free_chunks || !ps->ready)
+        goto fail;
+    /* Bookkeeping for the chunks this size may use, touched now: the I/O
+     * path must not fault (see the top of this file). */
+    raise_chunk_limit(ps, max_chunks_for(ps->pages));
 
     ps->base = mmap(NULL, ps->length, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
     if (ps->base == MAP_FAILED) {
@@ -586,23 +723,21 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
         goto fail;
     }
     ps->entries = (uint64_t *)(ps->base + PAGE_SIZE);
-    ps->fills = (uint64_t *)(ps->base + PAGE_SIZE + map_bytes(pages));
-    ps->chunks = ps->base + chunks_offset(pages);
+    ps->fills = (uint64_t *)(ps->base + PAGE_SIZE + map_bytes(ps->max_pages));
+    ps->chunks = ps->base + chunks_offset(ps->max_pages);
     h = (struct arena_header *)ps->base;
-    populate(ps->base, chunks_offset(pages));          /* the header and both maps */
+    populate(h, PAGE_SIZE);
+    populate(ps->entries, ps->pages * sizeof(*ps->entries));
+    populate(ps->fills, ps->pages * sizeof(*ps->fills));
     if (attach) {
-        ret = -EUCLEAN;
-        if (memcmp(h->magic, ARENA_MAGIC, 8) || h->version != ARENA_VERSION ||
-            h->chunk_size != CHUNK_SIZE || h->pages != pages || h->max_chunks != ps->max_chunks)
-            goto fail;
         if ((ret = rebuild(ps)) < 0)
             goto fail;
     } else {
         memcpy(h->magic, ARENA_MAGIC, 8);
         h->version = ARENA_VERSION;
         h->chunk_size = CHUNK_SIZE;
-        h->pages = pages;
-        h->max_chunks = ps->max_chunks;
+        h->pages = ps->pages;
+        h->max_pages = ps->max_pages;
     }
     if (codec == PS_CODEC_LZ4)
         ps->lz4_fast_reset = choose_lz4_entry(ps);
@@ -635,8 +770,8 @@ void ps_close(struct page_store *ps)
     }
     if (ps->base)
         munmap(ps->base, ps->length);
-    free(ps->meta);
-    free(ps->free_chunks);
+    release_array(ps, ps->meta, sizeof(*ps->meta));
+    release_array(ps, ps->free_chunks, sizeof(*ps->free_chunks));
     free(ps->ready);
     free(ps);
 }

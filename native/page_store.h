@@ -19,6 +19,7 @@
 
 #define PS_PAGE_SIZE   4096            /* the device's page: the unit stored */
 #define PS_CHUNK_SIZE  65536           /* the arena's unit of allocation */
+#define PS_MAX_PAGES   17179869184     /* 2^34: 64 TiB, so that chunk numbers fit 32 bits */
 
 struct page_store;
 /* Per-thread scratch: codec state and a page buffer, allocated up front so
@@ -45,10 +46,12 @@ struct ps_stats {
 /* The memfd length ps_open needs for a device of `pages` 4 KiB pages. */
 uint64_t ps_arena_length(uint64_t pages);
 /*
- * Open the store over `memfd`. attach == 0 formats it (the caller has sized
- * it with ps_arena_length); attach == 1 checks the header and rebuilds the
- * allocator from the page map a previous I/O worker left. *err is -errno on
- * failure (-EUCLEAN: the memfd does not hold a consistent arena).
+ * Open the store over `memfd`. attach == 0 formats it for `pages` (the
+ * caller has sized it with ps_arena_length); attach == 1 checks the header
+ * and rebuilds the allocator from the page map a previous I/O worker left,
+ * at the size the arena holds (a resize may have changed it), which must
+ * be at least `pages`. *err is -errno on failure (-EUCLEAN: the memfd does
+ * not hold a consistent arena of that size).
  */
 struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
                            uint32_t huge_threshold, int attach, int *err);
@@ -62,6 +65,18 @@ void ps_scratch_free(struct ps_scratch *w);
 int ps_read(struct ps_scratch *w, uint64_t offset, uint32_t len, void *dest);
 int ps_write(struct ps_scratch *w, uint64_t offset, uint32_t len, const void *src);
 int ps_discard(struct ps_scratch *w, uint64_t offset, uint64_t len);
+
+/* The device's size in pages: as opened (attach: as the arena says), or
+ * as last resized. */
+uint64_t ps_pages(struct page_store *ps);
+/* Pages stored at index `first` and beyond. */
+uint64_t ps_pages_stored_from(struct page_store *ps, uint64_t first);
+/* Serve `pages` pages from now on: 0, -EFBIG beyond the size the arena has
+ * room for (16 times the size it was made with, up to 4 TiB), -EBUSY when
+ * shrinking would drop stored pages. Grow before the kernel learns the new
+ * size; shrink after it has. One caller at a time. */
+int ps_resize(struct page_store *ps, uint64_t pages);
+uint64_t ps_max_pages(struct page_store *ps);
 
 void ps_set_mem_limit(struct page_store *ps, uint64_t bytes);
 void ps_get_stats(struct page_store *ps, struct ps_stats *out);

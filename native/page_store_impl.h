@@ -50,8 +50,8 @@ struct arena_header {
     char magic[8];
     uint32_t version;
     uint32_t chunk_size;
-    uint64_t pages;
-    uint64_t max_chunks;
+    uint64_t pages;                     /* the device's size now */
+    uint64_t max_pages;                 /* the size the layout has room for */
 };
 
 /* Allocator state of one chunk; free slots link through their first bytes. */
@@ -68,7 +68,10 @@ struct page_store {
     int codec, level;
     bool lz4_fast_reset;                /* see choose_lz4_entry() */
     uint32_t huge_threshold;
-    uint64_t pages, max_chunks, length;
+    uint64_t pages;                     /* the device's size now (ps_resize) */
+    uint64_t max_pages, max_chunks;     /* what the layout has room for */
+    uint64_t chunk_limit;               /* chunks usable at this size, bookkeeping touched */
+    uint64_t length;
     char *base;
     uint64_t *entries, *fills;
     char *chunks;
@@ -173,6 +176,13 @@ PS_INTERNAL uint32_t take_slot(struct page_store *ps, uint32_t c);
 PS_INTERNAL void free_slot(struct page_store *ps, uint32_t c, uint32_t slot);
 PS_INTERNAL uint64_t map_bytes(uint64_t pages);
 PS_INTERNAL void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len);
+/* Arrays of one entry per chunk the layout has room for: address space
+ * reserved at once, memory touched only for the first chunk_limit entries
+ * (touch_array), as the device's size needs them. */
+PS_INTERNAL void *reserve_array(const struct page_store *ps, size_t entry_size);
+PS_INTERNAL void release_array(const struct page_store *ps, void *array, size_t entry_size);
+PS_INTERNAL void touch_array(void *array, size_t entry_size, uint64_t from, uint64_t to);
+PS_INTERNAL void raise_chunk_limit(struct page_store *ps, uint64_t limit);
 
 /* page_codec.c */
 PS_INTERNAL bool page_is_filled(const void *page);
@@ -187,5 +197,8 @@ PS_INTERNAL int rebuild(struct page_store *ps);
 PS_INTERNAL int compaction_start(struct page_store *ps);
 PS_INTERNAL void compaction_stop(struct page_store *ps);
 PS_INTERNAL uint64_t compaction_bytes(const struct page_store *ps);
+/* Touch the compactor's scratch for chunks [from, to): before chunk_limit
+ * rises to `to`. */
+PS_INTERNAL void compaction_grow(struct page_store *ps, uint64_t from, uint64_t to);
 
 #endif

@@ -49,7 +49,7 @@ struct queue_server {
     int copy_fd;
     uint16_t q_id;
     uint32_t buf_size;
-    uint64_t dev_size;
+    uint64_t dev_size;                  /* changed by queue_server_set_size() */
     struct io_counters *counts;
     struct helper *helper;
 };
@@ -84,7 +84,7 @@ static void serve_requests(const struct queue_server *bs, void *ctx, char *copy_
         char *buf = copy_buf ? copy_buf : bs->buffers + (size_t)r->tag * bs->buf_size;
         int ret;
 
-        if (offset + len > bs->dev_size || offset + len < offset) {
+        if (offset + len > __atomic_load_n(&bs->dev_size, __ATOMIC_RELAXED) || offset + len < offset) {
             counts->invalid_io++;
             r->result = -EIO;
             continue;
@@ -329,4 +329,9 @@ void queue_server_free(struct queue_server *bs)
     thread_free(bs->ops, bs->ctx);
     free(bs->copy_buf);
     free(bs);
+}
+
+void queue_server_set_size(struct queue_server *bs, uint64_t dev_size)
+{
+    __atomic_store_n(&bs->dev_size, dev_size, __ATOMIC_RELAXED);
 }

@@ -43,6 +43,8 @@ void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int 
  * -ENODEV once the queue is stopped, or another -errno. */
 int queue_server_run(struct queue_server *bs, struct queue_ring *q, struct ublk_request *reqs,
                      int depth, volatile int *inflight);
+/* Requests ending past `dev_size` bytes fail from now on (a resize). */
+void queue_server_set_size(struct queue_server *bs, uint64_t dev_size);
 /* Stops the helper thread and frees the per-thread state. */
 void queue_server_free(struct queue_server *bs);
 

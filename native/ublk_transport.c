@@ -31,6 +31,7 @@ _Static_assert(UBLK_U_CMD_START_USER_RECOVERY == CTRL_CMD(_IOWR, 0x10), "START_U
 _Static_assert(UBLK_U_CMD_END_USER_RECOVERY == CTRL_CMD(_IOWR, 0x11), "END_USER_RECOVERY");
 _Static_assert(UBLK_U_CMD_GET_FEATURES == CTRL_CMD(_IOR, 0x13), "GET_FEATURES");
 _Static_assert(UBLK_U_CMD_DEL_DEV_ASYNC == CTRL_CMD(_IOR, 0x14), "DEL_DEV_ASYNC");
+_Static_assert(UBLK_U_CMD_UPDATE_SIZE == CTRL_CMD(_IOWR, 0x15), "UPDATE_SIZE");
 _Static_assert(UBLK_U_CMD_TRY_STOP_DEV == CTRL_CMD(_IOWR, 0x17), "TRY_STOP_DEV");
 _Static_assert(UBLK_U_IO_FETCH_REQ == _IOWR('u', UBLK_IO_FETCH_REQ, struct ublksrv_io_cmd),
                "FETCH_REQ");

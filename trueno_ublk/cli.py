@@ -45,6 +45,16 @@ class AlgorithmType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+def _check_size(name: str, size: int) -> None:
+    from trueno_ublk import limits
+    if size <= 0:
+        raise UserError(f"{name} must be greater than 0")
+    if size % PAGE_SIZE:
+        raise UserError(f"{name} must be a multiple of 4K ({size} is not)")
+    if size > limits.SIZE.high:
+        raise UserError(f"{name} must be at most {format_size(limits.SIZE.high)}")
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         raise UserError("this command needs root: run it with sudo")
@@ -111,10 +121,7 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
         raise UserError("--config-file goes with --from-config NAME")
     if size is None:
         raise UserError("missing --size (e.g. --size 8G), or --from-config NAME")
-    if size <= 0:
-        raise UserError("--size must be greater than 0")
-    if size % PAGE_SIZE:
-        raise UserError(f"--size must be a multiple of 4K ({size} is not)")
+    _check_size("--size", size)
     from trueno_ublk import limits
     for option, value, allowed in (("--queues", queues, limits.queues()), ("--depth", depth, limits.DEPTH),
                                    ("--huge-threshold", huge_threshold, limits.HUGE_THRESHOLD)):
@@ -338,6 +345,21 @@ def set_(device, mem_limit, reset_mem_used_max):
     from trueno_ublk import admin
     admin.request(_live_device(device), "set", mem_limit=mem_limit,
                   reset_mem_used_max=reset_mem_used_max)
+
+
+@cli.command()
+@click.argument("device")
+@click.argument("size", type=SizeType())
+def resize(device, size):
+    """Grow or shrink a live device (Linux 6.16 or newer). It can grow to 16
+    times the size it was created with (up to 4 TiB); it shrinks only when no
+    page is stored past the new end."""
+    _check_size("SIZE", size)
+    require_root()
+    from trueno_ublk import admin
+    dev_id = _live_device(device)
+    admin.request(dev_id, "resize", size=size)
+    click.echo(f"/dev/ublkb{dev_id}: {format_size(size)}")
 
 
 @cli.command()

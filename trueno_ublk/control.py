@@ -40,7 +40,8 @@ _COMMANDS = {
     name: (getattr(lib, "UBLK_U_CMD_" + name), getattr(lib, "UBLK_CMD_" + name))
     for name in ("GET_DEV_INFO", "ADD_DEV", "DEL_DEV", "START_DEV", "STOP_DEV",
                  "SET_PARAMS", "GET_PARAMS", "GET_FEATURES",
-                 "START_USER_RECOVERY", "END_USER_RECOVERY", "DEL_DEV_ASYNC", "TRY_STOP_DEV")
+                 "START_USER_RECOVERY", "END_USER_RECOVERY", "DEL_DEV_ASYNC", "UPDATE_SIZE",
+                 "TRY_STOP_DEV")
 }
 
 
@@ -143,6 +144,19 @@ class Control:
         p.discard.max_write_zeroes_sectors = MAX_DISCARD_BYTES >> 9
         p.discard.max_discard_segments = 1
         self._issue("SET_PARAMS", dev_id, p, p.len)
+
+    def size(self, dev_id: int) -> int:
+        """The device's size in bytes, as the kernel has it now."""
+        p = ffi.new("struct ublk_params *")
+        p.len = ffi.sizeof(p[0])
+        p.types = lib.UBLK_PARAM_TYPE_BASIC
+        self._issue("GET_PARAMS", dev_id, p, p.len)
+        return p.basic.dev_sectors << 9
+
+    def update_size(self, dev_id: int, size: int) -> None:
+        """Change a live device's size (UPDATE_SIZE, 6.16): the disk's
+        capacity changes at once, and its openers are told."""
+        self._issue("UPDATE_SIZE", dev_id, data=size >> 9)
 
     def start(self, dev_id: int, daemon_pid: int) -> None:
         self._issue("START_DEV", dev_id, data=daemon_pid)

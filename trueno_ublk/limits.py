@@ -28,6 +28,8 @@ def queues() -> Range:
     return Range(1, os.cpu_count() or 1, "the CPU count")
 
 
+# The page store numbers its chunks in 32 bits (native/page_store.h).
+SIZE = Range(PAGE_SIZE, lib.PS_MAX_PAGES * PAGE_SIZE, "64 TiB")
 DEPTH = Range(1, lib.UBLK_MAX_QUEUE_DEPTH, "the kernel's limit")
 DEVICE_ID = Range(0, lib.UBLK_MAX_DEV_ID, "the kernel's device numbers")
 HUGE_THRESHOLD = Range(1, PAGE_SIZE, "a page")

@@ -49,7 +49,7 @@ QUIESCE_WAIT_SECONDS = 30.0
 # Recovery with REISSUE: requests a dead worker held are served again by
 # its successor; writing a page twice is harmless for a RAM store.
 WANTED_FEATURES = (lib.UBLK_F_CMD_IOCTL_ENCODE | lib.UBLK_F_USER_COPY | lib.UBLK_F_NO_AUTO_PART_SCAN
-                   | lib.UBLK_F_SAFE_STOP_DEV)
+                   | lib.UBLK_F_SAFE_STOP_DEV | lib.UBLK_F_UPDATE_SIZE)
 RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
 
 
@@ -168,6 +168,9 @@ class Supervisor:
             else:
                 log.error("worker %d %s: recovering the device", pid, describe_exit(status))
                 self.record.recoveries += 1
+                # `resize` may have changed the size since: the kernel's is
+                # the one the next worker serves (the arena's is never less).
+                cfg.size = self.record.size = ctrl.size(dev_id)
                 self._enter(State.RECOVERING, notify="STATUS=recovering")
                 self._start_recovery(ctrl)
                 current = State.RECOVERING

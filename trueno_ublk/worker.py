@@ -18,16 +18,17 @@ import time
 
 import prctl
 
-from trueno_ublk import procfs, state
+from trueno_ublk import limits, procfs, state
 from trueno_ublk._native import ffi, lib
 from trueno_ublk.admin import AdminServer
 from trueno_ublk.codecs import codec_for
-from trueno_ublk.control import Control
+from trueno_ublk.control import Control, ControlError
 from trueno_ublk.errors import UserError
 from trueno_ublk.metrics import render
 from trueno_ublk.queue import IO_COUNTERS, Queue
 from trueno_ublk.report import Report
 from trueno_ublk.stores import open_store
+from trueno_ublk.units import PAGE_SIZE, format_size
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class Worker:
             user_copy = "USER_COPY" in self.record.features
             queues = [Queue(cdev_fd, q, self.record.depth, self.record.max_io_bytes, store,
                             fetch_op, commit_op, user_copy) for q in range(self.record.queues)]
-            handlers = self._admin_handlers(store, queues)
+            handlers = self._admin_handlers(store, queues, ctrl)
             admin = AdminServer(dev_id, handlers)
             metrics = None
             if cfg.metrics_listen:
@@ -132,8 +133,9 @@ class Worker:
                 store.close()
         return 0
 
-    def _admin_handlers(self, store, queues) -> dict:
+    def _admin_handlers(self, store, queues, ctrl: Control) -> dict:
         record = self.record
+        resizing = threading.Lock()
 
         def stat():
             counts = [q.io_counts() for q in queues]
@@ -155,7 +157,40 @@ class Worker:
         def compact():
             return {"pages_freed": store.compact()}
 
-        return {"stat": stat, "set": set_, "compact": compact}
+        def resize(size=None):
+            if type(size) is not int or size not in limits.SIZE or size % PAGE_SIZE:
+                raise ValueError(f"size must be a whole number of 4 KiB pages, {limits.SIZE.describe()}")
+            if "UPDATE_SIZE" not in record.features:
+                raise ValueError("resizing needs Linux 6.16 or newer (UBLK_F_UPDATE_SIZE)")
+            with resizing:
+                old = store.size
+                try:
+                    if size > old:
+                        store.resize(size)              # then requests may come
+                        ctrl.update_size(record.dev_id, size)
+                    elif size < old:
+                        _refuse_dropping(store, size)
+                        ctrl.update_size(record.dev_id, size)
+                        try:
+                            _refuse_dropping(store, size)   # a write that was in flight
+                            store.resize(size)
+                        except ValueError:
+                            ctrl.update_size(record.dev_id, old)
+                            raise
+                except ControlError as e:
+                    raise ValueError(f"the kernel refused the new size: {e.strerror}") from None
+                record.size = size
+                state.save(record)
+            return {"size": size}
+
+        return {"stat": stat, "set": set_, "compact": compact, "resize": resize}
+
+
+def _refuse_dropping(store, size: int) -> None:
+    stored = store.pages_stored_from(size)
+    if stored:
+        raise ValueError(f"{stored} page(s) are stored past {format_size(size)}: "
+                         "shrinking would lose them (discard them first)")
 
 
 def serve_requests_unscheduled(dev_id: int) -> None:

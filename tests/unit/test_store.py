@@ -298,6 +298,37 @@ def test_attach_refuses_entries_that_point_outside_the_arena():
     store.close()
 
 
+def test_a_store_grows_and_shrinks_and_a_new_worker_finds_its_size():
+    mib = 1 << 20
+    store, client = ram(mib)
+    pages = [make_data(("fill", "text", "random")[i % 3], 4096, i) for i in range(256)]
+    _fill(client, pages)
+    with pytest.raises(StoreError):
+        client.write(3 * mib, pages[1])              # past the end
+    store.resize(4 * mib)
+    client.write(3 * mib, pages[1])
+    with pytest.raises(ValueError, match="room for 16M"):
+        store.resize(17 * mib)                       # 16 times the size it was made with
+    with pytest.raises(ValueError, match="stored past"):
+        store.resize(2 * mib)                        # would drop the page at 3 MiB
+    assert store.pages_stored_from(2 * mib) == 1 and store.size == 4 * mib
+    # A new worker attaches at the arena's size, not the one it asks for.
+    fd = os.dup(store.fd)
+    store.close()
+    store, client = ram(mib, arena_fd=fd, attach=True)
+    assert store.size == 4 * mib and client.read(3 * mib, 4096) == pages[1]
+    _assert_holds(client, pages)
+    client.discard(3 * mib, 4096)
+    store.resize(mib)
+    with pytest.raises(StoreError):
+        client.read(3 * mib, 4096)
+    _assert_holds(client, pages)
+    store.resize(2 * mib)                            # grown again: the new part reads zeros
+    assert client.read(mib, 4096) == bytes(4096)
+    store.close()
+    os.close(fd)
+
+
 def test_threads_writing_discarding_and_compacting_keep_every_page():
     pages_per_thread, threads = 256, 4
     store, client = ram(threads * pages_per_thread * 4096)

@@ -50,6 +50,22 @@ class Store:
             lib.queue_server_free(server)
         self._servers.clear()
 
+    def resize(self, size: int) -> None:
+        """Serve `size` bytes from now on: grow before the kernel learns the
+        new size, shrink after it has. Raises ValueError, and changes
+        nothing, when the store cannot (no room, or pages stored past it)."""
+        self._resize(size)
+        for server, _ in self._servers:
+            lib.queue_server_set_size(server, size)
+        self.size = size
+
+    def _resize(self, size: int) -> None:
+        """What the store itself holds for `size` bytes: nothing here."""
+
+    def pages_stored_from(self, offset: int) -> int:
+        """Pages stored at byte `offset` and beyond."""
+        return 0
+
     def stats(self) -> dict:
         """zram's mm_stat figures, where the store has them."""
         return {}

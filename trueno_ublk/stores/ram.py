@@ -16,7 +16,7 @@ from trueno_ublk import limits
 from trueno_ublk._native import ffi, lib
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
 from trueno_ublk.stores.base import Store
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.units import PAGE_SIZE, format_size
 
 
 def new_arena(size: int) -> int:
@@ -52,6 +52,8 @@ class CompressedRamStore(Store):
             if err[0] == -errno.EUCLEAN:
                 raise ValueError("the arena does not hold this device's pages")
             raise OSError(-err[0], f"opening the page store: {os.strerror(-err[0])}")
+        self.size = lib.ps_pages(self.handle) * PAGE_SIZE     # attach: the arena's
+        self.max_size = lib.ps_max_pages(self.handle) * PAGE_SIZE
         self._stats = ffi.new("struct ps_stats *")
         self.mem_used_max = 0
 
@@ -70,6 +72,19 @@ class CompressedRamStore(Store):
 
     def compact(self) -> int:
         return lib.ps_compact(self.handle)
+
+    def _resize(self, size: int) -> None:
+        ret = lib.ps_resize(self.handle, pages_for(size))
+        if ret == -errno.EFBIG:
+            raise ValueError(f"the arena has room for {format_size(self.max_size)} at most "
+                             "(16 times the size the device was created with, up to 4 TiB)")
+        if ret == -errno.EBUSY:
+            raise ValueError("pages are stored past the new size")
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+
+    def pages_stored_from(self, offset: int) -> int:
+        return lib.ps_pages_stored_from(self.handle, pages_for(offset))
 
     def stats(self) -> dict:
         st = self._stats

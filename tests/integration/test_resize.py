@@ -1,0 +1,50 @@
+"""Live resize (UPDATE_SIZE, Linux 6.16): grow under I/O; shrink only past
+the last stored page."""
+import json
+import subprocess
+
+from conftest import run_cli, sh
+from one_line_error import assert_one_line_error
+
+MiB = 1 << 20
+FIO = ("fio --name=resize --filename={dev} --ioengine=io_uring --direct=1 --rw=randwrite "
+       "--bsrange=4k-256k --iodepth=16 --size=48M --verify=crc32c --verify_fatal=1 "
+       "--randrepeat=1 --buffer_compress_percentage=50 --refill_buffers --output-format=terse")
+
+
+def size_of(dev: str) -> int:
+    return int(sh(f"blockdev --getsize64 {dev}"))
+
+
+def listed_size(dev: str) -> int:
+    devices = json.loads(run_cli("list", "--json", "-o", "NAME,DISKSIZE").stdout)["devices"]
+    return next(d["disksize"] for d in devices if d["name"] == dev)
+
+
+def test_resize_grows_under_fio_verify_and_never_drops_a_page(make_device):
+    dev = make_device(size="64M")
+    if "UPDATE_SIZE" not in json.loads(run_cli("stat", "--json", dev).stdout)["features"]:
+        assert_one_line_error(run_cli("resize", dev, "128M", check=False), "6.16")
+        return
+    job = FIO.format(dev=dev)
+    fio = subprocess.Popen(job + " --do_verify=1", shell=True, cwd="/tmp", text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run_cli("resize", dev, "256M")                  # while fio writes and verifies
+    assert size_of(dev) == 256 * MiB
+    _, err = fio.communicate(timeout=900)
+    assert fio.returncode == 0, err
+    assert listed_size(dev) == 256 * MiB
+
+    # The new part holds data; a shrink that would drop it is refused.
+    sh(f"head -c {MiB} /dev/urandom > /tmp/tail && "
+       f"dd if=/tmp/tail of={dev} bs=1M seek=200 oflag=direct conv=notrunc status=none")
+    assert_one_line_error(run_cli("resize", dev, "128M", check=False), "stored past 128M")
+    assert size_of(dev) == 256 * MiB
+    sh(f"cmp -n {MiB} /tmp/tail {dev} --ignore-initial=0:{200 * MiB}")
+
+    # Once discarded, the tail goes; what lies before it stays.
+    sh(f"blkdiscard -o {128 * MiB} -l {128 * MiB} {dev}")
+    run_cli("resize", dev, "128M")
+    assert size_of(dev) == 128 * MiB and listed_size(dev) == 128 * MiB
+    sh(job + " --verify_only")
+    assert_one_line_error(run_cli("resize", dev, "2G", check=False), "room for 1G")
