@@ -162,6 +162,7 @@ static void prep_io_cmd(struct queue_ring *q, uint32_t op, uint16_t tag, int32_t
 }
 
 struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
+                                   uint16_t first_tag, uint16_t tag_step,
                                    void *buffers, uint32_t buf_size,
                                    uint32_t fetch_op, uint32_t commit_op,
                                    int *err)
@@ -211,7 +212,7 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
     sqe = io_uring_get_sqe(&q->ring);
     io_uring_prep_poll_add(sqe, q->stop_fd, POLLIN);
     sqe->user_data = STOP_USER_DATA;
-    for (int tag = 0; tag < depth; tag++)
+    for (int tag = first_tag; tag < depth; tag += tag_step ? tag_step : 1)
         prep_io_cmd(q, fetch_op, tag, -1);
     *err = 0;
     return q;

@@ -29,11 +29,15 @@ struct ublk_request {
     uint64_t start_sector;
 };
 
-/* One hardware queue: its io_uring, descriptor mmap and per-tag buffers
- * (buffers NULL: the device has UBLK_F_USER_COPY, and the server copies each
- * request's data itself, see queue_server_new). */
+/* One hardware queue's tags first_tag, first_tag + tag_step, ... below
+ * depth, served by one thread: its io_uring, descriptor mmap and per-tag
+ * buffers (buffers NULL: the device has UBLK_F_USER_COPY, and the server
+ * copies each request's data itself, see queue_server_new). A step above 1
+ * needs UBLK_F_PER_IO_DAEMON: each tag is then served by the thread that
+ * fetched it. */
 struct queue_ring;
 struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
+                                   uint16_t first_tag, uint16_t tag_step,
                                    void *buffers, uint32_t buf_size,
                                    uint32_t fetch_op, uint32_t commit_op,
                                    int *err);

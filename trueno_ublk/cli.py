@@ -83,6 +83,8 @@ def cli():
               help="; ".join(f"{name}: {what}" for name, what in STORES.items()) + ".")
 @click.option("--queues", "-q", type=int, default=1, show_default=True,
               help="Hardware queues, one I/O thread each.")
+@click.option("--queue-threads", type=int, default=1, show_default=True,
+              help="Threads serving each queue, its tags split between them (Linux 6.16+).")
 @click.option("--depth", "-d", type=int, default=128, show_default=True,
               help="Requests in flight per queue.")
 @click.option("--id", "dev_id", type=int, default=-1, help="Device number N for /dev/ublkbN.")
@@ -101,7 +103,7 @@ def cli():
               help="Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or :PORT for loopback).")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
-def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_threshold, recovery,
+def create(size, algorithm, store, queues, queue_threads, depth, dev_id, mem_limit, huge_threshold, recovery,
            from_config, config_file, metrics_listen, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
@@ -123,7 +125,9 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
         raise UserError("missing --size (e.g. --size 8G), or --from-config NAME")
     _check_size("--size", size)
     from trueno_ublk import limits
-    for option, value, allowed in (("--queues", queues, limits.queues()), ("--depth", depth, limits.DEPTH),
+    for option, value, allowed in (("--queues", queues, limits.queues()),
+                                   ("--queue-threads", queue_threads, limits.queues()),
+                                   ("--depth", depth, limits.DEPTH),
                                    ("--huge-threshold", huge_threshold, limits.HUGE_THRESHOLD)):
         if value not in allowed:
             raise UserError(f"{option} must be {allowed.describe()}")
@@ -146,7 +150,9 @@ def create(size, algorithm, store, queues, depth, dev_id, mem_limit, huge_thresh
     stale = state.load(dev_id) if dev_id >= 0 else None
     if stale is not None and not stale.daemon_alive():
         delete_device(dev_id, force=False)      # left by a daemon that died (systemd restarts)
-    config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues,
+    if depth < queue_threads:
+        raise UserError(f"--depth {depth} leaves no tag for each of {queue_threads} queue threads")
+    config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues, queue_threads=queue_threads,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery,
                           metrics_listen=metrics_listen)

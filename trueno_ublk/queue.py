@@ -28,9 +28,14 @@ class QueueError(OSError):
 
 
 class Queue:
+    """One thread serving hardware queue q_id: all its tags, or, with
+    `threads` per queue (UBLK_F_PER_IO_DAEMON), every threads-th one from
+    tag `thread` on."""
+
     def __init__(self, cdev_fd: int, q_id: int, depth: int, buf_size: int, store,
-                 fetch_op: int, commit_op: int, user_copy: bool):
+                 fetch_op: int, commit_op: int, user_copy: bool, thread: int = 0, threads: int = 1):
         self.q_id = q_id
+        self.name = str(q_id) if threads == 1 else f"{q_id}.{thread}"
         self.depth = depth
         self.counts = ffi.new("struct io_counters *")
         self._inflight = ffi.new("int *")   # requests of the batch being served
@@ -39,7 +44,9 @@ class Queue:
             # The server reads and writes each request's data on /dev/ublkcN
             # through one buffer per serving thread (made by the C server).
             self._buffers = None
-            self._server = store.queue_server(None, buf_size, self.counts, copy_fd=cdev_fd, q_id=q_id)
+            # Threads sharing a queue share its work already: no helpers.
+            self._server = store.queue_server(None, buf_size, self.counts, helper=None if threads == 1 else False,
+                                              copy_fd=cdev_fd, q_id=q_id)
         else:
             # Per-tag buffers: one anonymous mapping, faulted in now and
             # locked by mlockall, so that serving a request never needs a
@@ -49,13 +56,13 @@ class Queue:
             self._buffers[::mmap.PAGESIZE] = bytes(len(range(0, depth * buf_size, mmap.PAGESIZE)))
             self._server = store.queue_server(self._buffers, buf_size, self.counts)
         self._reqs = ffi.new("struct ublk_request[]", depth)
-        self._args = (cdev_fd, q_id, depth,
+        self._args = (cdev_fd, q_id, depth, thread, threads,
                       ffi.NULL if self._buffers is None else ffi.from_buffer(self._buffers), buf_size,
                       fetch_op, commit_op)
         self._q = None
         self.opened = threading.Event()
         self.open_error: OSError | None = None
-        self.thread = threading.Thread(target=self._run, name=f"ublk-q{q_id}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"ublk-q{self.name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -89,21 +96,21 @@ class Queue:
     def _open(self) -> None:
         # A thread that writes pages out on behalf of reclaim must not itself
         # wait for reclaim: PR_SET_IO_FLUSHER gives it PF_MEMALLOC_NOIO.
-        prctl.set_name(f"ublk-q{self.q_id}")
+        prctl.set_name(f"ublk-q{self.name}")
         try:
             prctl.set_io_flusher(1)
         except OSError as e:
-            raise QueueError(e.errno, f"queue {self.q_id} cannot become an IO flusher "
+            raise QueueError(e.errno, f"queue {self.name} cannot become an IO flusher "
                                       f"(PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE): {e.strerror}") from None
         self.tid = threading.get_native_id()
         err = ffi.new("int *")
-        # Each queue's commands must come from one thread: open it here.
+        # A tag's commands must come from the thread that fetched it: open here.
         q = lib.queue_ring_open(*self._args, err)
         if q == ffi.NULL:
-            raise QueueError(-err[0], f"queue {self.q_id}: {os.strerror(-err[0])}")
+            raise QueueError(-err[0], f"queue {self.name}: {os.strerror(-err[0])}")
         self._q = q
 
     def _serve(self) -> None:
         ret = lib.queue_server_run(self._server, self._q, self._reqs, self.depth, self._inflight)
         if ret != -errno.ENODEV:
-            log.error("queue %d: io_uring failed: %s", self.q_id, errno.errorcode.get(-ret, ret))
+            log.error("queue %s: io_uring failed: %s", self.name, errno.errorcode.get(-ret, ret))

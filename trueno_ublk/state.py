@@ -22,6 +22,7 @@ class DeviceRecord:
     depth: int
     features: list[str]
     max_io_bytes: int = 0
+    queue_threads: int = 1      # threads serving each queue (PER_IO_DAEMON)
     state: str = "starting"     # starting -> live (-> recovering -> live) -> stopping
     worker_pid: int = 0         # the I/O worker serving the device now
     recoveries: int = 0         # workers replaced after dying

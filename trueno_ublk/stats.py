@@ -7,7 +7,9 @@
                 reserve_misses); {} for a
                 store that holds nothing,
      "io_stat": request counters (queue_server.h's struct io_counters),
-     "queues":  [{"id", "tid", "inflight", "cpu_seconds"}, ...]}
+     "queues":  [{"id", "tid", "inflight", "cpu_seconds"}, ...]: one per
+                serving thread; "id" is its queue's number, "Q.T" for thread
+                T of queue Q where threads share a queue (--queue-threads)}
 
 Two ratios are derived from it, named as zram's tools name them:
 comp_ratio() is zramctl's COMP-RATIO (DATA / TOTAL: what the memory used

@@ -49,7 +49,7 @@ QUIESCE_WAIT_SECONDS = 30.0
 # Recovery with REISSUE: requests a dead worker held are served again by
 # its successor; writing a page twice is harmless for a RAM store.
 WANTED_FEATURES = (lib.UBLK_F_CMD_IOCTL_ENCODE | lib.UBLK_F_USER_COPY | lib.UBLK_F_NO_AUTO_PART_SCAN
-                   | lib.UBLK_F_SAFE_STOP_DEV | lib.UBLK_F_UPDATE_SIZE)
+                   | lib.UBLK_F_SAFE_STOP_DEV | lib.UBLK_F_UPDATE_SIZE | lib.UBLK_F_PER_IO_DAEMON)
 RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
 
 
@@ -66,6 +66,7 @@ class DeviceConfig:
     algorithm: str = "lz4"
     store: str = "ram"
     queues: int = 1
+    queue_threads: int = 1          # threads serving each queue; >1 needs PER_IO_DAEMON
     depth: int = 128
     dev_id: int = -1
     mem_limit: int = 0
@@ -127,10 +128,13 @@ class Supervisor:
 
     def _supervise(self, ctrl: Control, info, arena_fd: int | None) -> None:
         cfg, dev_id = self.config, self.dev_id
+        if cfg.queue_threads > 1 and not info.flags & lib.UBLK_F_PER_IO_DAEMON:
+            raise UserError("--queue-threads above 1 needs Linux 6.16 or newer (UBLK_F_PER_IO_DAEMON)")
         self.record = state.DeviceRecord(
             dev_id=dev_id, pid=os.getpid(), pid_start=procfs.process_start(os.getpid()),
             size=cfg.size, store=cfg.store, algorithm=cfg.algorithm if STORES[cfg.store].codec else "-",
             queues=info.nr_hw_queues, depth=info.queue_depth, max_io_bytes=info.max_io_buf_bytes,
+            queue_threads=cfg.queue_threads,
             features=feature_names(info.flags))
         recoverable = bool(info.flags & lib.UBLK_F_USER_RECOVERY)
         state.save(self.record)

@@ -42,7 +42,7 @@ def device_line(dev_id: int, now, before) -> str:
 
     def share(key: str) -> str:
         return f"{100 * mm[key] / stored:.0f}%" if stored else "-"
-    depth = reply["device"]["depth"] * max(1, len(queues))
+    depth = reply["device"]["depth"] * (reply["device"].get("queues") or max(1, len(queues)))
     inflight = sum(q.get("inflight", 0) for q in queues)
     cpu = []
     for q in queues:

@@ -79,8 +79,10 @@ class Worker:
             fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)
             commit_op = ctrl.opcode(lib.UBLK_U_IO_COMMIT_AND_FETCH_REQ, lib.UBLK_IO_COMMIT_AND_FETCH_REQ)
             user_copy = "USER_COPY" in self.record.features
+            threads = self.record.queue_threads
             queues = [Queue(cdev_fd, q, self.record.depth, self.record.max_io_bytes, store,
-                            fetch_op, commit_op, user_copy) for q in range(self.record.queues)]
+                            fetch_op, commit_op, user_copy, thread, threads)
+                      for q in range(self.record.queues) for thread in range(threads)]
             handlers = self._admin_handlers(store, queues, ctrl)
             admin = AdminServer(dev_id, handlers)
             metrics = None
@@ -100,7 +102,7 @@ class Worker:
                     q.start()
                 for q in queues:
                     if not q.opened.wait(QUEUE_OPEN_SECONDS):
-                        raise UserError(f"I/O queue {q.q_id} did not open within {QUEUE_OPEN_SECONDS:.0f}s")
+                        raise UserError(f"I/O queue {q.name} did not open within {QUEUE_OPEN_SECONDS:.0f}s")
                     if q.open_error:
                         raise UserError(f"cannot set up the I/O queue: {q.open_error.strerror}")
                 # Both wait for every queue's FETCHes, then make the device LIVE.
@@ -142,7 +144,7 @@ class Worker:
             io = {name: sum(c[name] for c in counts) for name in IO_COUNTERS}
             cpu = procfs.thread_cpu_seconds(os.getpid())
             return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io,
-                    "queues": [{"id": q.q_id, "tid": q.tid, "inflight": q.inflight,
+                    "queues": [{"id": q.name, "tid": q.tid, "inflight": q.inflight,
                                 "cpu_seconds": round(cpu.get(q.tid, 0.0), 3)} for q in queues]}
 
         def set_(mem_limit=None, reset_mem_used_max=False):

@@ -1,7 +1,11 @@
-"""Live resize (UPDATE_SIZE, Linux 6.16): grow under I/O; shrink only past
-the last stored page."""
+"""What ublk gained after 6.12, used where the kernel has it: live resize
+(UPDATE_SIZE, 6.16) and several threads per queue (PER_IO_DAEMON, 6.16).
+On older kernels each is refused in one line."""
 import json
+import os
 import subprocess
+
+from trueno_ublk import admin
 
 from conftest import run_cli, sh
 from one_line_error import assert_one_line_error
@@ -48,3 +52,17 @@ def test_resize_grows_under_fio_verify_and_never_drops_a_page(make_device):
     assert size_of(dev) == 128 * MiB and listed_size(dev) == 128 * MiB
     sh(job + " --verify_only")
     assert_one_line_error(run_cli("resize", dev, "2G", check=False), "room for 1G")
+
+
+def test_two_threads_serve_one_queue_under_fio_verify(make_device):
+    if int(os.uname().release.split(".")[0]) < 7:         # PER_IO_DAEMON: 6.16
+        result = run_cli("create", "--size", "64M", "--queue-threads", "2", check=False)
+        assert_one_line_error(result, "6.16", "PER_IO_DAEMON")
+        return
+    dev = make_device("--queue-threads", "2", size="128M")
+    job = FIO.format(dev=dev).replace("--bsrange=4k-256k", "--bssplit=512/10:4k/50:64k/30:1M/10")
+    sh(job + " --do_verify=1")
+    # Both threads served: each has spent CPU on the queue's tags.
+    served = {q["id"]: q["cpu_seconds"] for q in admin.request(int(dev[len("/dev/ublkb"):]), "stat")["queues"]}
+    assert set(served) == {"0.0", "0.1"} and all(served.values()), served
+    sh(job + " --verify_only")
