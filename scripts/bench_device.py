@@ -129,10 +129,10 @@ def print_table(run: dict) -> None:
     print(f"device benchmark: kernel {run['kernel']}, {run['size']}, median of {run['runs']} x "
           f"{run['runtime_s']}s, 50%-compressible data; x zram = IOPS / kernel zram's with the "
           f"same codec (lz4; zstd for zstd rows) in the same boot")
-    print(f"{'target':<16}{'workload':<22}{'IOPS':>10}{'MiB/s':>9}{'p99 us':>9}{'x zram':>8}")
+    print(f"{'target':<18}{'workload':<22}{'IOPS':>10}{'MiB/s':>9}{'p99 us':>9}{'x zram':>8}")
     for target, cells in results.items():
         for name, cell in cells.items():
-            print(f"{target:<16}{name:<22}{cell['iops']:>10.0f}{cell['mib_s']:>9.1f}"
+            print(f"{target:<18}{name:<22}{cell['iops']:>10.0f}{cell['mib_s']:>9.1f}"
                   f"{cell['p99_us']:>9.0f}{ratio(results, target, name):>8.2f}")
 
 
