@@ -142,7 +142,7 @@ def draw(results, path: Path, kernel: str) -> None:
     import matplotlib.pyplot as plt
 
     targets = [t for t in results if TARGETS[t][0] == "trueno"]
-    workloads = list(results["zram lz4"])
+    workloads = list(WORKLOADS)
     fig, ax = plt.subplots(figsize=(11, 5))
     width = 0.8 / len(targets)
     for i, target in enumerate(targets):

@@ -28,7 +28,7 @@ from trueno_ublk.metrics import render
 from trueno_ublk.queue import IO_COUNTERS, Queue
 from trueno_ublk.report import Report
 from trueno_ublk.stores import open_store
-from trueno_ublk.units import PAGE_SIZE, format_size
+from trueno_ublk.units import PAGE_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +171,10 @@ class Worker:
                         store.resize(size)              # then requests may come
                         ctrl.update_size(record.dev_id, size)
                     elif size < old:
-                        _refuse_dropping(store, size)
+                        store.refuse_dropping(size)
                         ctrl.update_size(record.dev_id, size)
                         try:
-                            _refuse_dropping(store, size)   # a write that was in flight
-                            store.resize(size)
+                            store.resize(size)          # refuses a write that was in flight
                         except ValueError:
                             ctrl.update_size(record.dev_id, old)
                             raise
@@ -186,13 +185,6 @@ class Worker:
             return {"size": size}
 
         return {"stat": stat, "set": set_, "compact": compact, "resize": resize}
-
-
-def _refuse_dropping(store, size: int) -> None:
-    stored = store.pages_stored_from(size)
-    if stored:
-        raise ValueError(f"{stored} page(s) are stored past {format_size(size)}: "
-                         "shrinking would lose them (discard them first)")
 
 
 def serve_requests_unscheduled(dev_id: int) -> None:

@@ -11,6 +11,7 @@ subclass it.
 import os
 
 from trueno_ublk._native import ffi, lib
+from trueno_ublk.units import format_size
 
 
 class Store:
@@ -65,6 +66,13 @@ class Store:
     def pages_stored_from(self, offset: int) -> int:
         """Pages stored at byte `offset` and beyond."""
         return 0
+
+    def refuse_dropping(self, size: int) -> None:
+        """ValueError if shrinking to `size` bytes would drop stored pages."""
+        stored = self.pages_stored_from(size)
+        if stored:
+            raise ValueError(f"{stored} page(s) are stored past {format_size(size)}: "
+                             "shrinking would lose them (discard them first)")
 
     def stats(self) -> dict:
         """zram's mm_stat figures, where the store has them."""

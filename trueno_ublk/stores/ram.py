@@ -79,7 +79,8 @@ class CompressedRamStore(Store):
             raise ValueError(f"the arena has room for {format_size(self.max_size)} at most "
                              "(16 times the size the device was created with, up to 4 TiB)")
         if ret == -errno.EBUSY:
-            raise ValueError("pages are stored past the new size")
+            self.refuse_dropping(size)
+            raise ValueError("pages were stored past the new size")     # and discarded since
         if ret < 0:
             raise OSError(-ret, os.strerror(-ret))
 
