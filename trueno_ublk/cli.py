@@ -131,6 +131,8 @@ def create(size, algorithm, store, queues, queue_threads, depth, dev_id, mem_lim
                                    ("--huge-threshold", huge_threshold, limits.HUGE_THRESHOLD)):
         if value not in allowed:
             raise UserError(f"{option} must be {allowed.describe()}")
+    if depth < queue_threads:
+        raise UserError(f"--depth {depth} leaves no tag for each of {queue_threads} queue threads")
     if dev_id != -1 and dev_id not in limits.DEVICE_ID:
         raise UserError(f"--id must be {limits.DEVICE_ID.describe()}")
     from trueno_ublk import metrics, state
@@ -150,8 +152,6 @@ def create(size, algorithm, store, queues, queue_threads, depth, dev_id, mem_lim
     stale = state.load(dev_id) if dev_id >= 0 else None
     if stale is not None and not stale.daemon_alive():
         delete_device(dev_id, force=False)      # left by a daemon that died (systemd restarts)
-    if depth < queue_threads:
-        raise UserError(f"--depth {depth} leaves no tag for each of {queue_threads} queue threads")
     config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues, queue_threads=queue_threads,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery,
