@@ -48,6 +48,12 @@
 #define UBLK_U_IO_COMMIT_AND_FETCH_REQ  0xc0107521
 #define UBLK_IO_FETCH_REQ               0x20
 #define UBLK_IO_COMMIT_AND_FETCH_REQ    0x21
+/* BATCH_IO (7.0) replaces the two above: PREP registers tags once, a
+ * multishot FETCH posts ready tags (2 bytes each) into provided buffers,
+ * COMMIT completes many requests; all carry a struct ublk_batch_io. */
+#define UBLK_U_IO_PREP_IO_CMDS          0xc0107525
+#define UBLK_U_IO_COMMIT_IO_CMDS        0xc0107526
+#define UBLK_U_IO_FETCH_IO_CMDS         0xc0107527
 
 /* Feature flags (ADD_DEV flags; GET_FEATURES). */
 #define UBLK_F_SUPPORT_ZERO_COPY        0x1
@@ -179,6 +185,21 @@ struct ublksrv_io_cmd {                 /* 16 bytes, in a SQE's command area */
     uint16_t tag;
     int32_t  result;
     uint64_t addr;
+};
+
+struct ublk_batch_io {                  /* 16 bytes, in a SQE's command area */
+    uint16_t q_id;
+    uint16_t flags;                     /* UBLK_BATCH_F_*: none with USER_COPY */
+    uint16_t nr_elem;
+    uint8_t  elem_bytes;                /* PREP/COMMIT: 8 here; FETCH: 2 (a tag) */
+    uint8_t  reserved;
+    uint64_t reserved2;
+};
+
+struct ublk_elem_header {               /* one PREP/COMMIT element, at sqe->addr */
+    uint16_t tag;
+    uint16_t buf_index;                 /* AUTO_BUF_REG only */
+    int32_t  result;                    /* COMMIT only */
 };
 
 #endif

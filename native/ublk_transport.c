@@ -38,6 +38,12 @@ _Static_assert(UBLK_U_IO_FETCH_REQ == _IOWR('u', UBLK_IO_FETCH_REQ, struct ublks
 _Static_assert(UBLK_U_IO_COMMIT_AND_FETCH_REQ
                == _IOWR('u', UBLK_IO_COMMIT_AND_FETCH_REQ, struct ublksrv_io_cmd),
                "COMMIT_AND_FETCH_REQ");
+#define BATCH_CMD(nr) _IOWR('u', nr, struct ublk_batch_io)
+_Static_assert(UBLK_U_IO_PREP_IO_CMDS == BATCH_CMD(0x25), "PREP_IO_CMDS");
+_Static_assert(UBLK_U_IO_COMMIT_IO_CMDS == BATCH_CMD(0x26), "COMMIT_IO_CMDS");
+_Static_assert(UBLK_U_IO_FETCH_IO_CMDS == BATCH_CMD(0x27), "FETCH_IO_CMDS");
+_Static_assert(sizeof(struct ublk_batch_io) == 16, "ublk_batch_io");
+_Static_assert(sizeof(struct ublk_elem_header) == 8, "ublk_elem_header");
 _Static_assert(sizeof(struct ublksrv_ctrl_cmd) == 32, "ublksrv_ctrl_cmd");
 _Static_assert(sizeof(struct ublksrv_ctrl_dev_info) == 64, "ublksrv_ctrl_dev_info");
 _Static_assert(sizeof(struct ublk_param_basic) == 32, "ublk_param_basic");
@@ -47,8 +53,20 @@ _Static_assert(sizeof(struct ublksrv_io_desc) == 24, "ublksrv_io_desc");
 _Static_assert(sizeof(struct ublksrv_io_cmd) == 16, "ublksrv_io_cmd");
 
 #define CTRL_RING_DEPTH 4
-/* user_data of the stop poll; request tags are always below this. */
+/* user_data of the stop poll and the batch commands; request tags (the
+ * user_data of per-tag commands) are always below these. */
 #define STOP_USER_DATA  0xffffffffull
+#define PREP_USER_DATA  0xfffffffeull
+#define COMMIT_USER_DATA 0xfffffffdull
+#define FETCH_USER_DATA 0xfffffffcull
+
+/* io_uring's flag for a multishot passthrough command (6.17), newer than
+ * the liburing headers we build against. */
+#ifndef IORING_URING_CMD_MULTISHOT
+#define IORING_URING_CMD_MULTISHOT (1U << 1)
+#endif
+/* The provided-buffer group the batch FETCH posts tags into. */
+#define FETCH_BUF_GROUP 0
 
 struct ctrl_ring {
     struct io_uring ring;
@@ -122,6 +140,25 @@ void ctrl_ring_close(struct ctrl_ring *ctrl)
     free(ctrl);
 }
 
+/*
+ * With UBLK_F_BATCH_IO the kernel posts ready tags, 2 bytes each, into
+ * buffers we provide in a buffer ring: each completion of the multishot
+ * FETCH fills one whole buffer (any number of tags up to its size) and
+ * names it, and we hand it back at once. One buffer per tag is the most
+ * completions that can be outstanding, so the kernel never runs out.
+ */
+struct batch_io {
+    struct io_uring_buf_ring *br;
+    size_t br_len;
+    char *tag_bufs;                     /* br_entries buffers of tag_buf_bytes */
+    uint32_t br_entries, tag_buf_bytes;
+    struct ublk_elem_header *elems;     /* the PREP's, then each COMMIT's, elements */
+    bool elems_busy;                    /* a PREP or COMMIT that reads them is pending */
+    bool fetch_armed;                   /* the multishot FETCH is in the kernel */
+    uint16_t *ready;                    /* tags posted, not yet handed over */
+    int n_ready;
+};
+
 struct queue_ring {
     struct io_uring ring;
     const struct ublksrv_io_desc *descs;
@@ -130,9 +167,11 @@ struct queue_ring {
     uint32_t buf_size;
     uint32_t fetch_op, commit_op;
     uint16_t q_id, depth;
-    int inflight;                       /* commands the kernel holds for us */
+    int inflight;                       /* per-tag commands the kernel holds for us */
     int stop_fd;                        /* eventfd polled in the ring */
     bool stopping;
+    int error;                          /* batch: how the queue ended (-errno) */
+    struct batch_io *batch;             /* NULL: per-tag commands */
 };
 
 static size_t round_up_page(size_t n)
@@ -161,10 +200,236 @@ static void prep_io_cmd(struct queue_ring *q, uint32_t op, uint16_t tag, int32_t
     q->inflight++;
 }
 
+/* A request as the kernel describes it in tag's descriptor. */
+static void read_request(const struct queue_ring *q, uint16_t tag, struct ublk_request *r)
+{
+    const volatile struct ublksrv_io_desc *d = &q->descs[tag];
+    uint32_t op_flags = d->op_flags;
+
+    r->tag = tag;
+    r->op = op_flags & 0xff;
+    r->flags = op_flags & ~0xffu;
+    r->nr_sectors = d->nr_sectors;
+    r->start_sector = d->start_sector;
+    r->result = 0;
+}
+
+static struct io_uring_sqe *batch_sqe(struct queue_ring *q, uint32_t op, uint64_t user_data,
+                                       uint16_t nr_elem, uint8_t elem_bytes)
+{
+    /* At most one PREP or COMMIT, one FETCH and the stop poll are pending:
+     * the ring has room for them (queue_ring_open). */
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+    struct ublk_batch_io *cmd = (struct ublk_batch_io *)sqe->cmd;
+
+    memset(sqe, 0, sizeof(*sqe));
+    sqe->opcode = IORING_OP_URING_CMD;
+    sqe->fd = 0;                        /* registered file index */
+    sqe->flags = IOSQE_FIXED_FILE;
+    sqe->cmd_op = op;
+    sqe->user_data = user_data;
+    cmd->q_id = q->q_id;
+    cmd->nr_elem = nr_elem;
+    cmd->elem_bytes = elem_bytes;
+    return sqe;
+}
+
+/* PREP or COMMIT b->elems[0..n); the kernel reads them when it is issued. */
+static void batch_send_elems(struct queue_ring *q, uint32_t op, uint64_t user_data, int n)
+{
+    struct io_uring_sqe *sqe = batch_sqe(q, op, user_data, (uint16_t)n, sizeof(struct ublk_elem_header));
+
+    sqe->addr = (uint64_t)(uintptr_t)q->batch->elems;
+    sqe->len = (uint32_t)n * sizeof(struct ublk_elem_header);
+    q->batch->elems_busy = true;
+}
+
+static void batch_arm_fetch(struct queue_ring *q)
+{
+    struct io_uring_sqe *sqe = batch_sqe(q, UBLK_U_IO_FETCH_IO_CMDS, FETCH_USER_DATA,
+                                         q->depth, sizeof(uint16_t));
+
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = FETCH_BUF_GROUP;
+    sqe->uring_cmd_flags = IORING_URING_CMD_MULTISHOT;
+    q->batch->fetch_armed = true;
+}
+
+/* The tags of one FETCH completion into b->ready; its buffer goes back. */
+static void batch_take_tags(struct queue_ring *q, const struct io_uring_cqe *cqe)
+{
+    struct batch_io *b = q->batch;
+    unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    const uint16_t *tags;
+
+    if (bid >= b->br_entries)
+        return;
+    tags = (const uint16_t *)(b->tag_bufs + (size_t)bid * b->tag_buf_bytes);
+    for (int i = 0; cqe->res > 0 && i < cqe->res / 2; i++)
+        if (tags[i] < q->depth && b->n_ready < q->depth)
+            b->ready[b->n_ready++] = tags[i];
+    io_uring_buf_ring_add(b->br, (void *)tags, b->tag_buf_bytes, (unsigned short)bid,
+                          io_uring_buf_ring_mask(b->br_entries), 0);
+    io_uring_buf_ring_advance(b->br, 1);
+}
+
+static void batch_reap(struct queue_ring *q)
+{
+    struct batch_io *b = q->batch;
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+
+    io_uring_for_each_cqe(&q->ring, head, cqe) {
+        seen++;
+        switch (cqe->user_data) {
+        case STOP_USER_DATA:
+            q->stopping = true;
+            break;
+        case PREP_USER_DATA:
+            b->elems_busy = false;
+            if (cqe->res < 0)
+                q->error = cqe->res;
+            break;
+        case COMMIT_USER_DATA:
+            /* A commit fails only for tags the kernel has taken back
+             * (the queue is going away): nothing to redo. */
+            b->elems_busy = false;
+            break;
+        case FETCH_USER_DATA:
+            if (cqe->flags & IORING_CQE_F_BUFFER)
+                batch_take_tags(q, cqe);
+            if (cqe->flags & IORING_CQE_F_MORE)
+                break;
+            /* The multishot FETCH ended: out of buffers or memory for a
+             * moment (the kernel keeps the tags it could not post), so
+             * send it again; or the queue is going away. */
+            b->fetch_armed = false;
+            if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ENOMEM)
+                q->error = cqe->res;
+            break;
+        }
+    }
+    io_uring_cq_advance(&q->ring, seen);
+}
+
+/* Submit what is pending, wait for a completion if `wait`, and reap. */
+static int batch_wait(struct queue_ring *q, bool wait)
+{
+    int ret = wait ? io_uring_submit_and_wait(&q->ring, 1) : io_uring_submit(&q->ring);
+
+    if (ret < 0 && ret != -EINTR)
+        return ret;
+    batch_reap(q);
+    return q->stopping ? -ENODEV : q->error;
+}
+
+static int batch_run(struct queue_ring *q, int n_commit, struct ublk_request *reqs, int max_reqs)
+{
+    struct batch_io *b = q->batch;
+    int ret = 0, n;
+
+    /* The last PREP or COMMIT read its elements when it was issued, in the
+     * last submit; its completion is nearly always in already. */
+    while (n_commit > 0 && b->elems_busy && ret == 0)
+        ret = batch_wait(q, true);
+    if (ret < 0)
+        return ret;
+    if (n_commit > 0) {
+        for (int i = 0; i < n_commit; i++)
+            b->elems[i] = (struct ublk_elem_header){ .tag = reqs[i].tag, .result = reqs[i].result };
+        batch_send_elems(q, UBLK_U_IO_COMMIT_IO_CMDS, COMMIT_USER_DATA, n_commit);
+    }
+    do {
+        if (!b->fetch_armed)
+            batch_arm_fetch(q);
+        ret = batch_wait(q, b->n_ready == 0);
+        if (ret < 0)
+            return ret;
+    } while (b->n_ready == 0);
+
+    n = b->n_ready < max_reqs ? b->n_ready : max_reqs;
+    for (int i = 0; i < n; i++)
+        read_request(q, b->ready[i], &reqs[i]);
+    b->n_ready -= n;
+    memmove(b->ready, b->ready + n, (size_t)b->n_ready * sizeof(*b->ready));
+    return n;
+}
+
+/* Memory for the batch commands, touched now so that it is resident (and
+ * locked, under the worker's mlockall) before any request. */
+static void *batch_alloc(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return NULL;
+    memset(p, 0, len);
+    return p;
+}
+
+static void batch_free(struct queue_ring *q)
+{
+    struct batch_io *b = q->batch;
+
+    if (!b)
+        return;
+    if (b->br)
+        munmap(b->br, b->br_len);
+    if (b->tag_bufs)
+        munmap(b->tag_bufs, round_up_page((size_t)b->br_entries * b->tag_buf_bytes));
+    if (b->elems)
+        munmap(b->elems, round_up_page((size_t)q->depth * sizeof(*b->elems)));
+    if (b->ready)
+        munmap(b->ready, round_up_page((size_t)q->depth * sizeof(*b->ready)));
+    free(b);
+    q->batch = NULL;
+}
+
+/* The buffer ring and buffers, registered with the ring, and the PREP of
+ * every tag and the first FETCH queued for the first submit. */
+static int batch_open(struct queue_ring *q)
+{
+    struct io_uring_buf_reg reg;
+    struct batch_io *b = calloc(1, sizeof(*b));
+    int ret;
+
+    if (!b)
+        return -ENOMEM;
+    q->batch = b;
+    for (b->br_entries = 1; b->br_entries < q->depth; b->br_entries <<= 1)
+        ;
+    /* Up to 128 tags a completion: the kernel posts no more at once. */
+    b->tag_buf_bytes = (q->depth < 128 ? q->depth : 128) * sizeof(uint16_t);
+    b->br_len = round_up_page(b->br_entries * sizeof(struct io_uring_buf));
+    b->br = batch_alloc(b->br_len);
+    b->tag_bufs = batch_alloc(round_up_page((size_t)b->br_entries * b->tag_buf_bytes));
+    b->elems = batch_alloc(round_up_page((size_t)q->depth * sizeof(*b->elems)));
+    b->ready = batch_alloc(round_up_page((size_t)q->depth * sizeof(*b->ready)));
+    if (!b->br || !b->tag_bufs || !b->elems || !b->ready)
+        return -ENOMEM;
+
+    reg = (struct io_uring_buf_reg){ .ring_addr = (uint64_t)(uintptr_t)b->br,
+                                     .ring_entries = b->br_entries, .bgid = FETCH_BUF_GROUP };
+    ret = io_uring_register_buf_ring(&q->ring, &reg, 0);
+    if (ret < 0)
+        return ret;
+    io_uring_buf_ring_init(b->br);
+    for (unsigned i = 0; i < b->br_entries; i++)
+        io_uring_buf_ring_add(b->br, b->tag_bufs + (size_t)i * b->tag_buf_bytes, b->tag_buf_bytes,
+                              (unsigned short)i, io_uring_buf_ring_mask(b->br_entries), (int)i);
+    io_uring_buf_ring_advance(b->br, (int)b->br_entries);
+
+    for (int tag = 0; tag < q->depth; tag++)
+        b->elems[tag] = (struct ublk_elem_header){ .tag = (uint16_t)tag };
+    batch_send_elems(q, UBLK_U_IO_PREP_IO_CMDS, PREP_USER_DATA, q->depth);
+    batch_arm_fetch(q);
+    return 0;
+}
+
 struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
                                    uint16_t first_tag, uint16_t tag_step,
                                    void *buffers, uint32_t buf_size,
-                                   uint32_t fetch_op, uint32_t commit_op,
+                                   uint32_t fetch_op, uint32_t commit_op, int batch,
                                    int *err)
 {
     struct queue_ring *q = calloc(1, sizeof(*q));
@@ -198,11 +463,14 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
         goto unmap;
     }
     /* One thread owns the ring: the kernel may then run completion work only
-     * when that thread waits for it, without interrupting it (6.1+). */
-    ret = io_uring_queue_init(depth + 1, &q->ring, IORING_SETUP_COOP_TASKRUN |
+     * when that thread waits for it, without interrupting it (6.1+). Room
+     * for a command per tag and the stop poll, and completions for twice
+     * that: a batch FETCH may post one per tag. */
+    unsigned entries = depth + 1u < 4 ? 4 : depth + 1u;
+    ret = io_uring_queue_init(entries, &q->ring, IORING_SETUP_COOP_TASKRUN |
                               IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
     if (ret == -EINVAL)
-        ret = io_uring_queue_init(depth + 1, &q->ring, 0);
+        ret = io_uring_queue_init(entries, &q->ring, 0);
     if (ret < 0)
         goto close_stop;
     ret = io_uring_register_files(&q->ring, &cdev_fd, 1);
@@ -212,13 +480,20 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
     sqe = io_uring_get_sqe(&q->ring);
     io_uring_prep_poll_add(sqe, q->stop_fd, POLLIN);
     sqe->user_data = STOP_USER_DATA;
-    for (int tag = first_tag; tag < depth; tag += tag_step ? tag_step : 1)
-        prep_io_cmd(q, fetch_op, tag, -1);
+    if (batch) {
+        ret = batch_open(q);
+        if (ret < 0)
+            goto exit_ring;
+    } else {
+        for (int tag = first_tag; tag < depth; tag += tag_step ? tag_step : 1)
+            prep_io_cmd(q, fetch_op, tag, -1);
+    }
     *err = 0;
     return q;
 
 exit_ring:
     io_uring_queue_exit(&q->ring);
+    batch_free(q);
 close_stop:
     close(q->stop_fd);
 unmap:
@@ -236,6 +511,8 @@ int queue_ring_run(struct queue_ring *q, int n_commit,
     unsigned head, seen = 0;
     int ret, n = 0;
 
+    if (q->batch)
+        return batch_run(q, n_commit, reqs, max_reqs);
     for (int i = 0; i < n_commit; i++)
         prep_io_cmd(q, q->commit_op, reqs[i].tag, reqs[i].result);
 
@@ -257,16 +534,7 @@ int queue_ring_run(struct queue_ring *q, int n_commit,
             q->inflight--;
             if (cqe->res < 0)           /* UBLK_IO_RES_ABORT: queue going away */
                 continue;
-            uint16_t tag = (uint16_t)cqe->user_data;
-            const volatile struct ublksrv_io_desc *d = &q->descs[tag];
-            uint32_t op_flags = d->op_flags;
-            struct ublk_request *r = &reqs[n++];
-            r->tag = tag;
-            r->op = op_flags & 0xff;
-            r->flags = op_flags & ~0xffu;
-            r->nr_sectors = d->nr_sectors;
-            r->start_sector = d->start_sector;
-            r->result = 0;
+            read_request(q, (uint16_t)cqe->user_data, &reqs[n++]);
         }
         io_uring_cq_advance(&q->ring, seen);
         seen = 0;
@@ -285,6 +553,7 @@ void queue_ring_stop(struct queue_ring *q)
 void queue_ring_close(struct queue_ring *q)
 {
     io_uring_queue_exit(&q->ring);      /* cancels the FETCHes still held */
+    batch_free(q);
     close(q->stop_fd);
     munmap((void *)q->descs, q->descs_len);
     free(q);

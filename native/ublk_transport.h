@@ -34,16 +34,21 @@ struct ublk_request {
  * buffers (buffers NULL: the device has UBLK_F_USER_COPY, and the server
  * copies each request's data itself, see queue_server_new). A step above 1
  * needs UBLK_F_PER_IO_DAEMON: each tag is then served by the thread that
- * fetched it. */
+ * fetched it.
+ * The commands are per tag (fetch_op, commit_op: FETCH_REQ and
+ * COMMIT_AND_FETCH_REQ, in the encoding the kernel speaks), or, with
+ * `batch` (the device has UBLK_F_BATCH_IO and USER_COPY; one thread serves
+ * all the queue's tags), batched: one PREP of every tag, one multishot
+ * FETCH that posts many ready tags a completion, one COMMIT a batch. */
 struct queue_ring;
 struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
                                    uint16_t first_tag, uint16_t tag_step,
                                    void *buffers, uint32_t buf_size,
-                                   uint32_t fetch_op, uint32_t commit_op,
+                                   uint32_t fetch_op, uint32_t commit_op, int batch,
                                    int *err);
 /*
- * Commit reqs[0..n_commit) with their results (and fetch the next request
- * for each tag), submit every pending FETCH, wait for at least one request,
+ * Commit reqs[0..n_commit) with their results (per tag: fetching the next
+ * request for each), submit what is pending, wait for at least one request,
  * then copy every ready request into reqs. Returns how many are ready,
  * -ENODEV once the queue is shut down (aborted by the kernel or stopped by
  * queue_ring_stop), or another -errno.

@@ -19,6 +19,8 @@ from trueno_ublk.errors import UserError
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
 
+IO_COMMANDS = ("auto", "batch", "per-tag")      # create --io-commands; DeviceConfig.io_commands
+
 DELETE_WAIT_SECONDS = 30.0
 
 
@@ -85,6 +87,10 @@ def cli():
               help="Hardware queues, one I/O thread each.")
 @click.option("--queue-threads", type=int, default=1, show_default=True,
               help="Threads serving each queue, its tags split between them (Linux 6.16+).")
+@click.option("--io-commands", type=click.Choice(IO_COMMANDS), default="auto", show_default=True,
+              help="How the kernel hands requests over: batch (many a command, Linux 7.0+; "
+                   "one thread a queue), per-tag, or auto (batch where the kernel has it "
+                   "and --queue-threads is 1).")
 @click.option("--depth", "-d", type=int, default=128, show_default=True,
               help="Requests in flight per queue.")
 @click.option("--id", "dev_id", type=int, default=-1, help="Device number N for /dev/ublkbN.")
@@ -103,7 +109,7 @@ def cli():
               help="Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or :PORT for loopback).")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
-def create(size, algorithm, store, queues, queue_threads, depth, dev_id, mem_limit, huge_threshold, recovery,
+def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold, recovery,
            from_config, config_file, metrics_listen, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
@@ -133,6 +139,8 @@ def create(size, algorithm, store, queues, queue_threads, depth, dev_id, mem_lim
             raise UserError(f"{option} must be {allowed.describe()}")
     if depth < queue_threads:
         raise UserError(f"--depth {depth} leaves no tag for each of {queue_threads} queue threads")
+    if io_commands == "batch" and queue_threads > 1:
+        raise UserError("--io-commands batch serves each queue from one thread: not with --queue-threads")
     if dev_id != -1 and dev_id not in limits.DEVICE_ID:
         raise UserError(f"--id must be {limits.DEVICE_ID.describe()}")
     from trueno_ublk import metrics, state
@@ -153,6 +161,7 @@ def create(size, algorithm, store, queues, queue_threads, depth, dev_id, mem_lim
     if stale is not None and not stale.daemon_alive():
         delete_device(dev_id, force=False)      # left by a daemon that died (systemd restarts)
     config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues, queue_threads=queue_threads,
+                          io_commands=io_commands,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery,
                           metrics_listen=metrics_listen)

@@ -30,10 +30,12 @@ class QueueError(OSError):
 class Queue:
     """One thread serving hardware queue q_id: all its tags, or, with
     `threads` per queue (UBLK_F_PER_IO_DAEMON), every threads-th one from
-    tag `thread` on."""
+    tag `thread` on. `batch`: the device has UBLK_F_BATCH_IO (and one
+    thread per queue), and its I/O commands are the batched ones."""
 
     def __init__(self, cdev_fd: int, q_id: int, depth: int, buf_size: int, store,
-                 fetch_op: int, commit_op: int, user_copy: bool, thread: int = 0, threads: int = 1):
+                 fetch_op: int, commit_op: int, user_copy: bool, thread: int = 0, threads: int = 1,
+                 batch: bool = False):
         self.q_id = q_id
         self.name = str(q_id) if threads == 1 else f"{q_id}.{thread}"
         self.depth = depth
@@ -58,7 +60,7 @@ class Queue:
         self._reqs = ffi.new("struct ublk_request[]", depth)
         self._args = (cdev_fd, q_id, depth, thread, threads,
                       ffi.NULL if self._buffers is None else ffi.from_buffer(self._buffers), buf_size,
-                      fetch_op, commit_op)
+                      fetch_op, commit_op, batch)
         self._q = None
         self.opened = threading.Event()
         self.open_error: OSError | None = None

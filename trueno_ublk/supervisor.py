@@ -67,6 +67,7 @@ class DeviceConfig:
     store: str = "ram"
     queues: int = 1
     queue_threads: int = 1          # threads serving each queue; >1 needs PER_IO_DAEMON
+    io_commands: str = "auto"       # auto, batch (BATCH_IO) or per-tag: cli.IO_COMMANDS
     depth: int = 128
     dev_id: int = -1
     mem_limit: int = 0
@@ -100,6 +101,8 @@ class Supervisor:
         harden_process()
         with Control() as ctrl:
             flags = WANTED_FEATURES & ctrl.features
+            if self._batch_io(ctrl.features):   # the kernel takes BATCH_IO without PER_IO_DAEMON
+                flags = flags & ~lib.UBLK_F_PER_IO_DAEMON | lib.UBLK_F_BATCH_IO
             if cfg.recovery and ctrl.features & RECOVERY_FEATURES == RECOVERY_FEATURES:
                 flags |= RECOVERY_FEATURES
             try:
@@ -119,6 +122,17 @@ class Supervisor:
                 self._delete(ctrl)
                 if arena_fd is not None:
                     os.close(arena_fd)
+
+    def _batch_io(self, kernel_features: int) -> bool:
+        """Whether the device's I/O commands are to be batched (UBLK_F_BATCH_IO)."""
+        cfg = self.config
+        batch = lib.UBLK_F_BATCH_IO | lib.UBLK_F_USER_COPY
+        if cfg.io_commands == "batch" and kernel_features & batch != batch:
+            raise UserError("--io-commands batch needs Linux 7.0 or newer (UBLK_F_BATCH_IO)")
+        # Batched commands leave a queue's tags to one thread (the kernel
+        # hands them to one FETCH), so more threads a queue mean per tag.
+        wanted = cfg.io_commands == "batch" or (cfg.io_commands == "auto" and cfg.queue_threads == 1)
+        return wanted and kernel_features & batch == batch
 
     def _enter(self, new: State, worker_pid: int = 0, notify: str = "") -> None:
         self.record.state, self.record.worker_pid = new.value, worker_pid

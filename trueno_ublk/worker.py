@@ -80,8 +80,9 @@ class Worker:
             commit_op = ctrl.opcode(lib.UBLK_U_IO_COMMIT_AND_FETCH_REQ, lib.UBLK_IO_COMMIT_AND_FETCH_REQ)
             user_copy = "USER_COPY" in self.record.features
             threads = self.record.queue_threads
+            batch = "BATCH_IO" in self.record.features
             queues = [Queue(cdev_fd, q, self.record.depth, self.record.max_io_bytes, store,
-                            fetch_op, commit_op, user_copy, thread, threads)
+                            fetch_op, commit_op, user_copy, thread, threads, batch)
                       for q in range(self.record.queues) for thread in range(threads)]
             handlers = self._admin_handlers(store, queues, ctrl)
             admin = AdminServer(dev_id, handlers)
