@@ -28,12 +28,14 @@ WORKLOADS = {
 TARGETS = {
     "zram lz4": ("zram", "lz4"),
     "zram zstd": ("zram", "zstd"),
-    "trueno lz4 q1": ("trueno", "--algorithm lz4 --queues 1"),
+    "trueno lz4 q1": ("trueno", "--algorithm lz4 --queues 1"),   # batched commands on 7.0+
+    "trueno lz4 q1 per-tag": ("trueno", "--algorithm lz4 --queues 1 --io-commands per-tag"),
     "trueno lz4 q2": ("trueno", "--algorithm lz4 --queues 2"),
     "trueno lz4 q1 t2": ("trueno", "--algorithm lz4 --queues 1 --queue-threads 2"),   # 6.16+
     "trueno zstd q1": ("trueno", "--algorithm zstd --queues 1"),
     "trueno zstd q2": ("trueno", "--algorithm zstd --queues 2"),
     "trueno null q1": ("trueno", "--store null --queues 1"),
+    "trueno null q1 per-tag": ("trueno", "--store null --queues 1 --io-commands per-tag"),
     "trueno null q2": ("trueno", "--store null --queues 2"),
 }
 
@@ -57,16 +59,20 @@ def main() -> None:
     ap.add_argument("--size", default="256M")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--runtime", type=int, default=4, help="seconds per fio run")
-    ap.add_argument("--out", default=str(TOP / "bench-results"))
+    ap.add_argument("--out", default=str(TOP / "bench-results"),
+                    help="directory for the JSON and chart (in a guest, one under the checkout: the rest is read-only)")
     ap.add_argument("--targets", metavar="NAMES",
                     help="comma-separated subset of: " + ", ".join(TARGETS) + " (zram is always run)")
-    ap.add_argument("--report", metavar="JSON",
-                    help="only print the table and draw the chart of an earlier run")
+    ap.add_argument("--report", action="store_true",
+                    help="only draw the chart of the newest run in --out")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     if args.report:
-        report(json.loads(Path(args.report).read_text()), Path(args.report))
+        runs = sorted(out.glob("device-*.json"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            sys.exit(f"bench device: no results in {out}")
+        report(json.loads(runs[-1].read_text()), runs[-1])
         return
 
     targets = dict(TARGETS)
@@ -106,15 +112,14 @@ def main() -> None:
     kernel = sh("uname -r").strip()
     run = {"kernel": kernel, "size": args.size, "runs": args.runs,
            "runtime_s": args.runtime, "results": results}
+    print_table(run)
     path = out / f"device-{'.'.join(kernel.split('.')[:2])}.json"      # one file per kernel series
     path.write_text(json.dumps(run, indent=2))
     print(f"wrote {path}", file=sys.stderr)
 
 
 def report(run: dict, path: Path) -> None:
-    """The table on stdout and the PNG chart beside the JSON: done natively,
-    after the guest run."""
-    print_table(run)
+    """The PNG chart beside the JSON: drawn natively, after the guest run."""
     draw(run["results"], path.with_suffix(".png"), run["kernel"])
     print(f"\nwrote {path.with_suffix('.png')}")
 
@@ -129,10 +134,11 @@ def print_table(run: dict) -> None:
     print(f"device benchmark: kernel {run['kernel']}, {run['size']}, median of {run['runs']} x "
           f"{run['runtime_s']}s, 50%-compressible data; x zram = IOPS / kernel zram's with the "
           f"same codec (lz4; zstd for zstd rows) in the same boot")
-    print(f"{'target':<18}{'workload':<22}{'IOPS':>10}{'MiB/s':>9}{'p99 us':>9}{'x zram':>8}")
+    width = max(map(len, results)) + 2
+    print(f"{'target':<{width}}{'workload':<22}{'IOPS':>10}{'MiB/s':>9}{'p99 us':>9}{'x zram':>8}")
     for target, cells in results.items():
         for name, cell in cells.items():
-            print(f"{target:<18}{name:<22}{cell['iops']:>10.0f}{cell['mib_s']:>9.1f}"
+            print(f"{target:<{width}}{name:<22}{cell['iops']:>10.0f}{cell['mib_s']:>9.1f}"
                   f"{cell['p99_us']:>9.0f}{ratio(results, target, name):>8.2f}")
 
 

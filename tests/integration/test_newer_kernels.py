@@ -1,6 +1,7 @@
 """What ublk gained after 6.12, used where the kernel has it: live resize
-(UPDATE_SIZE, 6.16) and several threads per queue (PER_IO_DAEMON, 6.16).
-On older kernels each is refused in one line."""
+(UPDATE_SIZE, 6.16), several threads per queue (PER_IO_DAEMON, 6.16) and
+batched I/O commands (BATCH_IO, 7.0). On older kernels each is refused in
+one line when asked for by name."""
 import json
 import os
 import subprocess
@@ -54,13 +55,35 @@ def test_resize_grows_under_fio_verify_and_never_drops_a_page(make_device):
     assert_one_line_error(run_cli("resize", dev, "2G", check=False), "room for 1G")
 
 
+def features(dev: str) -> list[str]:
+    return json.loads(run_cli("stat", "--json", dev).stdout)["features"]
+
+
+MIXED_SIZES = "--bssplit=512/10:4k/50:64k/30:1M/10"
+
+
+def test_batched_io_commands_under_fio_verify(make_device):
+    if int(os.uname().release.split(".")[0]) < 7:         # BATCH_IO: 7.0
+        result = run_cli("create", "--size", "64M", "--io-commands", "batch", check=False)
+        assert_one_line_error(result, "7.0", "BATCH_IO")
+        return
+    dev = make_device(size="128M")                        # batched by default
+    assert "BATCH_IO" in features(dev)
+    job = FIO.format(dev=dev).replace("--bsrange=4k-256k", MIXED_SIZES)
+    sh(job + " --do_verify=1 --numjobs=1 --iodepth=64")
+    sh(job + " --verify_only")
+    per_tag = make_device("--io-commands", "per-tag", size="64M")
+    assert "BATCH_IO" not in features(per_tag)
+    sh(FIO.format(dev=per_tag).replace("--size=48M", "--size=16M") + " --do_verify=1")
+
+
 def test_two_threads_serve_one_queue_under_fio_verify(make_device):
     if int(os.uname().release.split(".")[0]) < 7:         # PER_IO_DAEMON: 6.16
         result = run_cli("create", "--size", "64M", "--queue-threads", "2", check=False)
         assert_one_line_error(result, "6.16", "PER_IO_DAEMON")
         return
     dev = make_device("--queue-threads", "2", size="128M")
-    job = FIO.format(dev=dev).replace("--bsrange=4k-256k", "--bssplit=512/10:4k/50:64k/30:1M/10")
+    job = FIO.format(dev=dev).replace("--bsrange=4k-256k", MIXED_SIZES)
     sh(job + " --do_verify=1")
     # Both threads served: each has spent CPU on the queue's tags.
     served = {q["id"]: q["cpu_seconds"] for q in admin.request(int(dev[len("/dev/ublkb"):]), "stat")["queues"]}

@@ -47,6 +47,11 @@ def test_bad_counts(option, value):
     assert_one_line_error(run_cli("create", "--size", "1G", option, value), option)
 
 
+def test_batched_commands_leave_a_queue_to_one_thread():
+    result = run_cli("create", "--size", "1G", "--queue-threads", "2", "--io-commands", "batch")
+    assert_one_line_error(result, "--io-commands batch", "--queue-threads")
+
+
 @needs_root
 def test_not_root():
     result = run_cli("create", "--size", "1G", user=65534)
