@@ -109,8 +109,8 @@ def cli():
               help="Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or :PORT for loopback).")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
-def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold, recovery,
-           from_config, config_file, metrics_listen, foreground):
+def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold,
+           recovery, from_config, config_file, metrics_listen, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
         section = _config_section(from_config, config_file)
