@@ -10,13 +10,15 @@ kernel zram of the same codec. Needs root, ublk_drv and zram.
 """
 import argparse
 import glob
+import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import psutil
 
-from benchlib import MiB, Trueno, Zram, sh
+from benchlib import TOP, MiB, Trueno, Zram, sh
 
 # (kind, glob patterns): each kind fills a third of the corpus.
 KINDS = {
@@ -25,14 +27,18 @@ KINDS = {
                        "/root/.pyenv/versions/*/lib/python3*/**/*.py"],
     "compressed files": ["/usr/share/doc/**/*.gz", "/usr/share/man/**/*.gz"],
 }
+# Built natively before a guest boots (reading thousands of small files
+# over the guest's 9p share is slow under emulation), where the guest sees
+# it; the guest copies it to its own /tmp before writing it anywhere.
+BUILT = TOP / "bench-results" / "scratch"
 CORPUS = Path("/tmp/trueno-corpus")
 
 
-def build_corpus(mib: int) -> dict[str, int]:
-    """Write the corpus to CORPUS, `mib` MiB; returns bytes taken per kind."""
+def build_corpus(mib: int, path: Path) -> dict[str, int]:
+    """Write the corpus to `path`, `mib` MiB; returns bytes taken per kind."""
     quota = mib * MiB // len(KINDS)
     taken = {}
-    with CORPUS.open("wb") as out:
+    with path.open("wb") as out:
         for kind, patterns in KINDS.items():
             paths = sorted({p for pattern in patterns for p in glob.glob(pattern, recursive=True)
                             if os.path.isfile(p) and not os.path.islink(p)})
@@ -95,8 +101,17 @@ def main() -> None:
     ap.add_argument("--corpus", type=int, default=192, metavar="MIB", help="corpus size in MiB")
     ap.add_argument("--huge-thresholds", metavar="LIST", default="",
                     help="also trueno lz4 with each of these --huge-threshold values (bytes, comma-separated)")
+    ap.add_argument("--build-corpus", action="store_true", help="only build the corpus (natively)")
     args = ap.parse_args()
-    taken = build_corpus(args.corpus)
+    built = BUILT / f"corpus-{args.corpus}M"
+    if args.build_corpus or not built.exists():
+        BUILT.mkdir(parents=True, exist_ok=True)
+        taken = build_corpus(args.corpus, built)
+        (BUILT / f"corpus-{args.corpus}M.json").write_text(json.dumps(taken))
+        if args.build_corpus:
+            return
+    taken = json.loads((BUILT / f"corpus-{args.corpus}M.json").read_text())
+    shutil.copyfile(built, CORPUS)
     size = f"{args.corpus + 64}M"
     rows = {"zram lz4": measure_zram(size, "lz4"), "zram zstd": measure_zram(size, "zstd"),
             "trueno lz4": measure_trueno(size, "--algorithm lz4"),
