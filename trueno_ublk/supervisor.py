@@ -48,6 +48,7 @@ QUIESCE_WAIT_SECONDS = 30.0
 # SAFE_STOP_DEV (7.0): `delete` stops the device only if nobody has it open.
 # Recovery with REISSUE: requests a dead worker held are served again by
 # its successor; writing a page twice is harmless for a RAM store.
+# BATCH_IO (7.0) is chosen apart, by --io-commands (Supervisor._batch_io).
 WANTED_FEATURES = (lib.UBLK_F_CMD_IOCTL_ENCODE | lib.UBLK_F_USER_COPY | lib.UBLK_F_NO_AUTO_PART_SCAN
                    | lib.UBLK_F_SAFE_STOP_DEV | lib.UBLK_F_UPDATE_SIZE | lib.UBLK_F_PER_IO_DAEMON)
 RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
@@ -101,7 +102,7 @@ class Supervisor:
         harden_process()
         with Control() as ctrl:
             flags = WANTED_FEATURES & ctrl.features
-            if self._batch_io(ctrl.features):   # the kernel takes BATCH_IO without PER_IO_DAEMON
+            if self._batch_io(ctrl.features):   # one FETCH takes a queue's tags: no per-tag daemons
                 flags = flags & ~lib.UBLK_F_PER_IO_DAEMON | lib.UBLK_F_BATCH_IO
             if cfg.recovery and ctrl.features & RECOVERY_FEATURES == RECOVERY_FEATURES:
                 flags |= RECOVERY_FEATURES
