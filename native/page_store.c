@@ -577,6 +577,7 @@ void ps_set_mem_limit(struct page_store *ps, uint64_t bytes)
 {
     pthread_mutex_lock(&ps->alloc_lock);
     ps->mem_limit = bytes;
+    ((struct arena_header *)ps->base)->mem_limit = bytes;
     pthread_mutex_unlock(&ps->alloc_lock);
 }
 
@@ -698,6 +699,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
             goto fail;
         ps->pages = found.pages;
         ps->max_pages = found.max_pages;
+        ps->mem_limit = found.mem_limit;
     } else {
         ps->pages = pages;
         ps->max_pages = max_pages_for(pages);
@@ -738,6 +740,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
         h->chunk_size = CHUNK_SIZE;
         h->pages = ps->pages;
         h->max_pages = ps->max_pages;
+        h->mem_limit = 0;
     }
     if (codec == PS_CODEC_LZ4)
         ps->lz4_fast_reset = choose_lz4_entry(ps);

@@ -43,8 +43,8 @@
 #define ENTRY_SLOT_SHIFT  12
 #define ENTRY_FIELD_MASK  0xfffull
 
-#define ARENA_MAGIC     "TRUENOA4"
-#define ARENA_VERSION   4             /* 3: merged size classes; 4: padded entries */
+#define ARENA_MAGIC     "TRUENOA5"
+#define ARENA_VERSION   5             /* 4: padded entries; 5: the memory limit kept */
 
 struct arena_header {
     char magic[8];
@@ -52,6 +52,7 @@ struct arena_header {
     uint32_t chunk_size;
     uint64_t pages;                     /* the device's size now */
     uint64_t max_pages;                 /* the size the layout has room for */
+    uint64_t mem_limit;                 /* as last set: a new worker keeps it */
 };
 
 /* Allocator state of one chunk; free slots link through their first bytes. */

@@ -72,7 +72,7 @@ class Worker:
         cfg, dev_id = self.config, self.record.dev_id
         store = open_store(cfg.store, cfg.size, codec_for(cfg.algorithm), cfg.huge_threshold,
                            self.arena_fd, attach=self.recovering)
-        if cfg.mem_limit:
+        if cfg.mem_limit and not self.recovering:   # a recovered store keeps the limit last set
             store.set_mem_limit(cfg.mem_limit)
         with Control() as ctrl:
             cdev_fd = open_char_device(dev_id)

@@ -25,6 +25,7 @@ def test_recovery_after_the_worker_is_killed_keeps_every_page(make_device):
     dev = make_device("--queues", "2")
     verify = f"--bs=4k --iodepth=32 --size=96M --verify=crc32c --verify_fatal=1 {PATTERN}"
     sh(f"{FIO} --filename={dev} --rw=randwrite {verify}")
+    run_cli("set", dev, "--mem-limit", "1G")          # set on the live device: kept across recovery
     before = json.loads(run_cli("stat", "--json", dev).stdout)
     rec = record(dev)
     # Reads and writes in flight while the worker dies: the kernel holds
@@ -42,6 +43,7 @@ def test_recovery_after_the_worker_is_killed_keeps_every_page(make_device):
     assert entry["worker"] != rec["worker_pid"] and entry["pid"] == rec["pid"]
     after = json.loads(run_cli("stat", "--json", dev).stdout)
     assert after["pages_stored"] >= before["pages_stored"]
+    assert after["mem_limit"] == before["mem_limit"] == 1 << 30
     sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify}")
     # And it can die again: a second recovery.
     os.kill(entry["worker"], signal.SIGKILL)

@@ -217,6 +217,8 @@ def test_at_the_limit_a_page_goes_into_a_larger_free_slot():
     store.close()
     store, client = ram(1 << 20, arena_fd=fd, attach=True)
     assert client.read(100 * 4096, 4096) == small[0]
+    assert store.stats()["mem_limit"] == 64 << 10    # the limit as last set, kept in the arena
+    store.set_mem_limit(0)
     second = big[:stored // 2]                      # half a second chunk
     for i, page in enumerate(second):
         client.write((200 + i) * 4096, page)
