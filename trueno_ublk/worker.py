@@ -12,6 +12,7 @@ import errno
 import gc
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -57,12 +58,21 @@ class Worker:
         self.record = record
         self.arena_fd = arena_fd
         self.recovering = recovering
-        self.stop_requested = threading.Event()
+        self.stop_requested = False
+
+    def _request_stop(self, signum, frame) -> None:
+        # Nothing here may take a lock: the handler runs in the main thread
+        # between two bytecodes, possibly while that thread holds the very
+        # lock (a threading.Event set from here could deadlock the worker).
+        # The wakeup fd ends the main loop's wait at once.
+        self.stop_requested = True
 
     def run(self, report: Report) -> int:
         """Serve until SIGTERM; `report` tells the supervisor once the
         device is live. Returns the exit status: 0 once the device is stopped."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, signal.SIG_IGN)       # the supervisor decides
         # If the supervisor dies, stop the device rather than serve unsupervised.
         prctl.set_pdeathsig(signal.SIGTERM)
@@ -116,7 +126,9 @@ class Worker:
                 gc.freeze()         # start-up objects never need scanning again
                 self.record.state, self.record.worker_pid = "live", os.getpid()
                 report.live()
-                while not self.stop_requested.wait(1.0):
+                while not self.stop_requested:
+                    select.select([wake_r], [], [], 1.0)
+                    drain(wake_r)
                     if not all(q.thread.is_alive() for q in queues):
                         log.error("a queue thread ended: stopping the device")
                         break
@@ -186,6 +198,15 @@ class Worker:
             return {"size": size}
 
         return {"stat": stat, "set": set_, "compact": compact, "resize": resize}
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking pipe empty."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def serve_requests_unscheduled(dev_id: int) -> None:

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from trueno_ublk.state import RUN_DIR
+from trueno_ublk.state import RUN_DIR, log_path
 
 from conftest import run_cli, sh
 from faults import PATTERN, alive, list_entry, record, start_fio, wait_for, wait_for_io
@@ -49,7 +49,10 @@ def test_sigterm_to_the_daemon_during_io_stops_cleanly(make_device):
     fio = start_fio(dev, "--rw=randrw --bs=16k --iodepth=32 --size=64M --time_based --runtime=120")
     wait_for_io(dev)
     os.kill(rec["pid"], signal.SIGTERM)
-    wait_for(lambda: not alive(rec["pid"]) and not alive(rec["worker_pid"]), what="the daemon to stop")
+    try:
+        wait_for(lambda: not alive(rec["pid"]) and not alive(rec["worker_pid"]), what="the daemon to stop")
+    except AssertionError:
+        raise AssertionError(f"the daemon did not stop; its log:\n{log_path(n).read_text()}") from None
     fio.wait(timeout=30)
     assert not os.path.exists(dev) and not list(RUN_DIR.glob(f"{n}.*"))
     assert list_entry(dev) is None
