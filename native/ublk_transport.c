@@ -180,18 +180,27 @@ static size_t round_up_page(size_t n)
     return (n + page - 1) / page * page;
 }
 
-static void prep_io_cmd(struct queue_ring *q, uint32_t op, uint16_t tag, int32_t result)
+/* An I/O command on /dev/ublkcN (the ring's registered file), its command
+ * area zeroed for the caller to fill. The caller knows there is room. */
+static struct io_uring_sqe *io_cmd_sqe(struct queue_ring *q, uint32_t op, uint64_t user_data)
 {
-    /* The ring has one SQE per tag plus the stop poll, so one is always free. */
     struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-    struct ublksrv_io_cmd *cmd = (struct ublksrv_io_cmd *)sqe->cmd;
 
     memset(sqe, 0, sizeof(*sqe));
     sqe->opcode = IORING_OP_URING_CMD;
     sqe->fd = 0;                        /* registered file index */
     sqe->flags = IOSQE_FIXED_FILE;
     sqe->cmd_op = op;
-    sqe->user_data = tag;
+    sqe->user_data = user_data;
+    return sqe;
+}
+
+static void prep_io_cmd(struct queue_ring *q, uint32_t op, uint16_t tag, int32_t result)
+{
+    /* The ring has one SQE per tag plus the stop poll, so one is always free. */
+    struct io_uring_sqe *sqe = io_cmd_sqe(q, op, tag);
+    struct ublksrv_io_cmd *cmd = (struct ublksrv_io_cmd *)sqe->cmd;
+
     cmd->q_id = q->q_id;
     cmd->tag = tag;
     cmd->result = result;
@@ -219,15 +228,9 @@ static struct io_uring_sqe *batch_sqe(struct queue_ring *q, uint32_t op, uint64_
 {
     /* At most one PREP or COMMIT, one FETCH and the stop poll are pending:
      * the ring has room for them (queue_ring_open). */
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+    struct io_uring_sqe *sqe = io_cmd_sqe(q, op, user_data);
     struct ublk_batch_io *cmd = (struct ublk_batch_io *)sqe->cmd;
 
-    memset(sqe, 0, sizeof(*sqe));
-    sqe->opcode = IORING_OP_URING_CMD;
-    sqe->fd = 0;                        /* registered file index */
-    sqe->flags = IOSQE_FIXED_FILE;
-    sqe->cmd_op = op;
-    sqe->user_data = user_data;
     cmd->q_id = q->q_id;
     cmd->nr_elem = nr_elem;
     cmd->elem_bytes = elem_bytes;
