@@ -1,8 +1,8 @@
 """scripts/bench tiers: memory held on real data, beside kernel zram's.
 
 The corpus is real files found on this machine, not generated patterns:
-shared libraries, Python sources and already-compressed files (gzip, xz,
-zstd), a third each, taken in path order so that the same machine gives the
+shared libraries, Python sources and already-compressed files (gzip'd
+documentation and man pages), a third each, taken in path order so that the same machine gives the
 same corpus. It is written with O_DIRECT to kernel zram (lz4, zstd) and to
 trueno-ublk (lz4, zstd) in one boot; each device's memory held, its pages
 stored raw (huge) and the write and read times are reported, ratios to
@@ -43,11 +43,11 @@ def build_corpus(mib: int, path: Path) -> dict[str, int]:
             paths = sorted({p for pattern in patterns for p in glob.glob(pattern, recursive=True)
                             if os.path.isfile(p) and not os.path.islink(p)})
             done = 0
-            for path in paths:
+            for found in paths:
                 if done >= quota:
                     break
                 try:
-                    data = Path(path).read_bytes()[:quota - done]
+                    data = Path(found).read_bytes()[:quota - done]
                 except OSError:
                     continue
                 out.write(data)
