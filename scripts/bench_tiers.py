@@ -2,8 +2,8 @@
 
 The corpus is real files found on this machine, not generated patterns:
 shared libraries, Python sources and already-compressed files (gzip'd
-documentation and man pages), a third each, taken in path order so that the same machine gives the
-same corpus. It is written with O_DIRECT to kernel zram (lz4, zstd) and to
+documentation and man pages), a third each, taken in path order so that
+the same machine gives the same corpus. It is written with O_DIRECT to kernel zram (lz4, zstd) and to
 trueno-ublk (lz4, zstd) in one boot; each device's memory held, its pages
 stored raw (huge) and the write and read times are reported, ratios to
 kernel zram of the same codec. Needs root, ublk_drv and zram.
