@@ -1,10 +1,13 @@
 /*
- * The page store's codecs: compressing one page into a serving thread's
- * scratch and decompressing a payload back, with LZ4, LZ4HC or zstd, and
- * the scratch itself, allocated up front so that serving allocates nothing.
+ * The page store's codecs: compressing one page into a thread's scratch and
+ * decompressing a payload back, with LZ4, LZ4HC or zstd; the estimate of a
+ * page's entropy that spares incompressible pages the codec; and the
+ * scratch itself, allocated up front so that serving allocates nothing.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -20,57 +23,89 @@ bool page_is_filled(const void *page)
     return true;
 }
 
-/* The payload length in w->out, or 0 for "store raw": the page does not
- * compress below the huge threshold. */
-uint32_t compress_page(struct ps_scratch *w, const void *page)
+uint32_t compress_page(struct ps_scratch *w, const void *page, uint32_t cap)
 {
-    struct page_store *ps = w->ps;
     /* A payload of a whole page would read back as a raw one. */
-    int cap = (int)(ps->huge_threshold < PAGE_SIZE ? ps->huge_threshold : PAGE_SIZE - 1);
+    int limit = (int)(cap < PAGE_SIZE ? cap : PAGE_SIZE - 1);
     size_t n;
 
-    switch (ps->codec) {
+    switch (w->codec) {
     case PS_CODEC_LZ4:
-        if (!ps->lz4_fast_reset)
-            return (uint32_t)LZ4_compress_fast_extState(w->lz4_state, page, w->out, PAGE_SIZE, cap, 1);
+        if (!w->ps->lz4_fast_reset)
+            return (uint32_t)LZ4_compress_fast_extState(w->lz4_state, page, w->out, PAGE_SIZE, limit, 1);
         LZ4_resetStream_fast(w->lz4_stream);        /* an independent block, no dictionary */
-        return (uint32_t)LZ4_compress_fast_continue(w->lz4_stream, page, w->out, PAGE_SIZE, cap, 1);
+        return (uint32_t)LZ4_compress_fast_continue(w->lz4_stream, page, w->out, PAGE_SIZE, limit, 1);
     case PS_CODEC_LZ4HC:
         /* The HC state is 256 KiB: reset it the cheap way, never memset it. */
-        LZ4_resetStreamHC_fast(w->lz4hc_stream, LZ4HC_CLEVEL_DEFAULT);
-        return (uint32_t)LZ4_compress_HC_continue(w->lz4hc_stream, page, w->out, PAGE_SIZE, cap);
+        LZ4_resetStreamHC_fast(w->lz4hc_stream, w->level);
+        return (uint32_t)LZ4_compress_HC_continue(w->lz4hc_stream, page, w->out, PAGE_SIZE, limit);
     case PS_CODEC_ZSTD:
-        n = ZSTD_compress2(w->zc, w->out, (size_t)cap, page, PAGE_SIZE);
+        n = ZSTD_compress2(w->zc, w->out, (size_t)limit, page, PAGE_SIZE);
         return ZSTD_isError(n) ? 0 : (uint32_t)n;
     default:
         return 0;
     }
 }
 
-int decompress_page(struct ps_scratch *w, const char *payload, uint32_t len, void *dest)
+unsigned entry_codec_of(int codec)
 {
-    size_t n;
-
-    switch (w->ps->codec) {
-    case PS_CODEC_LZ4:
-    case PS_CODEC_LZ4HC:
-        return LZ4_decompress_safe(payload, dest, (int)len, PAGE_SIZE) == PAGE_SIZE ? 0 : -EIO;
-    case PS_CODEC_ZSTD:
-        n = ZSTD_decompressDCtx(w->zd, dest, PAGE_SIZE, payload, len);
-        return n == PAGE_SIZE ? 0 : -EIO;
-    default:
-        return -EIO;
-    }
+    return codec == PS_CODEC_ZSTD ? ENTRY_ZSTD : ENTRY_LZ4;
 }
 
-struct ps_scratch *ps_scratch_new(struct page_store *ps)
+int decompress_page(struct ps_scratch *w, unsigned codec, const char *payload, uint32_t len, void *dest)
+{
+    if (codec == ENTRY_ZSTD)
+        return ZSTD_decompressDCtx(w->zd, dest, PAGE_SIZE, payload, len) == PAGE_SIZE ? 0 : -EIO;
+    return LZ4_decompress_safe(payload, dest, (int)len, PAGE_SIZE) == PAGE_SIZE ? 0 : -EIO;
+}
+
+/*
+ * Entropy from every ENTROPY_STRIDE-th byte: ENTROPY_SAMPLES bytes, their
+ * histogram and a table of c * log2(c). Measured on real files (scripts/
+ * bench tiers' corpus), a sample this size separates already-compressed
+ * pages from the rest as well as the whole page does, at a small part of
+ * an LZ4 attempt's cost.
+ */
+#define ENTROPY_STRIDE  8
+#define ENTROPY_SAMPLES (PAGE_SIZE / ENTROPY_STRIDE)
+
+static double c_log2_c[ENTROPY_SAMPLES + 1];
+static pthread_once_t entropy_table_once = PTHREAD_ONCE_INIT;
+
+static void fill_entropy_table(void)
+{
+    for (unsigned c = 1; c <= ENTROPY_SAMPLES; c++)
+        c_log2_c[c] = c * log2(c);
+}
+
+double page_entropy(const void *page)
+{
+    const uint8_t *bytes = page;
+    uint16_t counts[256];
+    double sum = 0;
+
+    pthread_once(&entropy_table_once, fill_entropy_table);
+    fill_words(counts, 0, sizeof(counts) / 8);
+    for (unsigned i = 0; i < PAGE_SIZE; i += ENTROPY_STRIDE)
+        counts[bytes[i]]++;
+    for (unsigned b = 0; b < 256; b++)
+        sum += c_log2_c[counts[b]];
+    return log2(ENTROPY_SAMPLES) - sum / ENTROPY_SAMPLES;
+}
+
+struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level)
 {
     struct ps_scratch *w = calloc(1, sizeof(*w));
 
     if (!w)
         return NULL;
     w->ps = ps;
-    switch (ps->codec) {
+    w->codec = codec;
+    w->level = codec == PS_CODEC_LZ4HC && !level ? LZ4HC_CLEVEL_DEFAULT : level;
+    /* Any page may have been recompressed with zstd (page_recompress.c). */
+    if (!(w->zd = ZSTD_createDCtx()))
+        goto fail;
+    switch (codec) {
     case PS_CODEC_LZ4:
         w->lz4_state = malloc((size_t)LZ4_sizeofState());
         w->lz4_stream = LZ4_createStream();
@@ -82,12 +117,10 @@ struct ps_scratch *ps_scratch_new(struct page_store *ps)
             goto fail;
         break;
     case PS_CODEC_ZSTD:
-        w->zc = ZSTD_createCCtx();
-        w->zd = ZSTD_createDCtx();
-        if (!w->zc || !w->zd)
+        if (!(w->zc = ZSTD_createCCtx()))
             goto fail;
         /* Frames as small as they go: no size, checksum or dictionary id. */
-        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, ps->level);
+        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, w->level);
         ZSTD_CCtx_setParameter(w->zc, ZSTD_c_contentSizeFlag, 0);
         ZSTD_CCtx_setParameter(w->zc, ZSTD_c_checksumFlag, 0);
         ZSTD_CCtx_setParameter(w->zc, ZSTD_c_dictIDFlag, 0);
@@ -97,17 +130,42 @@ struct ps_scratch *ps_scratch_new(struct page_store *ps)
      * first use now rather than on a write under memory pressure. */
     memset(w->page, 0, sizeof(w->page));
     memset(w->out, 0, sizeof(w->out));
-    uint32_t len = compress_page(w, w->page);
-    if (len)
-        decompress_page(w, w->out, len, w->page);
+    uint32_t len = compress_page(w, w->page, PAGE_SIZE);
+    if (len && codec != PS_CODEC_NONE)
+        decompress_page(w, entry_codec_of(codec), w->out, len, w->page);
+    /* Its decoder state is all in one block: fault it in now, not when a
+     * recompressed page is first read. */
+    populate(w->zd, ZSTD_sizeof_DCtx(w->zd));
     return w;
 fail:
     ps_scratch_free(w);
     return NULL;
 }
 
+struct ps_scratch *ps_scratch_new(struct page_store *ps)
+{
+    struct ps_scratch *w = scratch_new(ps, ps->codec, ps->level);
+
+    if (w) {
+        pthread_mutex_lock(&ps->alloc_lock);
+        w->next = ps->scratches;
+        ps->scratches = w;
+        pthread_mutex_unlock(&ps->alloc_lock);
+    }
+    return w;
+}
+
 void ps_scratch_free(struct ps_scratch *w)
 {
+    struct page_store *ps = w->ps;
+
+    pthread_mutex_lock(&ps->alloc_lock);
+    for (struct ps_scratch **p = &ps->scratches; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    pthread_mutex_unlock(&ps->alloc_lock);
     free(w->lz4_state);
     LZ4_freeStream(w->lz4_stream);
     LZ4_freeStreamHC(w->lz4hc_stream);
@@ -133,7 +191,7 @@ static double seconds_now(void)
  */
 bool choose_lz4_entry(struct page_store *ps)
 {
-    struct ps_scratch *w = ps_scratch_new(ps);
+    struct ps_scratch *w = scratch_new(ps, PS_CODEC_LZ4, 0);
     double took[2] = { 0, 0 };
     char *page = malloc(PAGE_SIZE);
     uint32_t x = 2463534242u;
@@ -153,7 +211,7 @@ bool choose_lz4_entry(struct page_store *ps)
             double start = seconds_now();
             ps->lz4_fast_reset = way;
             for (int i = 0; i < 32; i++)
-                compress_page(w, page);
+                compress_page(w, page, PAGE_SIZE);
             if (round)                              /* round 0 warms up */
                 took[way] += seconds_now() - start;
         }

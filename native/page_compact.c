@@ -1,8 +1,9 @@
 /*
  * The page store's compaction -- payloads moved out of sparse chunks so
- * that more chunks empty and go back -- its background thread, and the
- * rebuild of the allocator from the page map when a new I/O worker attaches
- * to an arena.
+ * that more chunks empty and go back -- the background thread that runs it
+ * and, each period, ticks the access clock and runs a slice of the cold-page
+ * policy (page_recompress.c); and the rebuild of the allocator from the page
+ * map when a new I/O worker attaches to an arena.
  *
  * Swap leaves chunks sparse: it frees slots one by one (overwrites, and
  * discards of whole swap clusters), in no order the allocator could follow.
@@ -169,7 +170,7 @@ static bool move_page(struct page_store *ps, struct compaction *k, uint64_t inde
     if (ps->entries[index] == e && (to = next_target(ps, k, cls)) != NO_CHUNK) {
         slot = take_slot(ps, to);
         copy_bytes(slot_addr(ps, to, slot), slot_addr(ps, from, entry_slot(e)), len);
-        __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len) | (e & ENTRY_PADDED),
+        __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len) | (e & ENTRY_FLAGS),
                         __ATOMIC_RELEASE);
         free_slot(ps, from, entry_slot(e));
         emptied = ps->meta[from].cls < 0;
@@ -255,13 +256,21 @@ static bool reclaiming(struct compaction *k)
     return was_seen;
 }
 
-static void *compactor_main(void *arg)
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static void *background_main(void *arg)
 {
     struct page_store *ps = arg;
     struct compaction *k = ps->compaction;
     struct pollfd stop = { .fd = k->stop_fd, .events = POLLIN };
 
-    prctl(PR_SET_NAME, "ublk-compact");
+    prctl(PR_SET_NAME, "ublk-background");
     /* It gives memory back to reclaim: it must not wait on it. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     reclaiming(k);
@@ -269,12 +278,18 @@ static void *compactor_main(void *arg)
         int n = poll(&stop, 1, COMPACT_PERIOD_MS);
         if (n > 0 || (n < 0 && errno != EINTR))
             break;
+        uint64_t start = thread_cpu_ns();
         uint64_t gain = chunks_to_gain(ps);
         uint64_t live = __atomic_load_n(&ps->st.live_chunks, __ATOMIC_RELAXED);
         bool pressed = reclaiming(k);
 
+        tick_clock(ps);
         if (gain >= (pressed ? 1 : COMPACT_MIN_CHUNKS) && (pressed || gain * COMPACT_SHARE >= live))
             ps_compact(ps);
+        recompress_slice(ps);
+        pthread_mutex_lock(&ps->alloc_lock);
+        ps->st.background_ns += thread_cpu_ns() - start;
+        pthread_mutex_unlock(&ps->alloc_lock);
     }
     return NULL;
 }
@@ -295,7 +310,7 @@ int compaction_start(struct page_store *ps)
         return k->stop_fd < 0 ? -errno : -ENOMEM;
     memset(k->vmstat, 0, sizeof(k->vmstat));
     compaction_grow(ps, 0, ps->chunk_limit);
-    if ((ret = -pthread_create(&k->thread, NULL, compactor_main, ps)))
+    if ((ret = -pthread_create(&k->thread, NULL, background_main, ps)))
         return ret;
     k->running = true;
     return 0;
@@ -341,7 +356,8 @@ int rebuild(struct page_store *ps)
         uint64_t c = entry_chunk(e);
         uint32_t slot = entry_slot(e), len = entry_len(e);
         int cls = size_class(len);
-        if (!(e & ENTRY_STORED) || c >= ps->max_chunks || slot >= slots_per_chunk(cls))
+        if (!(e & ENTRY_STORED) || c >= ps->max_chunks || slot >= slots_per_chunk(cls) ||
+            entry_codec(e) > ENTRY_ZSTD)
             goto out;
         if (!used_slots[c]) {
             /* A chunk past this size's limit: the device was larger. */
@@ -358,6 +374,10 @@ int rebuild(struct page_store *ps)
         ps->meta[c].used++;
         ps->st.compr_data_size += len;
         ps->st.huge_pages += len == PAGE_SIZE;
+        if (e & ENTRY_CODEC) {
+            ps->st.recompressed_pages++;
+            ps->st.recompressed_bytes += len;
+        }
         if (c + 1 > ps->chunk_high)
             ps->chunk_high = c + 1;
     }

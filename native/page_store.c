@@ -4,7 +4,8 @@
  * Layout of the memfd:
  *   header   one page: struct arena_header
  *   entries  one u64 per device page: what the page holds (see ENTRY_*)
- *   fills    one u64 per device page: the word of a same-filled page
+ *   fills    one u64 per device page: the word of a same-filled page, the
+ *            last access time of a stored one (page_recompress.c)
  *   chunks   CHUNK_SIZE each; a chunk serves one 16-byte size class, its
  *            slots packed end to end
  * The maps and the chunk area are laid out for the largest size the device
@@ -226,8 +227,7 @@ void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
 
 /* -- the reserve ----------------------------------------------------------- */
 
-/* Fault in [addr, addr + len) for writing, so that no later access faults. */
-static void populate(void *addr, uint64_t len)
+void populate(void *addr, uint64_t len)
 {
     uintptr_t start = (uintptr_t)addr / PAGE_SIZE * PAGE_SIZE;
 
@@ -323,7 +323,7 @@ static void *refill_main(void *arg)
 
 /* Point page `index` at `entry`, then free what it held before. Holds the
  * page's stripe lock and alloc_lock. */
-static void publish(struct page_store *ps, uint64_t index, uint64_t entry)
+void publish(struct page_store *ps, uint64_t index, uint64_t entry)
 {
     uint64_t old = ps->entries[index];
 
@@ -335,6 +335,10 @@ static void publish(struct page_store *ps, uint64_t index, uint64_t entry)
         else {
             ps->st.compr_data_size += entry_len(entry);
             ps->st.huge_pages += entry_len(entry) == PAGE_SIZE;
+            if (entry & ENTRY_CODEC) {
+                ps->st.recompressed_pages++;
+                ps->st.recompressed_bytes += entry_len(entry);
+            }
         }
     }
     if (!old)
@@ -346,28 +350,20 @@ static void publish(struct page_store *ps, uint64_t index, uint64_t entry)
     }
     ps->st.compr_data_size -= entry_len(old);
     ps->st.huge_pages -= entry_len(old) == PAGE_SIZE;
+    if (old & ENTRY_CODEC) {
+        ps->st.recompressed_pages--;
+        ps->st.recompressed_bytes -= entry_len(old);
+    }
     free_slot(ps, (uint32_t)entry_chunk(old), entry_slot(old));
 }
 
 /* -- one whole page (its stripe lock held) -------------------------------- */
 
-static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
+int decode_payload(struct ps_scratch *w, uint64_t e, const char *payload, void *dest)
 {
-    struct page_store *ps = w->ps;
-    const char *payload;
-    uint32_t len;
-    uint64_t e;
+    uint32_t len = entry_len(e);
+    unsigned codec = entry_codec(e);
 
-    if (!(e = ps->entries[index])) {
-        fill_words(dest, 0, PAGE_SIZE / 8);
-        return 0;
-    }
-    if (e & ENTRY_SAME) {
-        fill_words(dest, ps->fills[index], PAGE_SIZE / 8);
-        return 0;
-    }
-    payload = slot_addr(ps, entry_chunk(e), entry_slot(e));
-    len = entry_len(e);
     if (e & ENTRY_PADDED) {
         uint16_t n;
         memcpy(&n, payload, sizeof(n));
@@ -379,7 +375,24 @@ static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
         copy_bytes(dest, payload, PAGE_SIZE);
         return 0;
     }
-    return decompress_page(w, payload, len, dest);
+    return decompress_page(w, codec ? codec : entry_codec_of(w->ps->codec), payload, len, dest);
+}
+
+static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
+{
+    struct page_store *ps = w->ps;
+    uint64_t e;
+
+    if (!(e = ps->entries[index])) {
+        fill_words(dest, 0, PAGE_SIZE / 8);
+        return 0;
+    }
+    if (e & ENTRY_SAME) {
+        fill_words(dest, ps->fills[index], PAGE_SIZE / 8);
+        return 0;
+    }
+    note_access(ps, index);
+    return decode_payload(w, e, slot_addr(ps, entry_chunk(e), entry_slot(e)), dest);
 }
 
 /* The first class above `cls` with a free slot, or -1. */
@@ -393,14 +406,16 @@ static int larger_class_with_room(const struct page_store *ps, int cls)
 
 /* Copy a payload of `len` bytes (PAGE_SIZE: the page itself) into a free
  * slot and make its entry. alloc_lock held. */
-static int put_payload(struct page_store *ps, const void *page, const void *payload, uint32_t len,
-                       uint64_t *entry)
+int put_payload(struct page_store *ps, const void *page, const void *payload, uint32_t len,
+                bool background, uint64_t *entry)
 {
     int cls = size_class(len), larger;
     uint32_t c = ps->partial[cls], slot;
     char *dest;
     int ret;
 
+    if (c == NO_CHUNK && background && (!ps->n_ready || at_mem_limit(ps)))
+        return -EAGAIN;
     if (c == NO_CHUNK && (!ps->n_ready || at_mem_limit(ps))) {
         /* A new chunk would break the memory limit, or wait for the refill
          * thread: the reserve ran dry, and it is faulting chunks in behind
@@ -436,8 +451,10 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
 {
     struct page_store *ps = w->ps;
     const void *payload = w->out;
+    double entropy;
+    bool raw;
     uint64_t entry;
-    uint32_t len;
+    uint32_t len = 0;
     int ret;
 
     if (page_is_filled(page)) {
@@ -447,14 +464,23 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
         pthread_mutex_unlock(&ps->alloc_lock);
         return 0;
     }
-    len = compress_page(w, page);
+    /* Already compressed or encrypted data: raw at once, no codec tried,
+     * and never worth recompressing. */
+    entropy = page_entropy(page);
+    raw = ps->entropy_threshold > 0 && entropy >= ps->entropy_threshold;
+    if (!raw)
+        len = compress_page(w, page, ps->huge_threshold);
     if (len == 0) {
         payload = page;
         len = PAGE_SIZE;
     }
     pthread_mutex_lock(&ps->alloc_lock);
-    if ((ret = put_payload(ps, page, payload, len, &entry)) == 0)
-        publish(ps, index, entry);
+    if ((ret = put_payload(ps, page, payload, len, false, &entry)) == 0) {
+        note_access(ps, index);         /* a rewritten page starts hot */
+        publish(ps, index, raw ? entry | ENTRY_SETTLED : entry);
+        ps->st.entropy_raw += raw;
+        ps->st.entropy_pages[entropy < PS_ENTROPY_BUCKETS ? (int)entropy : PS_ENTROPY_BUCKETS - 1]++;
+    }
     pthread_mutex_unlock(&ps->alloc_lock);
     return ret;
 }
@@ -489,6 +515,7 @@ int ps_read(struct ps_scratch *w, uint64_t offset, uint32_t len, void *dest)
         pthread_mutex_t *lock = stripe(w->ps, index);
         int ret;
 
+        w->pages_served++;
         pthread_mutex_lock(lock);
         if (n == PAGE_SIZE) {
             ret = load_page(w, index, out);
@@ -516,6 +543,7 @@ int ps_write(struct ps_scratch *w, uint64_t offset, uint32_t len, const void *sr
         uint32_t n = PAGE_SIZE - start < len ? PAGE_SIZE - start : len;
         int ret;
 
+        w->pages_served++;
         if (n == PAGE_SIZE) {
             pthread_mutex_lock(stripe(w->ps, index));
             ret = store_page(w, index, in);
@@ -750,7 +778,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     if ((ret = -pthread_create(&ps->refill_thread, NULL, refill_main, ps)))
         goto fail;
     ps->refill_running = true;
-    if ((ret = compaction_start(ps)) < 0)
+    if ((ret = recompressor_new(ps)) < 0 || (ret = compaction_start(ps)) < 0)
         goto fail;
     *err = 0;
     return ps;
@@ -764,6 +792,7 @@ fail:
 void ps_close(struct page_store *ps)
 {
     compaction_stop(ps);
+    recompressor_free(ps);
     if (ps->refill_running) {
         pthread_mutex_lock(&ps->alloc_lock);
         ps->closing = true;

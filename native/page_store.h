@@ -20,6 +20,12 @@
 #define PS_PAGE_SIZE   4096            /* the device's page: the unit stored */
 #define PS_CHUNK_SIZE  65536           /* the arena's unit of allocation */
 #define PS_MAX_PAGES   17179869184     /* 2^34: 64 TiB, so that chunk numbers fit 32 bits */
+#define PS_ENTROPY_BUCKETS 8
+
+/* Which pages ps_recompress takes. */
+#define PS_RECOMPRESS_IDLE 0           /* marked idle (ps_mark_idle) */
+#define PS_RECOMPRESS_HUGE 1           /* stored raw */
+#define PS_RECOMPRESS_ALL  2
 
 struct page_store;
 /* Per-thread scratch: codec state and a page buffer, allocated up front so
@@ -41,6 +47,16 @@ struct ps_stats {
     uint64_t map_bytes;                 /* of which the page map: entries and fill words */
     uint64_t metadata_bytes;            /* the allocator's own malloc'd bookkeeping */
     uint64_t mem_limit;
+    /* The cold-page policy's (page_recompress.c) */
+    uint64_t recompressed_pages;        /* held in a recompression codec now */
+    uint64_t recompressed_bytes;        /* ... their payloads */
+    uint64_t recompressions;            /* pages recompressed, ever */
+    uint64_t recompress_saved;          /* bytes those saved when they were made */
+    uint64_t idle_pages;                /* stored pages idle (marked, or cold) at the last sweep */
+    uint64_t entropy_raw;               /* pages stored raw on their entropy alone, ever */
+    uint64_t entropy_pages[PS_ENTROPY_BUCKETS];  /* pages written, by whole bits of entropy a byte */
+    uint64_t background_ns;             /* CPU time of the background thread's moves */
+    uint64_t background_paused;         /* its periods left out for the device's I/O */
 };
 
 /* The memfd length ps_open needs for a device of `pages` 4 KiB pages. */
@@ -83,6 +99,24 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out);
 void ps_reset_peak(struct page_store *ps);
 /* Move payloads out of sparse chunks; returns the 4 KiB pages given back. */
 uint64_t ps_compact(struct page_store *ps);
+
+/*
+ * The cold-page policy (page_recompress.c). Pages idle `after_seconds` or
+ * longer are recompressed with `codec` at `level` by the background thread
+ * (after_seconds 0: never). 0 or -ENOMEM.
+ */
+int ps_set_recompression(struct page_store *ps, int codec, int level, uint32_t after_seconds);
+/* Pages whose sampled entropy is `bits` a byte or more are stored raw
+ * without trying the codec (0: never). */
+void ps_set_entropy_threshold(struct page_store *ps, double bits);
+/* Mark idle every stored page not read or written for `age_seconds` (0:
+ * every stored page), as zram's idle attribute does; returns how many. */
+uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds);
+/* Recompress up to `max_pages` pages of `type` (PS_RECOMPRESS_*) now, with
+ * `codec` at `level`: *done pages moved, *saved bytes saved. 0, -EINVAL
+ * for a codec that cannot recompress, -ENOMEM. */
+int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_t max_pages,
+                  uint64_t *done, uint64_t *saved);
 int ps_zstd_max_level(void);
 
 #endif

@@ -1,9 +1,11 @@
 /*
- * The page store's insides, shared by its three files (not parsed by cffi):
- *   page_store.c    the arena: layout, allocator, reserve, page map, the
- *                   store's operations, opening and closing
- *   page_codec.c    the codecs and each serving thread's scratch
- *   page_compact.c  compaction, and the rebuild of the allocator on attach
+ * The page store's insides, shared by its four files (not parsed by cffi):
+ *   page_store.c      the arena: layout, allocator, reserve, page map, the
+ *                     store's operations, opening and closing
+ *   page_codec.c      the codecs, entropy estimates and each thread's scratch
+ *   page_compact.c    compaction, the background thread, and the rebuild of
+ *                     the allocator on attach
+ *   page_recompress.c access times, idle marks and recompression
  * The layout and locking rules are described at the top of page_store.c.
  */
 #ifndef TRUENO_PAGE_STORE_IMPL_H
@@ -38,13 +40,24 @@
 /* In a larger class's slot, its first two bytes the payload's length (see
  * put_payload()); the entry's length is the slot's. */
 #define ENTRY_PADDED    (1ull << 61)
+/* The decoder of a recompressed payload (ENTRY_LZ4 or ENTRY_ZSTD: any
+ * level of a family decodes alike); 0 for the store's own codec. */
+#define ENTRY_CODEC_SHIFT 59
+#define ENTRY_CODEC     (3ull << ENTRY_CODEC_SHIFT)
+#define ENTRY_LZ4       1u
+#define ENTRY_ZSTD      2u
+/* Not worth recompressing (tried, or stored raw for its entropy) until
+ * it is rewritten. */
+#define ENTRY_SETTLED   (1ull << 58)
+/* What compaction and recompression keep when they move a payload. */
+#define ENTRY_FLAGS     (ENTRY_PADDED | ENTRY_CODEC | ENTRY_SETTLED)
 #define ENTRY_CHUNK_SHIFT 24
-#define ENTRY_CHUNK_MASK ((1ull << 37) - 1)
+#define ENTRY_CHUNK_MASK ((1ull << 34) - 1)    /* 2^31 chunks and a class's worth more: 64 TiB raw */
 #define ENTRY_SLOT_SHIFT  12
 #define ENTRY_FIELD_MASK  0xfffull
 
-#define ARENA_MAGIC     "TRUENOA5"
-#define ARENA_VERSION   5             /* 4: padded entries; 5: the memory limit kept */
+#define ARENA_MAGIC     "TRUENOA6"
+#define ARENA_VERSION   6   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits */
 
 struct arena_header {
     char magic[8];
@@ -92,12 +105,19 @@ struct page_store {
     bool refill_running, closing;
     uint32_t class_free[CLASS_COUNT];   /* free slots in each class's live chunks */
     struct compaction *compaction;      /* page_compact.c */
+    struct recompressor *recompressor;  /* page_recompress.c */
+    struct ps_scratch *scratches;       /* every thread's, linked: their request counts */
+    uint64_t now;                       /* the access clock (page_recompress.c) */
+    double entropy_threshold;           /* bits a byte: stored raw from here up; 0: never */
     uint64_t mem_limit;
     struct ps_stats st;
 };
 
 struct ps_scratch {
     struct page_store *ps;
+    int codec, level;                   /* what it compresses with */
+    struct ps_scratch *next;            /* in ps->scratches */
+    uint64_t pages_served;              /* read or written through it: the background reads it */
     void *lz4_state;                    /* LZ4: extState, reset on every call */
     LZ4_stream_t *lz4_stream;           /* LZ4: stream, cheaply reset per page */
     LZ4_streamHC_t *lz4hc_stream;
@@ -153,6 +173,7 @@ static inline uint64_t entry_stored(uint64_t chunk, uint32_t slot, uint32_t len)
 {
     return ENTRY_STORED | chunk << ENTRY_CHUNK_SHIFT | (uint64_t)slot << ENTRY_SLOT_SHIFT | (len - 1);
 }
+static inline unsigned entry_codec(uint64_t e) { return (unsigned)((e & ENTRY_CODEC) >> ENTRY_CODEC_SHIFT); }
 static inline uint64_t entry_chunk(uint64_t e) { return (e >> ENTRY_CHUNK_SHIFT) & ENTRY_CHUNK_MASK; }
 static inline uint32_t entry_slot(uint64_t e) { return (e >> ENTRY_SLOT_SHIFT) & ENTRY_FIELD_MASK; }
 static inline uint32_t entry_len(uint64_t e) { return (uint32_t)(e & ENTRY_FIELD_MASK) + 1; }
@@ -167,6 +188,17 @@ static inline pthread_mutex_t *stripe(struct page_store *ps, uint64_t index)
     return &ps->stripes[index % LOCK_STRIPES];
 }
 
+/* A stored page was read or written now (its stripe lock held): its fill
+ * word takes the access clock (page_recompress.c), written only when the
+ * clock has moved on. */
+static inline void note_access(struct page_store *ps, uint64_t index)
+{
+    uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED);
+
+    if (__atomic_load_n(&ps->fills[index], __ATOMIC_RELAXED) != now)
+        __atomic_store_n(&ps->fills[index], now, __ATOMIC_RELAXED);
+}
+
 /* Internal to the store's files, not exported from the module. */
 #define PS_INTERNAL __attribute__((visibility("hidden")))
 
@@ -177,6 +209,8 @@ PS_INTERNAL uint32_t take_slot(struct page_store *ps, uint32_t c);
 PS_INTERNAL void free_slot(struct page_store *ps, uint32_t c, uint32_t slot);
 PS_INTERNAL uint64_t map_bytes(uint64_t pages);
 PS_INTERNAL void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len);
+/* Fault in [addr, addr + len) for writing, so that no later access faults. */
+PS_INTERNAL void populate(void *addr, uint64_t len);
 /* Arrays of one entry per chunk the layout has room for: address space
  * reserved at once, memory touched only for the first chunk_limit entries
  * (touch_array), as the device's size needs them. */
@@ -187,9 +221,28 @@ PS_INTERNAL void raise_chunk_limit(struct page_store *ps, uint64_t limit);
 
 /* page_codec.c */
 PS_INTERNAL bool page_is_filled(const void *page);
-PS_INTERNAL uint32_t compress_page(struct ps_scratch *w, const void *page);
-PS_INTERNAL int decompress_page(struct ps_scratch *w, const char *payload, uint32_t len, void *dest);
+/* The payload length in w->out, or 0: the page does not compress below
+ * `cap` bytes. */
+PS_INTERNAL uint32_t compress_page(struct ps_scratch *w, const void *page, uint32_t cap);
+/* `codec`: ENTRY_LZ4 or ENTRY_ZSTD. */
+PS_INTERNAL int decompress_page(struct ps_scratch *w, unsigned codec, const char *payload, uint32_t len,
+                                void *dest);
+PS_INTERNAL unsigned entry_codec_of(int codec);
 PS_INTERNAL bool choose_lz4_entry(struct page_store *ps);
+/* A scratch compressing with `codec` at `level`, not counted in ps->scratches. */
+PS_INTERNAL struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level);
+/* Bits of entropy a byte, estimated from a sample of the page. */
+PS_INTERNAL double page_entropy(const void *page);
+
+/* page_store.c: one page's payload and its entry (its stripe lock held) */
+/* A stored entry's payload (`payload`: where it is, or a copy) decoded. */
+PS_INTERNAL int decode_payload(struct ps_scratch *w, uint64_t e, const char *payload, void *dest);
+/* Copy a payload into a free slot, as put_payload() does for writes; for
+ * a background move (`background`), never from a larger class's slot nor
+ * by waiting for the reserve: -EAGAIN instead. alloc_lock held. */
+PS_INTERNAL int put_payload(struct page_store *ps, const void *page, const void *payload, uint32_t len,
+                            bool background, uint64_t *entry);
+PS_INTERNAL void publish(struct page_store *ps, uint64_t index, uint64_t entry);
 
 /* page_compact.c: the allocator rebuilt from the entries a previous I/O
  * worker left (ps_open with attach), 0 or -EUCLEAN; the compactor's scratch
@@ -201,5 +254,13 @@ PS_INTERNAL uint64_t compaction_bytes(const struct page_store *ps);
 /* Touch the compactor's scratch for chunks [from, to): before chunk_limit
  * rises to `to`. */
 PS_INTERNAL void compaction_grow(struct page_store *ps, uint64_t from, uint64_t to);
+
+/* page_recompress.c: the access clock, ticked by the background thread;
+ * the recompressor, made with the store and run a slice at a time by the
+ * background thread. */
+PS_INTERNAL void tick_clock(struct page_store *ps);
+PS_INTERNAL int recompressor_new(struct page_store *ps);
+PS_INTERNAL void recompressor_free(struct page_store *ps);
+PS_INTERNAL void recompress_slice(struct page_store *ps);
 
 #endif

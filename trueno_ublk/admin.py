@@ -111,12 +111,14 @@ def _encode(reply: dict) -> bytes:
     return json.dumps(reply).encode() + b"\n"
 
 
-def request(dev_id: int, command: str, **args) -> dict:
-    """Ask the daemon of /dev/ublkbN; raises UserError when it cannot answer."""
+def request(dev_id: int, command: str, timeout: float | None = 30.0, **args) -> dict:
+    """Ask the daemon of /dev/ublkbN, waiting `timeout` seconds for its
+    answer (None: as long as it works on it); raises UserError when it
+    cannot answer."""
     path = str(state.socket_path(dev_id))
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(30)
+            s.settimeout(timeout)
             s.connect(path)
             s.sendall(_encode({"command": command, **args}))
             with s.makefile("rb") as f:

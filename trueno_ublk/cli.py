@@ -16,6 +16,12 @@ import click
 from click.core import ParameterSource
 
 from trueno_ublk.errors import UserError
+from trueno_ublk.policy import (
+    DEFAULT_ENTROPY_THRESHOLD,
+    DEFAULT_RECOMPRESS_AFTER,
+    DEFAULT_RECOMPRESS_ALGORITHM,
+    RECOMPRESS_TYPES,
+)
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
 
@@ -43,6 +49,39 @@ class AlgorithmType(click.ParamType):
         from trueno_ublk.codecs import codec_for
         try:
             return codec_for(value).name
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class RecompressAlgorithmType(click.ParamType):
+    name = "ALGORITHM"
+
+    def convert(self, value, param, ctx):
+        from trueno_ublk.policy import recompress_codec
+        try:
+            return recompress_codec(value).name
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class DurationType(click.ParamType):
+    name = "SECONDS"
+
+    def convert(self, value, param, ctx):
+        from trueno_ublk.policy import parse_duration
+        try:
+            return parse_duration(value, param.opts[0] if param else "duration")
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class EntropyType(click.ParamType):
+    name = "BITS"
+
+    def convert(self, value, param, ctx):
+        from trueno_ublk.policy import parse_entropy
+        try:
+            return parse_entropy(value)
         except ValueError as e:
             self.fail(str(e), param, ctx)
 
@@ -98,6 +137,13 @@ def cli():
               help="Cap on memory for stored data; writes beyond it fail (0: none).")
 @click.option("--huge-threshold", type=SizeType(), default=DEFAULT_HUGE_THRESHOLD, show_default=True,
               help="Pages that compress worse than this are stored raw (huge).")
+@click.option("--recompress-algorithm", type=RecompressAlgorithmType(), default=DEFAULT_RECOMPRESS_ALGORITHM,
+              show_default=True, help="Codec that cold pages are recompressed with, in the background.")
+@click.option("--recompress-after", type=DurationType(), default=DEFAULT_RECOMPRESS_AFTER, show_default=True,
+              help="Seconds (or 5m, 2h) a page stays unread and unwritten before it is recompressed; 0: never.")
+@click.option("--entropy-threshold", type=EntropyType(), default=DEFAULT_ENTROPY_THRESHOLD, show_default=True,
+              help="Pages with this many bits of entropy a byte or more (already compressed or "
+                   "encrypted) are stored raw without trying the codec; 0: never.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="If the I/O worker dies, serve the device on with a new one, every page kept.")
 @click.option("--from-config", metavar="NAME",
@@ -110,7 +156,8 @@ def cli():
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
 def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold,
-           recovery, from_config, config_file, metrics_listen, foreground):
+           recompress_algorithm, recompress_after, entropy_threshold, recovery, from_config, config_file,
+           metrics_listen, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
         section = _config_section(from_config, config_file)
@@ -125,6 +172,12 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             mem_limit = section.mem_limit
         if source("dev_id") != ParameterSource.COMMANDLINE:
             dev_id = section.dev_id
+        if source("recompress_algorithm") != ParameterSource.COMMANDLINE:
+            recompress_algorithm = section.policy.recompress_algorithm
+        if source("recompress_after") != ParameterSource.COMMANDLINE:
+            recompress_after = section.policy.recompress_after
+        if source("entropy_threshold") != ParameterSource.COMMANDLINE:
+            entropy_threshold = section.policy.entropy_threshold
     elif config_file:
         raise UserError("--config-file goes with --from-config NAME")
     if size is None:
@@ -146,6 +199,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
     from trueno_ublk import metrics, state
     from trueno_ublk.control import require_control_device
     from trueno_ublk.detach import spawn_detached
+    from trueno_ublk.policy import Policy
     from trueno_ublk.service import configure_logging
     from trueno_ublk.supervisor import DeviceConfig, Supervisor
     if mem_limit and not STORES[store].holds_memory:
@@ -164,6 +218,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
                           io_commands=io_commands,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery,
+                          policy=Policy(recompress_algorithm, recompress_after, entropy_threshold),
                           metrics_listen=metrics_listen)
     if foreground:
         configure_logging()
@@ -339,13 +394,16 @@ def stat(device, as_json, mm_stat, io_stat):
     if mm_stat or io_stat:
         return
     features = reply["device"].get("features", [])      # what ADD_DEV negotiated
+    policy, tiers = reply.get("policy", {}), stats.tiers(mm) if mm else {}
     if as_json:
-        click.echo(json.dumps({"device": f"/dev/ublkb{dev_id}", **mm, **io,
-                               "compression_ratio": ratio, "features": features}, indent=2))
+        click.echo(json.dumps({"device": f"/dev/ublkb{dev_id}", **mm, **io, "compression_ratio": ratio,
+                               "tiers": tiers, "policy": policy, "features": features}, indent=2))
         return
     for key, value in [*mm.items(), *io.items(), ("compression_ratio", ratio),
+                       *((f"tier_{name}", f"{t['pages']} pages, {t['bytes']} bytes") for name, t in tiers.items()),
+                       *((key.replace("_", "-"), value) for key, value in policy.items()),
                        ("features", ",".join(features) or "-")]:
-        click.echo(f"{key:<18} {value}")
+        click.echo(f"{key:<22} {' '.join(map(str, value)) if isinstance(value, list) else value}")
 
 
 @cli.command("set")
@@ -385,6 +443,37 @@ def compact(device):
     from trueno_ublk import admin
     freed = admin.request(_live_device(device), "compact")["pages_freed"]
     click.echo(f"compacted /dev/ublkb{parse_device(device)}: {freed * 4} KiB given back")
+
+
+@cli.command()
+@click.argument("device")
+@click.option("--age", type=DurationType(), default=0,
+              help="Only pages not read or written for this long (seconds, or 10m, 1h); default: every stored page.")
+def idle(device, age):
+    """Mark stored pages idle, as zram's idle attribute does; the next access
+    clears a page's mark. `recompress --type idle` then takes them."""
+    require_root()
+    from trueno_ublk import admin
+    marked = admin.request(_live_device(device), "idle", age=age)["marked"]
+    click.echo(f"/dev/ublkb{parse_device(device)}: {marked} pages marked idle")
+
+
+@cli.command()
+@click.argument("device")
+@click.option("--type", "kind", type=click.Choice(RECOMPRESS_TYPES), default="all", show_default=True,
+              help="idle: pages marked idle (see `idle`); huge: pages stored raw; all: every page.")
+@click.option("--algorithm", "-a", type=RecompressAlgorithmType(),
+              help="Codec to recompress with (default: the device's recompress-algorithm).")
+@click.option("--max-pages", type=click.IntRange(0, 2**63), default=0, help="Stop after this many pages (0: no limit).")
+def recompress(device, kind, algorithm, max_pages):
+    """Recompress stored pages now with a stronger codec, where that makes
+    them smaller; pages it would not shrink are left as they are."""
+    require_root()
+    from trueno_ublk import admin
+    reply = admin.request(_live_device(device), "recompress", kind=kind, algorithm=algorithm,
+                          max_pages=max_pages, timeout=None)
+    click.echo(f"/dev/ublkb{parse_device(device)}: {reply['pages']} pages recompressed, "
+               f"{format_size(reply['saved'])} saved")
 
 
 @cli.command("metrics")
@@ -455,7 +544,9 @@ def config_check(file):
         use = f"swap, priority {d.swap_priority}" if d.is_swap else f"{d.fs_type} on {d.mount_point}"
         limit = f", mem-limit {format_size(d.mem_limit)}" if d.mem_limit else ""
         click.echo(f"  {d.name}: size {format_size(d.size)} ({d.size_expression}), {d.algorithm}, "
-                   f"{d.queues} queue(s){limit}, {use}, options {d.options}")
+                   f"{d.queues} queue(s){limit}, {use}, options {d.options}; recompress "
+                   f"{d.policy.recompress_algorithm} after {d.policy.recompress_after}s, "
+                   f"entropy threshold {d.policy.entropy_threshold:g}")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@
     size = min(ram / 2, 4096)       # MiB; an expression over ram (MiB)
     algorithm = zstd
     swap-priority = 100
+    recompress-after = 10m          # the cold-page policy (policy.py)
 
 Comments start a line with # or ;, or follow whitespace after a value.
 $TRUENO_UBLK_CONFIG names another main file (its drop-ins: the same name
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from trueno_ublk import limits, procfs
 from trueno_ublk.codecs import codec_for
+from trueno_ublk.policy import Policy, parse_duration, parse_entropy, recompress_codec
 from trueno_ublk.units import PAGE_SIZE, parse_size
 
 DEFAULT_MAIN_FILE = Path("/etc/trueno-ublk.conf")
@@ -57,6 +59,7 @@ class DeviceSection:
     fs_type: str = ""                   # empty: the device is swap
     mount_point: str = ""
     options: str = "discard"
+    policy: Policy = Policy()           # recompress-algorithm, recompress-after, entropy-threshold
 
     @property
     def is_swap(self) -> bool:
@@ -218,6 +221,12 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
         dev.fs_type = "" if value == "swap" else value      # zram-generator: swap is a type too
     elif key == "mount-point":
         dev.mount_point = _mount_point(value)
+    elif key == "recompress-algorithm":
+        dev.policy = dataclasses.replace(dev.policy, recompress_algorithm=recompress_codec(value).name)
+    elif key == "recompress-after":
+        dev.policy = dataclasses.replace(dev.policy, recompress_after=parse_duration(value, "recompress-after"))
+    elif key == "entropy-threshold":
+        dev.policy = dataclasses.replace(dev.policy, entropy_threshold=parse_entropy(value))
     elif key == "options":
         if not value or CONTROL_CHARS.search(value):
             raise ValueError("options must be a non-empty list like discard,noatime, "

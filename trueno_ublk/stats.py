@@ -4,8 +4,12 @@
     {"device":  the daemon's record (state.DeviceRecord, as a dict),
      "mm_stat": the store's memory figures, zram's mm_stat names (MM_STAT,
                 plus mem_reserve, mem_map, pages_stored, notify_free,
-                reserve_misses); {} for a
+                reserve_misses) and the cold-page policy's (recompressed_*,
+                recompressions, recompress_saved, idle_pages, entropy_*,
+                background_*: ps_stats in native/page_store.h); {} for a
                 store that holds nothing,
+     "policy":  the cold-page policy (policy.Policy, as a dict); {} for a
+                store that does not compress,
      "io_stat": request counters (queue_server.h's struct io_counters),
      "queues":  [{"id", "tid", "inflight", "cpu_seconds"}, ...]: one per
                 serving thread; "id" is its queue's number, "Q.T" for thread
@@ -16,12 +20,28 @@ comp_ratio() is zramctl's COMP-RATIO (DATA / TOTAL: what the memory used
 holds, all overheads counted), compression_ratio() the codec's alone
 (DATA / COMPR).
 """
+from trueno_ublk.units import PAGE_SIZE
 
 # zram's mm_stat and io_stat lines, field by field (Documentation/admin-guide/
 # blockdev/zram.rst); `stat --mm-stat` and `--io-stat` print them in this order.
 MM_STAT = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max",
            "same_pages", "pages_compacted", "huge_pages")
 IO_STAT = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
+
+
+def tiers(mm: dict) -> dict:
+    """Where the stored pages are, {tier: {"pages", "bytes"}}: same-filled
+    (one word), the store's fast codec, raw (huge) and recompressed (the
+    cold-page policy's codec)."""
+    raw = mm["huge_pages"]
+    recompressed = mm.get("recompressed_pages", 0)
+    return {
+        "same": {"pages": mm["same_pages"], "bytes": 0},
+        "fast": {"pages": mm["pages_stored"] - mm["same_pages"] - raw - recompressed,
+                 "bytes": mm["compr_data_size"] - raw * PAGE_SIZE - mm.get("recompressed_bytes", 0)},
+        "raw": {"pages": raw, "bytes": raw * PAGE_SIZE},
+        "recompressed": {"pages": recompressed, "bytes": mm.get("recompressed_bytes", 0)},
+    }
 
 
 def comp_ratio(mm: dict) -> float:

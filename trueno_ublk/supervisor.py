@@ -28,6 +28,7 @@ from trueno_ublk import procfs, state
 from trueno_ublk._native import lib
 from trueno_ublk.control import Control, ControlError, feature_names
 from trueno_ublk.errors import UserError
+from trueno_ublk.policy import Policy
 from trueno_ublk.report import Report
 from trueno_ublk.service import notify_systemd, redirect_output
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
@@ -73,6 +74,7 @@ class DeviceConfig:
     dev_id: int = -1
     mem_limit: int = 0
     huge_threshold: int = DEFAULT_HUGE_THRESHOLD
+    policy: Policy = Policy()       # cold pages and entropy routing
     recovery: bool = True
     metrics_listen: str = ""        # HOST:PORT for GET /metrics; empty: off
 

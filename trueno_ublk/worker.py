@@ -26,6 +26,7 @@ from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control, ControlError
 from trueno_ublk.errors import UserError
 from trueno_ublk.metrics import render
+from trueno_ublk.policy import RECOMPRESS_AFTER, RECOMPRESS_TYPES
 from trueno_ublk.queue import IO_COUNTERS, Queue
 from trueno_ublk.report import Report
 from trueno_ublk.stores import open_store
@@ -81,7 +82,7 @@ class Worker:
         harden_process()
         cfg, dev_id = self.config, self.record.dev_id
         store = open_store(cfg.store, cfg.size, codec_for(cfg.algorithm), cfg.huge_threshold,
-                           self.arena_fd, attach=self.recovering)
+                           self.arena_fd, attach=self.recovering, policy=cfg.policy)
         if cfg.mem_limit and not self.recovering:   # a recovered store keeps the limit last set
             store.set_mem_limit(cfg.mem_limit)
         with Control() as ctrl:
@@ -157,6 +158,7 @@ class Worker:
             io = {name: sum(c[name] for c in counts) for name in IO_COUNTERS}
             cpu = procfs.thread_cpu_seconds(os.getpid())
             return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io,
+                    "policy": dataclasses.asdict(store.policy) if store.policy else {},
                     "queues": [{"id": q.name, "tid": q.tid, "inflight": q.inflight,
                                 "cpu_seconds": round(cpu.get(q.tid, 0.0), 3)} for q in queues]}
 
@@ -171,6 +173,22 @@ class Worker:
 
         def compact():
             return {"pages_freed": store.compact()}
+
+        def idle(age=0):
+            if type(age) is not int or age not in RECOMPRESS_AFTER:
+                raise ValueError(f"age must be a whole number of seconds, {RECOMPRESS_AFTER.low} to "
+                                 f"{RECOMPRESS_AFTER.high}")
+            return {"marked": store.mark_idle(age)}
+
+        def recompress(kind="all", algorithm=None, max_pages=0):
+            if kind not in RECOMPRESS_TYPES:
+                raise ValueError(f"kind must be one of {', '.join(RECOMPRESS_TYPES)}")
+            if algorithm is not None and not isinstance(algorithm, str):
+                raise ValueError("algorithm must be a name, e.g. zstd:6")
+            if type(max_pages) is not int or not 0 <= max_pages < 2**64:
+                raise ValueError("max_pages must be a whole number >= 0 (0: no limit)")
+            pages, saved = store.recompress(kind, algorithm, max_pages)
+            return {"pages": pages, "saved": saved}
 
         def resize(size=None):
             if type(size) is not int or size not in limits.SIZE or size % PAGE_SIZE:
@@ -197,7 +215,8 @@ class Worker:
                 state.save(record)
             return {"size": size}
 
-        return {"stat": stat, "set": set_, "compact": compact, "resize": resize}
+        return {"stat": stat, "set": set_, "compact": compact, "resize": resize, "idle": idle,
+                "recompress": recompress}
 
 
 def drain(fd: int) -> None:

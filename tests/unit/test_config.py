@@ -123,6 +123,15 @@ def test_fs_type_swap_means_swap(tmp_path):
     ("[ublkb0]\nfs-type = ext4\nmount-point = //\n", 3, "cannot be / itself"),
     ("[ublkb0]\nfs-type = ext4;rm\nmount-point = /mnt\n", 2, "'ext4;rm' is not a filesystem type"),
     ("[ublkb0]\noptions =\n", 2, "options must be a non-empty list"),
+    ("[ublkb0]\nrecompress-algorithm = none\n", 2, "the recompression algorithm cannot be none"),
+    ("[ublkb0]\nrecompress-algorithm = lzo\n", 2, "unknown algorithm 'lzo'"),
+    ("[ublkb0]\nrecompress-after = soon\n", 2, "recompress-after must be a duration like 300"),
+    ("[ublkb0]\nrecompress-after = -5\n", 2, "recompress-after must be a duration"),
+    ("[ublkb0]\nrecompress-after = 5y\n", 2, "recompress-after must be a duration"),
+    ("[ublkb0]\nrecompress-after = 99999999999\n", 2, "at most 4294967295 seconds"),
+    ("[ublkb0]\nentropy-threshold = 9\n", 2, "entropy-threshold must be a number of bits a byte from 0"),
+    ("[ublkb0]\nentropy-threshold = nan\n", 2, "entropy-threshold must be"),
+    ("[ublkb0]\nentropy-threshold = high\n", 2, "entropy-threshold must be"),
     ("[ublkb0]\nsize\n", 2, "expected 'key = value', got 'size'"),
     ("[ublkb0]\n= 5\n", 2, "expected 'key = value'"),
     ("[ublkb0]\nsize = 1\nsize = 2\n", 3, "'size' is set twice in [ublkb0]"),
@@ -245,14 +254,16 @@ def run(*args, env=None):
 def test_config_check_good_file(tmp_path):
     good = write(tmp_path, "[ublkb0]\nsize = 1536\nmem-limit = 1G\nalgorithm = zstd\n"
                            "[ublkb2]\nsize = ram * 0 + 64\nfs-type = ext4\nmount-point = /mnt/x\n"
+                           "recompress-algorithm = lz4hc\nrecompress-after = 2h\nentropy-threshold = 0\n"
                            "[ublkb5]\n")
     result = run("config", "check", str(good))
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.splitlines() == [
         f"{good}: OK, 3 device(s)",
         "  ublkb0: size 1.5G (1536), zstd, 1 queue(s), mem-limit 1G, swap, priority 100, "
-        "options discard",
-        "  ublkb2: size 64M (ram * 0 + 64), lz4, 1 queue(s), ext4 on /mnt/x, options discard",
+        "options discard; recompress zstd:6 after 120s, entropy threshold 7.2",
+        "  ublkb2: size 64M (ram * 0 + 64), lz4, 1 queue(s), ext4 on /mnt/x, options discard; "
+        "recompress lz4hc after 7200s, entropy threshold 0",
         "  ublkb5: size " + result.stdout.splitlines()[3].split("size ")[1],
     ]
     assert result.stdout.splitlines()[3].split(" (")[1].startswith("min(ram / 2, 4096)), lz4")

@@ -42,7 +42,7 @@ def make_data(kind, length, seed):
 
 
 operation = st.tuples(
-    st.sampled_from(["write", "read", "discard", "write_zeroes"]),
+    st.sampled_from(["write", "read", "discard", "write_zeroes", "idle", "recompress"]),
     st.integers(0, SECTORS - 1),
     st.integers(1, SECTORS),
     page_contents(),
@@ -65,6 +65,10 @@ def test_store_matches_model(algorithm, ops):
             model[offset:offset + length] = data
         elif op == "read":
             assert client.read(offset, length) == model[offset:offset + length]
+        elif op == "idle":                  # pages change form, never contents
+            store.mark_idle(0)
+        elif op == "recompress":
+            store.recompress(("idle", "huge", "all")[seed % 3], "zstd:6" if seed % 2 else "lz4hc", 0)
         else:
             getattr(client, op)(offset, length)
             model[offset:offset + length] = bytes(length)
@@ -331,7 +335,7 @@ def test_a_store_grows_and_shrinks_and_a_new_worker_finds_its_size():
     os.close(fd)
 
 
-def test_threads_writing_discarding_and_compacting_keep_every_page():
+def test_threads_writing_discarding_compacting_and_recompressing_keep_every_page():
     pages_per_thread, threads = 256, 4
     store, client = ram(threads * pages_per_thread * 4096)
     final = {}
@@ -358,10 +362,13 @@ def test_threads_writing_discarding_and_compacting_keep_every_page():
         w.start()
     while any(w.is_alive() for w in workers):
         store.compact()
+        store.mark_idle(0)
+        store.recompress("idle", "zstd:6", 0)
     for w in workers:
         w.join()
     assert not errors
     _assert_holds(client, [final[i] for i in range(threads * pages_per_thread)])
+    assert store.stats()["recompressions"] > 0
     store.close()
 
 

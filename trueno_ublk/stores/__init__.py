@@ -36,10 +36,11 @@ STORES = {
 
 
 def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_HUGE_THRESHOLD,
-               arena_fd: int | None = None, attach: bool = False):
+               arena_fd: int | None = None, attach: bool = False, policy=None):
     """Open the store called `name` for a device of `size` bytes. A store
     with an arena works in `arena_fd` (attach: find the pages a previous
-    worker left there), a compressing one with `codec`."""
+    worker left there), a compressing one with `codec` and the cold-page
+    `policy` (policy.Policy; None: its defaults)."""
     kind = STORES.get(name)
     if kind is None:
         raise ValueError(f"unknown store '{name}': valid ones are {', '.join(STORES)}")
@@ -47,7 +48,7 @@ def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_H
     opener = getattr(importlib.import_module(module), cls)
     options = {}
     if kind.codec:
-        options.update(codec=codec, huge_threshold=huge_threshold)
+        options.update(codec=codec, huge_threshold=huge_threshold, policy=policy)
     if kind.arena:
         options.update(arena_fd=arena_fd, attach=attach)
     return opener(name, size, **options)

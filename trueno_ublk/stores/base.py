@@ -19,6 +19,7 @@ class Store:
     # thread: only where serving costs CPU (compression), and only with a
     # second CPU to run it.
     splits_batches = False
+    policy = None               # policy.Policy, for a store that compresses
 
     def __init__(self, name: str, size: int):
         self.name = name
@@ -87,3 +88,12 @@ class Store:
     def compact(self) -> int:
         """Give back memory the store holds; returns 4 KiB pages freed."""
         return 0
+
+    def mark_idle(self, age: int) -> int:
+        """Mark stored pages not accessed for `age` seconds (0: all) idle; how many."""
+        raise ValueError(f"the {self.name} store keeps no pages to mark")
+
+    def recompress(self, kind: str, algorithm: str | None, max_pages: int) -> tuple[int, int]:
+        """Recompress up to max_pages (0: all) pages of `kind` (policy.
+        RECOMPRESS_TYPES) with `algorithm` (None: the policy's): (pages, bytes saved)."""
+        raise ValueError(f"the {self.name} store keeps no pages to recompress")

@@ -3,8 +3,9 @@
 The per-page mechanics -- same-fill detection, compression straight from
 the request buffer into the arena, the zsmalloc-like slot allocator, the
 page map -- are C (native/page_store.c, served by native/stores/ram.c).
-This class opens the store with its policy (codec, huge threshold) and
-answers for it: memory limit, compaction, zram's statistics.
+This class opens the store with its policy (codec, huge threshold, the
+cold-page policy of policy.py) and answers for it: memory limit,
+compaction, idle marks and recompression by hand, zram's statistics.
 
 The arena is a memfd. The supervisor keeps it open, so that a new I/O
 worker can attach to it after a crash and find every page again.
@@ -14,6 +15,7 @@ import os
 
 from trueno_ublk import limits
 from trueno_ublk._native import ffi, lib
+from trueno_ublk.policy import RECOMPRESS_TYPES, Policy, recompress_codec
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
 from trueno_ublk.stores.base import Store
 from trueno_ublk.units import PAGE_SIZE, format_size
@@ -34,7 +36,7 @@ class CompressedRamStore(Store):
     splits_batches = True
 
     def __init__(self, name: str, size: int, codec, huge_threshold: int = DEFAULT_HUGE_THRESHOLD,
-                 arena_fd: int | None = None, attach: bool = False):
+                 arena_fd: int | None = None, attach: bool = False, policy: Policy | None = None):
         """A store over `arena_fd` (a new private arena when None); attach
         finds the pages a previous worker left in it instead of formatting."""
         super().__init__(name, size)
@@ -56,6 +58,12 @@ class CompressedRamStore(Store):
         self.max_size = lib.ps_max_pages(self.handle) * PAGE_SIZE
         self._stats = ffi.new("struct ps_stats *")
         self.mem_used_max = 0
+        self.policy = policy or Policy()
+        cold = recompress_codec(self.policy.recompress_algorithm)
+        if lib.ps_set_recompression(self.handle, cold.kind, cold.level, self.policy.recompress_after) < 0:
+            self.close()
+            raise OSError(errno.ENOMEM, "no memory for the recompression codec")
+        lib.ps_set_entropy_threshold(self.handle, self.policy.entropy_threshold)
 
     def close(self) -> None:
         super().close()
@@ -72,6 +80,18 @@ class CompressedRamStore(Store):
 
     def compact(self) -> int:
         return lib.ps_compact(self.handle)
+
+    def mark_idle(self, age: int) -> int:
+        return lib.ps_mark_idle(self.handle, age)
+
+    def recompress(self, kind: str, algorithm: str | None, max_pages: int) -> tuple[int, int]:
+        codec = recompress_codec(algorithm or self.policy.recompress_algorithm)
+        done, saved = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        ret = lib.ps_recompress(self.handle, RECOMPRESS_TYPES.index(kind), codec.kind, codec.level,
+                                max_pages, done, saved)
+        if ret < 0:
+            raise OSError(-ret, f"recompressing: {os.strerror(-ret)}")
+        return done[0], saved[0]
 
     def _resize(self, size: int) -> None:
         ret = lib.ps_resize(self.handle, pages_for(size))
@@ -110,4 +130,13 @@ class CompressedRamStore(Store):
             "pages_stored": st.pages_stored,
             "notify_free": st.notify_free,
             "reserve_misses": st.reserve_misses,
+            "recompressed_pages": st.recompressed_pages,
+            "recompressed_bytes": st.recompressed_bytes,
+            "recompressions": st.recompressions,
+            "recompress_saved": st.recompress_saved,
+            "idle_pages": st.idle_pages,
+            "entropy_raw_pages": st.entropy_raw,
+            "entropy_pages": list(st.entropy_pages),
+            "background_cpu_seconds": round(st.background_ns / 1e9, 3),
+            "background_paused": st.background_paused,
         }

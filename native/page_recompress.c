@@ -1,0 +1,292 @@
+/*
+ * Cold pages: access times, idle marks and recompression.
+ *
+ * A stored page's fill word (fills[], used otherwise only by same-filled
+ * pages) holds its last access: ps->now when it was last read or written.
+ * That clock is seconds of CLOCK_MONOTONIC plus one, ticked by the
+ * background thread each period, so the I/O path pays one load and, at most
+ * once a second per page, one store -- under the stripe lock it holds
+ * anyway, with no system call. 0 marks a page idle (ps_mark_idle), as
+ * zram's idle attribute does; the next access clears the mark. CLOCK_
+ * MONOTONIC runs on across processes, so a recovered worker reads the
+ * times its predecessor left as they were meant.
+ *
+ * Recompression stores a cold page's payload again with a stronger codec.
+ * The background thread sweeps the page map a slice at a time, each slice
+ * bounded in pages looked at and in CPU time, and does nothing in a period
+ * in which the device served more than BUSY_PAGES pages. A page is moved
+ * the way compaction moves one: its payload copied out under its stripe
+ * lock, decoded and compressed with no lock held, then -- if the page is
+ * unchanged and untouched meanwhile, and its slot gets smaller -- put in a
+ * new slot and published with one 64-bit store, which frees the old slot.
+ * So the I/O path waits at most for one page's copy or publish, and the
+ * entries describe every page at every instant (a worker killed mid-move
+ * recovers with each page in one form or the other). A page the stronger
+ * codec does not shrink is marked ENTRY_SETTLED and never tried again
+ * until rewritten; a rewritten page starts in the fast codec, hot.
+ *
+ * Background moves never wait for the reserve: a move that would need a
+ * new chunk while the reserve is empty waits for the next period instead.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include "page_store_impl.h"
+
+#define SLICE_CPU_NS     (100 * 1000000ull)    /* per 500 ms period: a fifth of one CPU */
+#define SLICE_SCAN_PAGES 65536                 /* entries looked at per period */
+#define BUSY_PAGES       64                    /* served in a period: the device is busy, wait */
+#define SWEEP_REST_MAX   60                    /* seconds between sweeps, at most */
+#define TYPE_COLD        (-1)                  /* the background's: idle `after` seconds or marked */
+
+struct recompressor {
+    pthread_mutex_t lock;               /* one pass at a time: the buffers are shared */
+    struct ps_scratch *codec;           /* the policy's codec; NULL: none */
+    uint32_t after;                     /* seconds idle before recompression; 0: never */
+    uint64_t cursor;                    /* the sweep's next page */
+    uint64_t idle_counted;              /* idle pages this sweep has seen so far */
+    uint64_t rest_until;                /* clock: the next sweep starts no sooner */
+    uint64_t served_seen;               /* the threads' pages served at the last look */
+    char payload[PAGE_SIZE];            /* a payload copied out of its slot */
+};
+
+static uint64_t clock_now(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec + 1;
+}
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+void tick_clock(struct page_store *ps)
+{
+    __atomic_store_n(&ps->now, clock_now(), __ATOMIC_RELAXED);
+}
+
+static bool is_idle(uint64_t atime, uint64_t now, uint32_t age)
+{
+    return atime == 0 || (atime <= now && now - atime >= age);
+}
+
+/* Whether entry `e`, last accessed at `atime`, is one to recompress. */
+static bool wanted(uint64_t e, uint64_t atime, int type, uint64_t now, uint32_t after)
+{
+    if (!(e & ENTRY_STORED) || (e & (ENTRY_CODEC | ENTRY_SETTLED)))
+        return false;
+    switch (type) {
+    case TYPE_COLD:
+        return after && is_idle(atime, now, after);
+    case PS_RECOMPRESS_IDLE:
+        return atime == 0;
+    case PS_RECOMPRESS_HUGE:
+        return entry_len(e) == PAGE_SIZE && !(e & ENTRY_PADDED);
+    default:
+        return true;
+    }
+}
+
+/* Recompress page `index`, found as entry `e` accessed at `atime`, with
+ * w's codec: 1 moved, 0 not (changed or read meanwhile, or no smaller:
+ * then settled), -EAGAIN when it would have to wait for the reserve. */
+static int recompress_one(struct page_store *ps, struct recompressor *r, struct ps_scratch *w,
+                          uint64_t index, uint64_t e, uint64_t atime, uint64_t *saved)
+{
+    pthread_mutex_t *lock = stripe(ps, index);
+    uint32_t old_len = entry_len(e), old_slot = slot_size(size_class(old_len)), len;
+    uint64_t entry;
+    int ret = 0;
+
+    pthread_mutex_lock(lock);
+    if (ps->entries[index] != e) {
+        pthread_mutex_unlock(lock);
+        return 0;
+    }
+    copy_bytes(r->payload, slot_addr(ps, entry_chunk(e), entry_slot(e)), old_len);
+    pthread_mutex_unlock(lock);
+    if (decode_payload(w, e, r->payload, w->page) < 0)
+        return 0;                       /* left for a read to report */
+    len = compress_page(w, w->page, old_slot - 1);
+
+    pthread_mutex_lock(lock);
+    pthread_mutex_lock(&ps->alloc_lock);
+    if (ps->entries[index] != e || ps->fills[index] != atime)
+        goto out;                       /* rewritten, or read: hot again */
+    if (!len || slot_size(size_class(len)) >= old_slot) {
+        __atomic_store_n(&ps->entries[index], e | ENTRY_SETTLED, __ATOMIC_RELEASE);
+        goto out;
+    }
+    if ((ret = put_payload(ps, w->page, w->out, len, true, &entry)) < 0)
+        goto out;
+    publish(ps, index, entry | (uint64_t)entry_codec_of(w->codec) << ENTRY_CODEC_SHIFT);
+    ps->st.recompressions++;
+    ps->st.recompress_saved += old_len - len;
+    *saved += old_len - len;
+    ret = 1;
+out:
+    pthread_mutex_unlock(&ps->alloc_lock);
+    pthread_mutex_unlock(lock);
+    return ret;
+}
+
+static uint64_t pages_served(struct page_store *ps)
+{
+    uint64_t served = 0;
+
+    pthread_mutex_lock(&ps->alloc_lock);
+    for (struct ps_scratch *w = ps->scratches; w; w = w->next)
+        served += __atomic_load_n(&w->pages_served, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return served;
+}
+
+void recompress_slice(struct page_store *ps)
+{
+    struct recompressor *r = ps->recompressor;
+    uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), start = thread_cpu_ns();
+    uint64_t served = pages_served(ps), pages = ps_pages(ps), saved = 0;
+    bool busy = served - r->served_seen > BUSY_PAGES;
+
+    r->served_seen = served;
+    if (busy) {
+        pthread_mutex_lock(&ps->alloc_lock);
+        ps->st.background_paused++;
+        pthread_mutex_unlock(&ps->alloc_lock);
+        return;
+    }
+    if (now < r->rest_until || pthread_mutex_trylock(&r->lock))
+        return;                         /* resting, or a pass by hand is running */
+    for (uint64_t scanned = 0; scanned < SLICE_SCAN_PAGES; scanned++) {
+        if (r->cursor >= pages) {       /* the sweep is done */
+            pthread_mutex_lock(&ps->alloc_lock);
+            ps->st.idle_pages = r->idle_counted;
+            pthread_mutex_unlock(&ps->alloc_lock);
+            r->cursor = r->idle_counted = 0;
+            r->rest_until = now + (r->after / 4 < 1 ? 1 : r->after / 4 > SWEEP_REST_MAX ? SWEEP_REST_MAX
+                                   : r->after / 4);
+            break;
+        }
+        uint64_t i = r->cursor++;
+        uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
+        uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
+        if ((e & ENTRY_STORED) && is_idle(atime, now, r->after ? r->after : UINT32_MAX))
+            r->idle_counted++;
+        if (!r->codec || !wanted(e, atime, TYPE_COLD, now, r->after))
+            continue;
+        if (recompress_one(ps, r, r->codec, i, e, atime, &saved) == -EAGAIN) {
+            r->cursor--;                /* no room without waiting: next period */
+            break;
+        }
+        if (thread_cpu_ns() - start > SLICE_CPU_NS)
+            break;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_t max_pages,
+                  uint64_t *done, uint64_t *saved)
+{
+    struct recompressor *r = ps->recompressor;
+    struct ps_scratch *w;
+    uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED);
+
+    *done = *saved = 0;
+    if (codec == PS_CODEC_NONE || type < PS_RECOMPRESS_IDLE || type > PS_RECOMPRESS_ALL)
+        return -EINVAL;
+    if (!(w = scratch_new(ps, codec, level)))
+        return -ENOMEM;
+    /* It frees memory reclaim may be waiting for: it must not wait on it. */
+    prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+    pthread_mutex_lock(&r->lock);
+    for (uint64_t i = 0; i < ps_pages(ps) && (!max_pages || *done < max_pages); i++) {
+        uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
+        uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
+        int ret;
+
+        if (!wanted(e, atime, type, now, 0))
+            continue;
+        if ((ret = recompress_one(ps, r, w, i, e, atime, saved)) == -EAGAIN)
+            break;                      /* memory is short: stop here */
+        *done += ret;
+    }
+    pthread_mutex_unlock(&r->lock);
+    ps_scratch_free(w);
+    return 0;
+}
+
+uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds)
+{
+    uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), marked = 0;
+
+    for (uint64_t i = 0; i < ps_pages(ps); i++) {
+        if (!(__atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) & ENTRY_STORED) ||
+            !is_idle(__atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), now, age_seconds))
+            continue;
+        /* Under the page's lock: an access in between keeps its time. */
+        pthread_mutex_lock(stripe(ps, i));
+        if ((ps->entries[i] & ENTRY_STORED) && is_idle(ps->fills[i], now, age_seconds)) {
+            __atomic_store_n(&ps->fills[i], 0, __ATOMIC_RELAXED);
+            marked++;
+        }
+        pthread_mutex_unlock(stripe(ps, i));
+    }
+    return marked;
+}
+
+int ps_set_recompression(struct page_store *ps, int codec, int level, uint32_t after_seconds)
+{
+    struct recompressor *r = ps->recompressor;
+    struct ps_scratch *w = NULL, *old;
+
+    if (codec != PS_CODEC_NONE && !(w = scratch_new(ps, codec, level)))
+        return -ENOMEM;
+    pthread_mutex_lock(&r->lock);
+    old = r->codec;
+    r->codec = w;
+    r->after = after_seconds;
+    r->rest_until = 0;
+    pthread_mutex_unlock(&r->lock);
+    if (old)
+        ps_scratch_free(old);
+    return 0;
+}
+
+void ps_set_entropy_threshold(struct page_store *ps, double bits)
+{
+    ps->entropy_threshold = bits;
+}
+
+int recompressor_new(struct page_store *ps)
+{
+    struct recompressor *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return -ENOMEM;
+    pthread_mutex_init(&r->lock, NULL);
+    memset(r->payload, 0, sizeof(r->payload));  /* faulted in: moves copy into it under a lock */
+    ps->recompressor = r;
+    tick_clock(ps);
+    return 0;
+}
+
+void recompressor_free(struct page_store *ps)
+{
+    struct recompressor *r = ps->recompressor;
+
+    if (!r)
+        return;
+    if (r->codec)
+        ps_scratch_free(r->codec);
+    free(r);
+    ps->recompressor = NULL;
+}

@@ -1,0 +1,174 @@
+"""The ram store's cold-page policy: access times and idle marks,
+recompression (by hand and in the background) and entropy routing."""
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from trueno_ublk.codecs import codec_for
+from trueno_ublk.policy import Policy
+from trueno_ublk.stores import open_store
+from trueno_ublk.stores.direct import DirectClient
+
+PAGE = 4096
+# Real text: this project's own sources, a page at a time.
+SOURCES = b"".join(p.read_bytes() for folder in ("trueno_ublk", "tests", "scripts")
+                   for p in sorted((Path(__file__).parents[2] / folder).rglob("*.py")))
+NEVER = Policy(recompress_after=0)
+
+
+def text_pages(n: int, start: int = 0) -> list[bytes]:
+    pages = [SOURCES[(start + i) * PAGE:(start + i + 1) * PAGE] for i in range(n)]
+    assert all(len(p) == PAGE for p in pages), "not enough source text"
+    return pages
+
+
+def ram(size=1 << 20, policy=NEVER, algorithm="lz4", **options):
+    store = open_store("ram", size, codec_for(algorithm), policy=policy, **options)
+    return store, DirectClient(store)
+
+
+def fill(client, pages, first=0):
+    for i, page in enumerate(pages):
+        client.write((first + i) * PAGE, page)
+
+
+def holds(client, pages, first=0):
+    return all(client.read((first + i) * PAGE, PAGE) == page for i, page in enumerate(pages))
+
+
+def test_recompressed_pages_read_back_take_less_and_survive_a_new_worker():
+    pages = text_pages(32)
+    store, client = ram()
+    fill(client, pages)
+    before = store.stats()
+    done, saved = store.recompress("all", "zstd:6", 0)
+    st = store.stats()
+    assert done > 16 and saved > 0
+    assert st["recompressed_pages"] == done == st["recompressions"]
+    assert st["compr_data_size"] <= before["compr_data_size"] - saved + 16 * done   # slots round up
+    assert st["compr_data_size"] < before["compr_data_size"]
+    assert holds(client, pages)
+    # A second pass finds nothing left to do: moved pages, and pages zstd
+    # did not shrink, are settled.
+    assert store.recompress("all", "zstd:19", 0) == (0, 0)
+    fd = os.dup(store.fd)
+    store.close()
+    store, client = ram(arena_fd=fd, attach=True)
+    assert holds(client, pages)
+    assert store.stats()["recompressed_pages"] == done
+    assert store.stats()["recompressed_bytes"] == st["recompressed_bytes"]
+    store.close()
+    os.close(fd)
+
+
+def test_a_rewritten_page_starts_hot_in_the_fast_codec():
+    pages = text_pages(8)
+    store, client = ram()
+    fill(client, pages)
+    done, _ = store.recompress("all", None, 0)      # the policy's codec
+    assert done == 8
+    new = text_pages(1, start=40)[0]
+    client.write(3 * PAGE, new)
+    assert store.stats()["recompressed_pages"] == 7
+    assert client.read(3 * PAGE, PAGE) == new
+    assert store.recompress("all", None, 0)[0] == 1  # rewritten: a candidate again
+    store.close()
+
+
+def test_idle_marks_are_cleared_by_access_and_recompress_idle_takes_only_marked_pages():
+    pages = text_pages(16)
+    store, client = ram()
+    fill(client, pages)
+    client.write(20 * PAGE, bytes(PAGE))            # same-filled: nothing to mark
+    assert store.mark_idle(0) == 16
+    assert store.mark_idle(3600) == 16              # marked pages count as idle for any age
+    client.read(0, 4 * PAGE)                        # pages 0-3 are hot again
+    client.write(4 * PAGE, pages[4])                # and page 4, rewritten
+    assert store.recompress("idle", "zstd:6", 0)[0] == 11
+    assert store.stats()["recompressed_pages"] == 11
+    assert holds(client, pages)
+    store.close()
+
+
+def test_max_pages_bounds_a_pass_by_hand():
+    pages = text_pages(16)
+    store, client = ram()
+    fill(client, pages)
+    assert store.recompress("all", "zstd:6", 5)[0] == 5
+    assert store.stats()["recompressed_pages"] == 5
+    assert holds(client, pages)
+    store.close()
+
+
+def test_pages_not_touched_for_age_seconds_are_marked():
+    store, client = ram()
+    fill(client, text_pages(4))
+    assert store.mark_idle(3600) == 0               # written just now
+    time.sleep(2.1)                                 # the access clock ticks each half second
+    client.read(0, PAGE)
+    assert store.mark_idle(1) == 3
+    store.close()
+
+
+def test_huge_pages_are_recompressed_when_the_stronger_codec_fits_them():
+    pages = text_pages(8)
+    store, client = ram(huge_threshold=64)          # LZ4 stores every text page raw
+    fill(client, pages)
+    assert store.stats()["huge_pages"] == 8
+    done, saved = store.recompress("huge", "zstd:3", 0)
+    assert done == 8 and saved > 8 * 2048
+    assert store.stats()["huge_pages"] == 0
+    assert holds(client, pages)
+    store.close()
+
+
+def test_the_background_recompresses_cold_pages_and_counts_idle_ones():
+    pages = text_pages(64)
+    store, client = ram(policy=Policy(recompress_after=1))
+    fill(client, pages)
+    deadline = time.monotonic() + 20
+    while store.stats()["recompressed_pages"] < 60 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    st = store.stats()
+    assert st["recompressed_pages"] >= 60, st
+    assert st["idle_pages"] > 0 and st["background_cpu_seconds"] > 0
+    assert holds(client, pages)
+    store.close()
+
+
+def test_high_entropy_pages_are_stored_raw_without_the_codec():
+    random_page, text_page = os.urandom(PAGE), text_pages(1)[0]
+    store, client = ram()
+    fill(client, [random_page, text_page])
+    st = store.stats()
+    assert st["entropy_raw_pages"] == 1 and st["huge_pages"] == 1
+    assert st["entropy_pages"][7] == 1 and sum(st["entropy_pages"]) == 2
+    assert store.recompress("all", "zstd:19", 0)[0] == 1     # the text page alone: the raw one is settled
+    assert holds(client, [random_page, text_page])
+    store.close()
+    store, client = ram(policy=Policy(recompress_after=0, entropy_threshold=0))
+    fill(client, [random_page])
+    st = store.stats()
+    assert st["entropy_raw_pages"] == 0 and st["huge_pages"] == 1   # LZ4 tried, and failed
+    store.close()
+
+
+@pytest.mark.parametrize("algorithm", ["none", "lz4hc", "zstd"])
+def test_every_codec_recompresses_and_reads_back(algorithm):
+    pages = text_pages(8)
+    store, client = ram(algorithm=algorithm)
+    fill(client, pages)
+    store.recompress("all", "zstd:6" if algorithm != "zstd" else "lz4hc", 0)
+    assert holds(client, pages)
+    store.close()
+
+
+def test_a_bad_recompression_algorithm_is_refused():
+    store, _ = ram()
+    with pytest.raises(ValueError, match="cannot be none"):
+        store.recompress("all", "none", 0)
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        store.recompress("all", "lzo", 0)
+    store.close()
