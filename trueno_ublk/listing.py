@@ -20,6 +20,8 @@ COLUMNS = {
     "MEM-LIMIT": ("mem-limit", True),
     "MEM-USED": ("mem-used", True),
     "HUGE-PAGES": ("huge-pages", False),
+    "RECOMPRESSED": ("recompressed", True),
+    "IDLE-PAGES": ("idle-pages", False),
     "COMP-RATIO": ("comp-ratio", False),
     "QUEUES": ("queues", False),
     "STATE": ("state", False),
@@ -82,6 +84,7 @@ def device_rows() -> list[dict]:
                            total=mm["mem_used_total"], **{
                                "zero-pages": mm["same_pages"], "mem-limit": mm["mem_limit"],
                                "mem-used": mm["mem_used_max"], "huge-pages": mm["huge_pages"],
+                               "recompressed": mm.get("recompressed_bytes"), "idle-pages": mm.get("idle_pages"),
                                "comp-ratio": stats.comp_ratio(mm)})
         rows.append(row)
     return rows

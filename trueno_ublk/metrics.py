@@ -3,6 +3,8 @@ for `trueno-ublk metrics` (node_exporter's textfile collector) and for the
 daemon's opt-in HTTP endpoint (`create --metrics-listen`)."""
 import ipaddress
 
+from trueno_ublk import stats
+
 PREFIX = "trueno_ublk_"
 
 # name, type, help, where the value comes from in a `stat` reply
@@ -27,6 +29,17 @@ DEVICE_METRICS = [
     ("reserve_misses_total", "counter",
      "Writes that found the reserve empty (stored in a larger free slot if one was left).",
      ("mm_stat", "reserve_misses")),
+    ("recompressed_pages", "gauge", "Pages held in the cold-page codec now.", ("mm_stat", "recompressed_pages")),
+    ("recompressions_total", "counter", "Cold pages recompressed.", ("mm_stat", "recompressions")),
+    ("recompress_saved_bytes_total", "counter", "Bytes recompression saved when it moved the pages.",
+     ("mm_stat", "recompress_saved")),
+    ("idle_pages", "gauge", "Stored pages idle (marked, or cold) at the last sweep.", ("mm_stat", "idle_pages")),
+    ("entropy_raw_pages_total", "counter", "Pages stored raw on their entropy, without trying the codec.",
+     ("mm_stat", "entropy_raw_pages")),
+    ("background_cpu_seconds_total", "counter", "CPU time of background compaction and recompression.",
+     ("mm_stat", "background_cpu_seconds")),
+    ("background_paused_total", "counter", "Background periods left out because the device was busy.",
+     ("mm_stat", "background_paused")),
     ("reads_total", "counter", "Read requests.", ("io_stat", "reads")),
     ("writes_total", "counter", "Write requests.", ("io_stat", "writes")),
     ("discards_total", "counter", "Discard and write-zeroes requests.", ("io_stat", "discards")),
@@ -36,6 +49,15 @@ DEVICE_METRICS = [
     ("failed_reads_total", "counter", "Reads that failed.", ("io_stat", "failed_reads")),
     ("failed_writes_total", "counter", "Writes that failed (mem_limit included).", ("io_stat", "failed_writes")),
     ("invalid_io_total", "counter", "Requests out of range or of unknown kind.", ("io_stat", "invalid_io")),
+]
+# name, type, help, label, reply -> {label value: sample}
+BREAKDOWN_METRICS = [
+    ("tier_pages", "gauge", "Stored pages by where they are (stats.tiers).", "tier",
+     lambda reply: {tier: t["pages"] for tier, t in stats.tiers(reply["mm_stat"]).items()}),
+    ("tier_bytes", "gauge", "Bytes their payloads take, by tier.", "tier",
+     lambda reply: {tier: t["bytes"] for tier, t in stats.tiers(reply["mm_stat"]).items()}),
+    ("entropy_pages_total", "counter", "Pages written, by bits of entropy a byte (sampled).", "bits",
+     lambda reply: {f"{i}-{i + 1}": n for i, n in enumerate(reply["mm_stat"]["entropy_pages"])}),
 ]
 QUEUE_METRICS = [
     ("queue_inflight", "gauge", "Requests the queue is serving now.", "inflight"),
@@ -58,6 +80,12 @@ def render(devices: list[tuple[str, dict | None]]) -> str:
                 samples.append(f"{PREFIX}{name}{label} {0 if reply is None else 1}")
             elif reply is not None and source[1] in reply.get(source[0], {}):
                 samples.append(f"{PREFIX}{name}{label} {reply[source[0]][source[1]]}")
+        if samples:
+            lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}", *samples]
+    for name, kind, help_text, label, breakdown in BREAKDOWN_METRICS:
+        samples = [f'{PREFIX}{name}{{device="{escape_label(device)}",{label}="{value}"}} {n}'
+                   for device, reply in devices if reply and "entropy_pages" in reply.get("mm_stat", {})
+                   for value, n in breakdown(reply).items()]
         if samples:
             lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}", *samples]
     for name, kind, help_text, key in QUEUE_METRICS:

@@ -10,7 +10,8 @@ from trueno_ublk import admin, state, stats
 from trueno_ublk.units import format_size
 
 HEADER = (f"{'DEVICE':<12}{'STATE':<11}{'R IOPS':>8}{'W IOPS':>8}{'R MiB/s':>9}{'W MiB/s':>9}"
-          f"{'RATIO':>7}{'MEM USED':>10}{'LIMIT':>8}{'SAME':>6}{'HUGE':>6}{'QDEPTH':>8}  QUEUE CPU")
+          f"{'RATIO':>7}{'MEM USED':>10}{'LIMIT':>8}{'SAME':>6}{'HUGE':>6}{'RECOMP':>7}{'IDLE':>6}"
+          f"{'QDEPTH':>8}  QUEUE CPU")
 
 
 def sample(dev_ids: list[int] | None = None) -> dict[int, tuple[float, dict | None, str]]:
@@ -41,7 +42,7 @@ def device_line(dev_id: int, now, before) -> str:
     ratio = f"{stats.compression_ratio(mm):.2f}" if mm.get("compr_data_size") else "-"
 
     def share(key: str) -> str:
-        return f"{100 * mm[key] / stored:.0f}%" if stored else "-"
+        return f"{100 * mm[key] / stored:.0f}%" if stored and key in mm else "-"
     depth = reply["device"]["depth"] * (reply["device"].get("queues") or max(1, len(queues)))
     inflight = sum(q.get("inflight", 0) for q in queues)
     cpu = []
@@ -57,6 +58,7 @@ def device_line(dev_id: int, now, before) -> str:
             f"{ratio:>7}{format_size(mm['mem_used_total']) if mm else '-':>10}"
             f"{format_size(mm['mem_limit']) if mm.get('mem_limit') else '-':>8}"
             f"{share('same_pages') if mm else '-':>6}{share('huge_pages') if mm else '-':>6}"
+            f"{share('recompressed_pages') if mm else '-':>7}{share('idle_pages') if mm else '-':>6}"
             f"{f'{inflight}/{depth}':>8}  {' '.join(cpu)}")
 
 

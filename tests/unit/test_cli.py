@@ -47,6 +47,24 @@ def test_bad_counts(option, value):
     assert_one_line_error(run_cli("create", "--size", "1G", option, value), option)
 
 
+@pytest.mark.parametrize("args, why", [
+    (["create", "--size", "1G", "--recompress-after", "soon"], "--recompress-after must be a duration"),
+    (["create", "--size", "1G", "--recompress-after", "-1"], "--recompress-after must be a duration"),
+    (["create", "--size", "1G", "--entropy-threshold", "8.5"], "from 0 (never) to 8"),
+    (["create", "--size", "1G", "--entropy-threshold", "inf"], "from 0 (never) to 8"),
+    (["create", "--size", "1G", "--recompress-algorithm", "none"], "cannot be none"),
+    (["create", "--size", "1G", "--recompress-algorithm", "zstd:0"], "zstd level"),
+    (["recompress", "0", "--type", "cold"], "'cold' is not one of"),
+    (["recompress", "0", "--max-pages", "-1"], "--max-pages"),
+    (["recompress", "0", "--algorithm", "none"], "cannot be none"),
+    (["recompress", "/dev/sda"], "not a ublk device"),
+    (["idle", "0", "--age", "yesterday"], "--age must be a duration"),
+    (["idle"], "Missing argument"),
+])
+def test_bad_cold_page_options(args, why):
+    assert_one_line_error(run_cli(*args), why)
+
+
 def test_batched_commands_leave_a_queue_to_one_thread():
     result = run_cli("create", "--size", "1G", "--queue-threads", "2", "--io-commands", "batch")
     assert_one_line_error(result, "--io-commands batch", "--queue-threads")

@@ -12,7 +12,10 @@ STAT = {
     "device": {"dev_id": 0, "size": 1 << 30, "depth": 128, "recoveries": 1},
     "mm_stat": {"orig_data_size": 8 << 20, "compr_data_size": 2 << 20, "mem_used_total": 3 << 20,
                 "mem_limit": 0, "mem_used_max": 4 << 20, "same_pages": 512, "pages_compacted": 0,
-                "huge_pages": 256, "pages_stored": 2048, "notify_free": 7},
+                "huge_pages": 256, "pages_stored": 2048, "notify_free": 7, "recompressed_pages": 128,
+                "recompressed_bytes": 128 << 10, "recompressions": 130, "recompress_saved": 64 << 10,
+                "idle_pages": 1024, "entropy_raw_pages": 250, "entropy_pages": [0, 1, 2, 3, 4, 5, 6, 250],
+                "background_cpu_seconds": 0.25, "background_paused": 3},
     "io_stat": {"reads": 100, "writes": 200, "discards": 1, "flushes": 0, "failed_reads": 0,
                 "failed_writes": 0, "invalid_io": 0, "read_bytes": 409600, "written_bytes": 8 << 20},
     "queues": [{"id": 0, "tid": 11, "inflight": 3, "cpu_seconds": 1.5},
@@ -50,6 +53,12 @@ def test_exposition_of_a_live_and_a_dead_device():
     assert samples[("trueno_ublk_written_bytes_total", 'device="ublkb0"')] == 8 << 20
     assert samples[("trueno_ublk_mem_used_bytes", 'device="ublkb0"')] == 3 << 20
     assert samples[("trueno_ublk_queue_cpu_seconds_total", 'device="ublkb0",queue="1"')] == 0.5
+    assert samples[("trueno_ublk_recompressions_total", 'device="ublkb0"')] == 130
+    assert samples[("trueno_ublk_tier_pages", 'device="ublkb0",tier="recompressed"')] == 128
+    assert samples[("trueno_ublk_tier_pages", 'device="ublkb0",tier="fast"')] == 2048 - 512 - 256 - 128
+    assert samples[("trueno_ublk_tier_bytes", 'device="ublkb0",tier="raw"')] == 256 * 4096
+    assert samples[("trueno_ublk_tier_bytes", 'device="ublkb0",tier="fast"')] == (2 << 20) - (1 << 20) - (128 << 10)
+    assert samples[("trueno_ublk_entropy_pages_total", 'device="ublkb0",bits="7-8"')] == 250
     assert not any(labels == 'device="ublkb1"' for name, labels in samples if name != "trueno_ublk_up")
     assert metrics.render([]) == ""
 
@@ -112,6 +121,7 @@ def test_top_frame_rates_ratios_and_shares():
     assert fields[:6] == ["ublkb0", "live", "100", "0", "0.0", "2.0"]   # 200 reads / 2 s; 4 MiB / 2 s
     assert fields[6] == "4.00"                                           # 8 MiB / 2 MiB
     assert "25%" in fields and "12%" in fields                           # same 512/2048, huge 256/2048
+    assert "6%" in fields and "50%" in fields                            # recompressed 128, idle 1024
     assert "4/256" in fields and "q0 25%" in live and "q1 0%" in live
     assert dead.split() == ["ublkb1", "dead"]
     assert top.frame({}, {}) == ["no devices"]
