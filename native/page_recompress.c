@@ -229,12 +229,14 @@ uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds)
     uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), marked = 0;
 
     for (uint64_t i = 0; i < ps_pages(ps); i++) {
-        if (!(__atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) & ENTRY_STORED) ||
-            !is_idle(__atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), now, age_seconds))
+        uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
+
+        if (!(__atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) & ENTRY_STORED) || !atime ||
+            !is_idle(atime, now, age_seconds))
             continue;
         /* Under the page's lock: an access in between keeps its time. */
         pthread_mutex_lock(stripe(ps, i));
-        if ((ps->entries[i] & ENTRY_STORED) && is_idle(ps->fills[i], now, age_seconds)) {
+        if ((ps->entries[i] & ENTRY_STORED) && ps->fills[i] && is_idle(ps->fills[i], now, age_seconds)) {
             __atomic_store_n(&ps->fills[i], 0, __ATOMIC_RELAXED);
             marked++;
         }

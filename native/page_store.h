@@ -110,7 +110,8 @@ int ps_set_recompression(struct page_store *ps, int codec, int level, uint32_t a
  * without trying the codec (0: never). */
 void ps_set_entropy_threshold(struct page_store *ps, double bits);
 /* Mark idle every stored page not read or written for `age_seconds` (0:
- * every stored page), as zram's idle attribute does; returns how many. */
+ * every stored page), as zram's idle attribute does; returns how many were
+ * not marked already. */
 uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds);
 /* Recompress up to `max_pages` pages of `type` (PS_RECOMPRESS_*) now, with
  * `codec` at `level`: *done pages moved, *saved bytes saved. 0, -EINVAL

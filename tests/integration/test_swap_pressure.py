@@ -6,6 +6,7 @@ skipped there. scripts/bench swap runs the same workload beside kernel zram."""
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,15 +36,26 @@ def test_churn_twice_ram_through_our_swap(make_device):
     # A deadlock shows as a task blocked for 20 s: panic, failing the run.
     sh("sysctl -q kernel.hung_task_timeout_secs=20 kernel.hung_task_panic=1")
     sh("swapoff -a")
-    dev = make_device(size="2G")
+    # The cold-page policy at work throughout: the background's moves on a
+    # one-second idle time, and passes by hand, all under reclaim.
+    dev = make_device("--recompress-after", "1", size="2G")
     n = dev.removeprefix("/dev/ublkb")
     rec = json.loads(record_path(int(n)).read_text())
     rss_empty = rss_kb(rec["worker_pid"])
     fixed = mm_stat(dev)["mem_used_total"]          # the map, the reserve, bookkeeping
     sh(f"mkswap {dev} && swapon --discard {dev}")
+    churning = threading.Event()
+
+    def recompress_by_hand():
+        while not churning.wait(2):
+            run_cli("recompress", dev, "--max-pages", "2000", check=False, timeout=600)
+    by_hand = threading.Thread(target=recompress_by_hand)
     try:
+        by_hand.start()
         result = subprocess.run([sys.executable, str(WORKLOAD), str(2 * MEM_TOTAL_MB)],
                                 capture_output=True, text=True, timeout=1800)
+        churning.set()
+        by_hand.join()
         assert result.returncode == 0, f"workload failed: {result.stdout} {result.stderr}"
         assert " bad 0 " in result.stdout
         time.sleep(3)                   # swap's discards of the clusters freed at exit
@@ -52,6 +64,7 @@ def test_churn_twice_ram_through_our_swap(make_device):
         # found the reserve empty (reserve_misses) took a larger free slot.
         assert stats["writes"] > 0 and stats["reads"] > 0
         assert stats["failed_writes"] == 0 and stats["failed_reads"] == 0, stats
+        assert stats["recompressions"] > 0, stats
         assert stats["mem_used_max"] > 64 * MiB
         # Nobody ran `compact`: the store compacted itself as swap freed slots,
         # and after the churn it holds what it stores, packed (zsmalloc keeps
@@ -67,4 +80,7 @@ def test_churn_twice_ram_through_our_swap(make_device):
         assert rss_kb(rec["worker_pid"]) <= rss_empty + stats["mem_used_max"] // 1024 + 64 * 1024
         assert "Killed process" not in sh("dmesg")
     finally:
+        churning.set()
+        if by_hand.is_alive():
+            by_hand.join()
         sh(f"swapoff {dev}", timeout=1800)

@@ -1,0 +1,114 @@
+"""The cold-page policy on the real driver: pages recompressed in the
+background and by hand, rewritten pages hot again, high-entropy pages raw,
+all under fio verify across two queues; a worker killed in the middle of a
+recompression; the commands and their bad input."""
+import json
+import os
+import signal
+import subprocess
+
+from trueno_ublk import admin
+
+from conftest import CLI, run_cli, sh
+from faults import FIO, PATTERN, record, start_fio, wait_for
+
+MiB = 1 << 20
+PAGES_PER_MIB = MiB // 4096
+
+
+def stat(dev) -> dict:
+    return json.loads(run_cli("stat", "--json", dev).stdout)
+
+
+def verify(region: str, pattern: str = PATTERN) -> str:
+    return f"--bs=4k --iodepth=16 {region} --verify=crc32c --verify_fatal=1 {pattern}"
+
+
+def test_pages_change_tiers_under_fio_verify_across_two_queues(make_device):
+    dev = make_device("--queues", "2", "--recompress-after", "1", "--recompress-algorithm", "zstd:3")
+    cold = verify("--offset=0 --size=16M")
+    noise = verify("--offset=16M --size=8M", "--buffer_compress_percentage=0 --refill_buffers")
+    busy = verify("--offset=32M --size=16M")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {cold}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {noise}")
+    st = stat(dev)
+    assert st["entropy_raw_pages"] >= 0.95 * 8 * PAGES_PER_MIB, st      # random data: raw, no codec
+    assert st["entropy_pages"][7] >= st["entropy_raw_pages"]
+    # Two jobs, one a CPU, so that both queues serve, at a rate that leaves
+    # the device idle enough for the background to go on.
+    writers = start_fio(dev, f"--rw=randrw --numjobs=2 --rate_iops=20 --time_based --runtime=600 {busy}")
+    try:
+        wait_for(lambda: stat(dev)["recompressed_pages"] >= 2 * PAGES_PER_MIB, timeout=240,
+                 what="the background to recompress cold pages")
+        sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {cold}")
+        sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {noise}")
+        # Rewritten pages start hot, in the fast codec again.
+        before = stat(dev)["recompressed_pages"]
+        sh(f"{FIO} --filename={dev} --rw=write {verify('--offset=0 --size=4M')}")
+        assert stat(dev)["recompressed_pages"] < before
+        # By hand, at full speed, while pages are read and written.
+        readers = start_fio(dev, f"--rw=randread --numjobs=2 --time_based --runtime=20 {cold}")
+        out = run_cli("recompress", dev, timeout=600).stdout
+        assert "pages recompressed" in out
+        assert readers.wait(timeout=120) == 0, readers.stderr.read()
+    finally:
+        writers.send_signal(signal.SIGINT)
+        assert writers.wait(timeout=120) == 0, writers.stderr.read()
+    queues = admin.request(int(dev.removeprefix("/dev/ublkb")), "stat")["queues"]
+    assert len(queues) == 2 and all(q["cpu_seconds"] > 0 for q in queues), queues
+    st = stat(dev)
+    assert st["failed_reads"] == st["failed_writes"] == 0
+    assert st["tiers"]["recompressed"]["pages"] > 0 and st["tiers"]["raw"]["pages"] >= 0.95 * 8 * PAGES_PER_MIB
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--offset=4M --size=12M')}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {noise}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {busy}")
+
+
+def test_kill_9_during_recompression_keeps_every_page(make_device):
+    dev = make_device("--recompress-after", "0")
+    pages = verify("--size=64M")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {pages}")
+    rec = record(dev)
+    by_hand = subprocess.Popen([CLI, "recompress", dev, "--algorithm", "zstd:19"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: stat(dev)["recompressions"] >= 100, timeout=120, what="recompression under way")
+    os.kill(rec["worker_pid"], signal.SIGKILL)
+    assert by_hand.wait(timeout=60) != 0                # its daemon died under it: one line
+    assert len(by_hand.stderr.read().strip().splitlines()) == 1
+    wait_for(lambda: record(dev)["recoveries"] == 1 and record(dev)["state"] == "live",
+             timeout=60, what="the recovery")
+    st = stat(dev)
+    assert st["recompressed_pages"] >= 100             # the moves done so far, found by the new worker
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {pages}")
+    run_cli("recompress", dev, "--algorithm", "zstd:3", "--max-pages", "500", timeout=600)
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {pages}")
+
+
+def test_idle_and_recompress_by_hand_and_their_figures(make_device):
+    dev = make_device("--recompress-after", "0")
+    sh(f"{FIO} --filename={dev} --rw=write {verify('--size=8M')}")
+    sh(f"dd if={dev} of=/dev/null bs=4k count=256 iflag=direct status=none")
+    marked = run_cli("idle", dev).stdout
+    assert marked.startswith(f"{dev}: ") and int(marked.split()[1]) >= 2000
+    assert run_cli("idle", dev, "--age", "1h").stdout == f"{dev}: 0 pages marked idle\n"   # marked already
+    sh(f"dd if={dev} of=/dev/null bs=4k count=256 iflag=direct status=none")   # 1 MiB hot again
+    out = run_cli("recompress", dev, "--type", "idle", "--max-pages", "300").stdout
+    assert out.startswith(f"{dev}: 300 pages recompressed, ")
+    st = stat(dev)
+    assert st["recompressed_pages"] == 300 and st["policy"]["recompress_after"] == 0
+    out = run_cli("recompress", dev, "--type", "idle").stdout
+    assert st["recompressed_pages"] + int(out.split()[1]) == stat(dev)["recompressed_pages"]
+    # The first MiB was read after the marks: no page of it moved.
+    assert stat(dev)["recompressed_pages"] <= 8 * PAGES_PER_MIB - 256
+    text = run_cli("stat", dev).stdout
+    assert "tier_recompressed" in text and "recompress-algorithm" in text
+    listed = json.loads(run_cli("list", "--json", "-o", "NAME,RECOMPRESSED,IDLE-PAGES").stdout)["devices"]
+    assert next(d for d in listed if d["name"] == dev)["recompressed"] > 0
+    assert "trueno_ublk_recompressions_total" in run_cli("metrics").stdout
+    sh(f"{FIO} --filename={dev} --rw=write --verify_only {verify('--size=8M')}")
+    for args, why in ((["recompress", dev, "--algorithm", "lzo"], "unknown algorithm"),
+                      (["recompress", dev, "--type", "warm"], "is not one of"),
+                      (["idle", dev, "--age", "-5"], "--age must be a duration")):
+        result = run_cli(*args, check=False)
+        assert result.returncode != 0 and why in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
