@@ -24,44 +24,56 @@ def verify(region: str, pattern: str = PATTERN) -> str:
     return f"--bs=4k --iodepth=16 {region} --verify=crc32c --verify_fatal=1 {pattern}"
 
 
+def region(dev, name: str, mib: int, offset_mib: int, source: str) -> str:
+    """Write `mib` MiB from `source` (a shell command) at `offset_mib`,
+    kept in /tmp/NAME; returns the command that checks it."""
+    sh(f"{source} | head -c {mib}M > /tmp/{name} && "
+       f"dd if=/tmp/{name} of={dev} bs=1M seek={offset_mib} oflag=direct status=none")
+    return f"dd if={dev} bs=1M skip={offset_mib} count={mib} iflag=direct status=none | cmp /tmp/{name} -"
+
+
+# Real text, which zstd shrinks well below LZ4 (fio's buffers are either
+# that compressible to both or to neither).
+TEXT = "cat $(find /usr/lib/python3* -name '*.py' | sort)"
+
+
 def test_pages_change_tiers_under_fio_verify_across_two_queues(make_device):
     dev = make_device("--queues", "2", "--recompress-after", "1", "--recompress-algorithm", "zstd:3")
-    cold = verify("--offset=0 --size=16M")
-    noise = verify("--offset=16M --size=8M", "--buffer_compress_percentage=0 --refill_buffers")
-    busy = verify("--offset=32M --size=16M")
-    sh(f"{FIO} --filename={dev} --rw=randwrite {cold}")
-    sh(f"{FIO} --filename={dev} --rw=randwrite {noise}")
+    cold = region(dev, "cold", 16, 0, TEXT)
+    # Random bytes, as encrypted or compressed data look.
+    noise = region(dev, "noise", 8, 16, "cat /dev/urandom")
     st = stat(dev)
-    assert st["entropy_raw_pages"] >= 0.95 * 8 * PAGES_PER_MIB, st      # random data: raw, no codec
+    assert st["entropy_raw_pages"] >= 0.95 * 8 * PAGES_PER_MIB, st      # raw, no codec tried
     assert st["entropy_pages"][7] >= st["entropy_raw_pages"]
-    # Two jobs, one a CPU, so that both queues serve, at a rate that leaves
-    # the device idle enough for the background to go on.
-    writers = start_fio(dev, f"--rw=randrw --numjobs=2 --rate_iops=20 --time_based --runtime=600 {busy}")
-    try:
-        wait_for(lambda: stat(dev)["recompressed_pages"] >= 2 * PAGES_PER_MIB, timeout=240,
-                 what="the background to recompress cold pages")
-        sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {cold}")
-        sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {noise}")
-        # Rewritten pages start hot, in the fast codec again.
-        before = stat(dev)["recompressed_pages"]
-        sh(f"{FIO} --filename={dev} --rw=write {verify('--offset=0 --size=4M')}")
-        assert stat(dev)["recompressed_pages"] < before
-        # By hand, at full speed, while pages are read and written.
-        readers = start_fio(dev, f"--rw=randread --numjobs=2 --time_based --runtime=20 {cold}")
-        out = run_cli("recompress", dev, timeout=600).stdout
-        assert "pages recompressed" in out
-        assert readers.wait(timeout=120) == 0, readers.stderr.read()
-    finally:
-        writers.send_signal(signal.SIGINT)
-        assert writers.wait(timeout=120) == 0, writers.stderr.read()
+    # Two jobs writing and verifying, each its own region (fio's verify
+    # needs that), one a CPU so that both queues serve; light enough to
+    # leave the background to its work.
+    two_jobs = verify("--offset=32M --size=1M --offset_increment=1M --numjobs=2 --thread")
+    fio = start_fio(dev, f"--rw=randwrite --rate_iops=20 --time_based --runtime=60 {two_jobs}")
+    wait_for(lambda: stat(dev)["recompressed_pages"] >= 12 * PAGES_PER_MIB, timeout=120,
+             what="the background to recompress the cold pages")
+    sh(cold)
+    sh(noise)
+    # Rewritten pages start hot, in the fast codec again: they leave the
+    # tier (and, a second later, are cold enough to come back to it).
+    def left(st):
+        return st["recompressions"] - st["recompressed_pages"]
+    before = left(stat(dev))
+    cold = region(dev, "cold", 4, 0, f"{TEXT} | tail -c 8M")
+    assert left(stat(dev)) >= before + 3 * PAGES_PER_MIB
+    sh(cold)
+    # By hand, at full speed, while the jobs go on.
+    assert "pages recompressed" in run_cli("recompress", dev, timeout=600).stdout
+    assert fio.poll() is None, "fio ended before the moves it was to see"
+    assert fio.wait(timeout=600) == 0, fio.stderr.read()
     queues = admin.request(int(dev.removeprefix("/dev/ublkb")), "stat")["queues"]
     assert len(queues) == 2 and all(q["cpu_seconds"] > 0 for q in queues), queues
     st = stat(dev)
     assert st["failed_reads"] == st["failed_writes"] == 0
     assert st["tiers"]["recompressed"]["pages"] > 0 and st["tiers"]["raw"]["pages"] >= 0.95 * 8 * PAGES_PER_MIB
-    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--offset=4M --size=12M')}")
-    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {noise}")
-    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {busy}")
+    sh(cold)
+    sh(noise)
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {two_jobs}")
 
 
 def test_kill_9_during_recompression_keeps_every_page(make_device):
@@ -86,8 +98,7 @@ def test_kill_9_during_recompression_keeps_every_page(make_device):
 
 def test_idle_and_recompress_by_hand_and_their_figures(make_device):
     dev = make_device("--recompress-after", "0")
-    sh(f"{FIO} --filename={dev} --rw=write {verify('--size=8M')}")
-    sh(f"dd if={dev} of=/dev/null bs=4k count=256 iflag=direct status=none")
+    text = region(dev, "text", 8, 0, TEXT)
     marked = run_cli("idle", dev).stdout
     assert marked.startswith(f"{dev}: ") and int(marked.split()[1]) >= 2000
     assert run_cli("idle", dev, "--age", "1h").stdout == f"{dev}: 0 pages marked idle\n"   # marked already
@@ -100,12 +111,12 @@ def test_idle_and_recompress_by_hand_and_their_figures(make_device):
     assert st["recompressed_pages"] + int(out.split()[1]) == stat(dev)["recompressed_pages"]
     # The first MiB was read after the marks: no page of it moved.
     assert stat(dev)["recompressed_pages"] <= 8 * PAGES_PER_MIB - 256
-    text = run_cli("stat", dev).stdout
-    assert "tier_recompressed" in text and "recompress-algorithm" in text
+    shown = run_cli("stat", dev).stdout
+    assert "tier_recompressed" in shown and "recompress-algorithm" in shown
     listed = json.loads(run_cli("list", "--json", "-o", "NAME,RECOMPRESSED,IDLE-PAGES").stdout)["devices"]
     assert next(d for d in listed if d["name"] == dev)["recompressed"] > 0
     assert "trueno_ublk_recompressions_total" in run_cli("metrics").stdout
-    sh(f"{FIO} --filename={dev} --rw=write --verify_only {verify('--size=8M')}")
+    sh(text)
     for args, why in ((["recompress", dev, "--algorithm", "lzo"], "unknown algorithm"),
                       (["recompress", dev, "--type", "warm"], "is not one of"),
                       (["idle", dev, "--age", "-5"], "--age must be a duration")):
