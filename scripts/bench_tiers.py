@@ -3,10 +3,14 @@
 The corpus is real files found on this machine, not generated patterns:
 shared libraries, Python sources and already-compressed files (gzip'd
 documentation and man pages), a third each, taken in path order so that
-the same machine gives the same corpus. It is written with O_DIRECT to kernel zram (lz4, zstd) and to
-trueno-ublk (lz4, zstd) in one boot; each device's memory held, its pages
-stored raw (huge) and the write and read times are reported, ratios to
-kernel zram of the same codec. Needs root, ublk_drv and zram.
+the same machine gives the same corpus. It is written with O_DIRECT to
+kernel zram (lz4, zstd) and to trueno-ublk (lz4, zstd) in one boot, then
+left idle for the cold-page policy to act (its defaults, but for how long
+pages wait: --recompress-after). Reported for each device: memory held hot
+and cold, pages stored raw (huge) and recompressed, write and read times
+(ratios to kernel zram of the same codec), random 4K read latency of the
+cold pages and the CPU time spent in the background. Needs root, ublk_drv
+and zram.
 """
 import argparse
 import glob
@@ -18,7 +22,9 @@ from pathlib import Path
 
 import psutil
 
-from benchlib import TOP, MiB, Trueno, Zram, sh
+from trueno_ublk.policy import DEFAULT_RECOMPRESS_AFTER
+
+from benchlib import TOP, MiB, Trueno, Zram, fio, sh
 
 # (kind, glob patterns): each kind fills a third of the corpus.
 KINDS = {
@@ -64,10 +70,21 @@ def timed(cmd: str) -> float:
 
 
 def write_and_read(dev: str) -> tuple[float, float]:
-    size = CORPUS.stat().st_size
     write = timed(f"dd if={CORPUS} of={dev} bs=1M oflag=direct status=none")
-    read = timed(f"dd if={dev} of=/dev/null bs=1M iflag=direct count={size // MiB} status=none")
-    return write, read
+    return write, read_all(dev)
+
+
+def read_all(dev: str) -> float:
+    return timed(f"dd if={dev} of=/dev/null bs=1M iflag=direct count={CORPUS.stat().st_size // MiB} status=none")
+
+
+def read_latency(dev: str) -> dict:
+    """Random 4K reads over the corpus for a few seconds: completion latency
+    p50 and p99 in microseconds."""
+    job = fio(dev, f"--rw=randread --bs=4k --iodepth=1 --size={CORPUS.stat().st_size} "
+                   "--time_based --runtime=8 --percentile_list=50:99")
+    clat = job["read"]["clat_ns"]["percentile"]
+    return {"p50": clat["50.000000"] / 1000, "p99": clat["99.000000"] / 1000}
 
 
 def measure_zram(size: str, algorithm: str) -> dict:
@@ -75,23 +92,44 @@ def measure_zram(size: str, algorithm: str) -> dict:
     try:
         write, read = write_and_read(zram.path)
         mm = zram.mm_stat()
-        return {"held": mm[2], "compr": mm[1], "huge": mm[7], "same": mm[5], "write": write, "read": read}
+        return {"held": mm[2], "compr": mm[1], "huge": mm[7], "same": mm[5], "write": write, "read": read,
+                "latency": read_latency(zram.path)}
     finally:
         zram.close()
 
 
-def measure_trueno(size: str, options: str) -> dict:
-    dev = Trueno(size, options)
+def settle(dev: Trueno, after: int) -> float:
+    """Wait until the policy has acted: `after` seconds idle, then until
+    recompressions stop (no change over 5 s), at most 15 minutes; returns
+    the seconds waited."""
+    start = time.monotonic()
+    time.sleep(after + 2)
+    seen, still = -1, 0
+    while still < 5 and time.monotonic() - start < 900:
+        now = dev.stat()["recompressions"]
+        still = still + 1 if now == seen else 0
+        seen = now
+        time.sleep(1)
+    return time.monotonic() - start
+
+
+def measure_trueno(size: str, options: str, after: int) -> dict:
+    """Memory held hot (just written) and cold (once the policy has acted)."""
+    dev = Trueno(size, f"{options} --recompress-after {after}")
     try:
         worker = psutil.Process(dev.worker_pid())
         time.sleep(1)
         empty = worker.memory_info().rss
         write, read = write_and_read(dev.path)
+        hot = dev.stat()
+        waited = settle(dev, after) if after else 0.0
         st = dev.stat()
-        return {"held": st["mem_used_total"], "compr": st["compr_data_size"], "huge": st["huge_pages"],
-                "same": st["same_pages"], "write": write, "read": read,
-                "rss_growth": worker.memory_info().rss - empty,
-                "reserve": st["mem_reserve"], "map": st["mem_map"]}
+        return {"held": st["mem_used_total"], "held_hot": hot["mem_used_total"], "compr": st["compr_data_size"],
+                "huge": st["huge_pages"], "same": st["same_pages"], "write": write, "read": read,
+                "rss_growth": worker.memory_info().rss - empty, "reserve": st["mem_reserve"], "map": st["mem_map"],
+                "recompressed": st["recompressed_pages"], "entropy_raw": st["entropy_raw_pages"],
+                "background_cpu": st["background_cpu_seconds"], "waited": waited,
+                "cold_read": read_all(dev.path), "latency": read_latency(dev.path)}
     finally:
         dev.close()
 
@@ -99,6 +137,8 @@ def measure_trueno(size: str, options: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=int, default=192, metavar="MIB", help="corpus size in MiB")
+    ap.add_argument("--recompress-after", type=int, default=DEFAULT_RECOMPRESS_AFTER, metavar="SECONDS",
+                    help="the devices' --recompress-after: how long the corpus is left idle")
     ap.add_argument("--huge-thresholds", metavar="LIST", default="",
                     help="also trueno lz4 with each of these --huge-threshold values (bytes, comma-separated)")
     ap.add_argument("--build-corpus", action="store_true", help="only build the corpus (natively)")
@@ -112,29 +152,36 @@ def main() -> None:
             return
     taken = json.loads((BUILT / f"corpus-{args.corpus}M.json").read_text())
     shutil.copyfile(built, CORPUS)
-    size = f"{args.corpus + 64}M"
+    size, after = f"{args.corpus + 64}M", args.recompress_after
     rows = {"zram lz4": measure_zram(size, "lz4"), "zram zstd": measure_zram(size, "zstd"),
-            "trueno lz4": measure_trueno(size, "--algorithm lz4"),
-            "trueno zstd": measure_trueno(size, "--algorithm zstd")}
+            "trueno lz4": measure_trueno(size, "--algorithm lz4", after),
+            "trueno zstd": measure_trueno(size, "--algorithm zstd", after)}
     for threshold in filter(None, args.huge_thresholds.split(",")):
-        rows[f"trueno lz4 huge>{threshold}"] = measure_trueno(size, f"--algorithm lz4 --huge-threshold {threshold}")
+        rows[f"trueno lz4 huge>{threshold}"] = measure_trueno(
+            size, f"--algorithm lz4 --huge-threshold {threshold}", after)
     CORPUS.unlink()
 
+    lz4, zstd = rows["zram lz4"], rows["zram zstd"]
     print(f"tiers benchmark: kernel {sh('uname -r').strip()}, corpus of real files, "
           + ", ".join(f"{kind} {n / MiB:.1f} MiB" for kind, n in taken.items()))
-    print("memory held: mem_used_total (ours: the arena, reserve and page map included); "
-          "x zram: against kernel zram of the same codec, same boot")
+    print(f"memory held: mem_used_total (ours: the arena, reserve and page map included), hot: just "
+          f"written; cold: left idle {after} s and until recompression stopped (default policy otherwise); "
+          "x: against kernel zram, same boot; write/read x: zram's time over ours, same codec")
     width = max(map(len, rows)) + 2
-    print(f"{'target':<{width}}{'held MiB':>9}{'x zram':>8}{'compr MiB':>10}{'huge':>8}{'same':>7}"
-          f"{'write x':>9}{'read x':>8}")
+    print(f"{'target':<{width}}{'hot MiB':>8}{'cold MiB':>9}{'x lz4':>7}{'x zstd':>7}{'compr MiB':>10}{'huge':>7}"
+          f"{'recomp':>7}{'write x':>8}{'read x':>7}{'cold rd x':>10}{'4K p50 us':>10}{'p99 us':>8}{'bg cpu s':>9}")
     for name, r in rows.items():
         base = rows["zram " + name.split()[1]]
-        print(f"{name:<{width}}{r['held'] / MiB:>9.1f}{r['held'] / base['held']:>8.2f}{r['compr'] / MiB:>10.1f}"
-              f"{r['huge']:>8}{r['same']:>7}{base['write'] / r['write']:>9.2f}{base['read'] / r['read']:>8.2f}")
+        print(f"{name:<{width}}{r.get('held_hot', r['held']) / MiB:>8.1f}{r['held'] / MiB:>9.1f}"
+              f"{r['held'] / lz4['held']:>7.2f}{r['held'] / zstd['held']:>7.2f}{r['compr'] / MiB:>10.1f}"
+              f"{r['huge']:>7}{r.get('recompressed', 0):>7}{base['write'] / r['write']:>8.2f}"
+              f"{base['read'] / r['read']:>7.2f}{base['read'] / r.get('cold_read', r['read']):>10.2f}"
+              f"{r['latency']['p50']:>10.0f}{r['latency']['p99']:>8.0f}{r.get('background_cpu', 0):>9.1f}")
     for name, r in rows.items():
         if "rss_growth" in r:
             print(f"{name}: daemon RSS growth {r['rss_growth'] / MiB:.1f} MiB; of the memory held, "
-                  f"reserve {r['reserve'] / MiB:.1f} MiB, page map {r['map'] / MiB:.1f} MiB")
+                  f"reserve {r['reserve'] / MiB:.1f} MiB, page map {r['map'] / MiB:.1f} MiB; "
+                  f"{r['entropy_raw']} pages raw by entropy; waited {r['waited']:.0f} s for the policy")
 
 
 if __name__ == "__main__":
