@@ -46,7 +46,7 @@ ffibuilder.set_source(
              "native/page_recompress.c",
              *(f"native/stores/{s}.c" for s in STORES)],
     include_dirs=["native"],
-    libraries=["uring", "lz4", "zstd"],
+    libraries=["uring", "lz4", "zstd", "m"],
     extra_compile_args=["-O2", "-Wall", "-std=gnu11"],
 )
 

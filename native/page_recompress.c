@@ -265,7 +265,7 @@ int ps_set_recompression(struct page_store *ps, int codec, int level, uint32_t a
 
 void ps_set_entropy_threshold(struct page_store *ps, double bits)
 {
-    ps->entropy_threshold = bits;
+    ps->entropy_threshold = (uint32_t)(bits * ENTROPY_ONE);
 }
 
 int recompressor_new(struct page_store *ps)

@@ -451,7 +451,7 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
 {
     struct page_store *ps = w->ps;
     const void *payload = w->out;
-    double entropy;
+    uint32_t entropy, bits;
     bool raw;
     uint64_t entry;
     uint32_t len = 0;
@@ -466,8 +466,9 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
     }
     /* Already compressed or encrypted data: raw at once, no codec tried,
      * and never worth recompressing. */
-    entropy = page_entropy(page);
-    raw = ps->entropy_threshold > 0 && entropy >= ps->entropy_threshold;
+    entropy = page_entropy(w, page);
+    bits = entropy / ENTROPY_ONE;
+    raw = ps->entropy_threshold && entropy >= ps->entropy_threshold;
     if (!raw)
         len = compress_page(w, page, ps->huge_threshold);
     if (len == 0) {
@@ -479,7 +480,7 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
         note_access(ps, index);         /* a rewritten page starts hot */
         publish(ps, index, raw ? entry | ENTRY_SETTLED : entry);
         ps->st.entropy_raw += raw;
-        ps->st.entropy_pages[entropy < PS_ENTROPY_BUCKETS ? (int)entropy : PS_ENTROPY_BUCKETS - 1]++;
+        ps->st.entropy_pages[bits < PS_ENTROPY_BUCKETS ? bits : PS_ENTROPY_BUCKETS - 1]++;
     }
     pthread_mutex_unlock(&ps->alloc_lock);
     return ret;
@@ -702,6 +703,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
 
     if (!ps)
         goto fail;
+    entropy_init();
     ps->fd = memfd;
     ps->codec = codec;
     ps->level = level;

@@ -108,7 +108,7 @@ struct page_store {
     struct recompressor *recompressor;  /* page_recompress.c */
     struct ps_scratch *scratches;       /* every thread's, linked: their request counts */
     uint64_t now;                       /* the access clock (page_recompress.c) */
-    double entropy_threshold;           /* bits a byte: stored raw from here up; 0: never */
+    uint32_t entropy_threshold;         /* ENTROPY_ONE a bit: stored raw from here up; 0: never */
     uint64_t mem_limit;
     struct ps_stats st;
 };
@@ -123,6 +123,8 @@ struct ps_scratch {
     LZ4_streamHC_t *lz4hc_stream;
     ZSTD_CCtx *zc;
     ZSTD_DCtx *zd;
+    uint16_t counts[256];               /* page_entropy()'s histogram, all zeros between calls */
+    uint8_t seen[256];                  /* ... and the byte values it holds */
     char page[PAGE_SIZE];               /* read-modify-write of partial pages */
     char out[PAGE_SIZE + 64];           /* compressed payloads before their slot */
 };
@@ -231,8 +233,11 @@ PS_INTERNAL unsigned entry_codec_of(int codec);
 PS_INTERNAL bool choose_lz4_entry(struct page_store *ps);
 /* A scratch compressing with `codec` at `level`, not counted in ps->scratches. */
 PS_INTERNAL struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level);
-/* Bits of entropy a byte, estimated from a sample of the page. */
-PS_INTERNAL double page_entropy(const void *page);
+/* Bits of entropy a byte, estimated from a sample of the page, in
+ * ENTROPY_ONE units; entropy_init() first (ps_open). */
+#define ENTROPY_ONE 65536u
+PS_INTERNAL void entropy_init(void);
+PS_INTERNAL uint32_t page_entropy(struct ps_scratch *w, const void *page);
 
 /* page_store.c: one page's payload and its entry (its stripe lock held) */
 /* A stored entry's payload (`payload`: where it is, or a copy) decoded. */

@@ -99,16 +99,17 @@ def measure_zram(size: str, algorithm: str) -> dict:
 
 
 def settle(dev: Trueno, after: int) -> float:
-    """Wait until the policy has acted: `after` seconds idle, then until
-    recompressions stop (no change over 5 s), at most 15 minutes; returns
-    the seconds waited."""
+    """Wait until the policy has acted on the corpus, last read now: `after`
+    seconds, then until a sweep has found the pages idle and recompression
+    has stopped (no move for 5 s); at most 15 minutes. Returns the seconds
+    waited."""
     start = time.monotonic()
-    time.sleep(after + 2)
+    time.sleep(after)
     seen, still = -1, 0
-    while still < 5 and time.monotonic() - start < 900:
-        now = dev.stat()["recompressions"]
-        still = still + 1 if now == seen else 0
-        seen = now
+    while still < 5 and time.monotonic() - start < after + 900:
+        st = dev.stat()
+        still = still + 1 if st["recompressions"] == seen and st["idle_pages"] else 0
+        seen = st["recompressions"]
         time.sleep(1)
     return time.monotonic() - start
 

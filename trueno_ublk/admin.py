@@ -1,5 +1,5 @@
-"""The admin socket: each daemon answers stat/set/compact requests on
-/run/trueno-ublk/N.sock (root only, mode 0600).
+"""The admin socket: each daemon answers stat, set, compact, resize, idle
+and recompress requests on /run/trueno-ublk/N.sock (root only, mode 0600).
 
 One JSON object per line each way. Requests are bounded in size and time;
 anything malformed gets an error reply, and nothing a client sends can stop

@@ -12,10 +12,13 @@ files, a third each; natively, one page at a time):
   level 9 gains nothing over it on 4 KiB pages, level 19 1.6 MiB at a
   fourteenth of the speed. Reading a page back costs 7 us against LZ4's 1.6.
 - two minutes idle before a page counts as cold.
-- 7.2 bits of entropy a byte, from every eighth byte: it sends all but 2
-  of the 16,349 gzip'd pages LZ4 cannot compress straight to raw storage,
-  and only 47 pages that LZ4 would have compressed (0.05% of the memory). A
-  sixteenth of the bytes would do at 7.0, but loses half the pages at 7.2.
+- 7.0 bits of entropy a byte, from every sixteenth byte: it sends 16,374
+  of the 16,554 pages LZ4 cannot compress straight to raw storage (those
+  it leaves are mostly code that zstd may still shrink), and only 40 pages
+  that LZ4 would have compressed (0.05% of the memory). Every eighth byte
+  separates a little better (at 7.2 bits) but costs twice as much on every
+  write; above 7.0 bits the sixteenth misses most random-looking pages
+  (random bytes score about 7.2 on it).
 """
 import dataclasses
 import re
@@ -25,7 +28,7 @@ from trueno_ublk.codecs import codec_for
 
 DEFAULT_RECOMPRESS_ALGORITHM = "zstd:6"
 DEFAULT_RECOMPRESS_AFTER = 120              # seconds
-DEFAULT_ENTROPY_THRESHOLD = 7.2             # bits a byte; 0: never route by entropy
+DEFAULT_ENTROPY_THRESHOLD = 7.0             # bits a byte; 0: never route by entropy
 RECOMPRESS_AFTER = limits.Range(0, 2**32 - 1, "0: never")
 ENTROPY_BITS = (0.0, 8.0)
 DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")

@@ -1,6 +1,7 @@
 """The ram store's cold-page policy: access times and idle marks,
 recompression (by hand and in the background) and entropy routing."""
 import os
+import random
 import time
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def test_the_background_recompresses_cold_pages_and_counts_idle_ones():
 
 
 def test_high_entropy_pages_are_stored_raw_without_the_codec():
-    random_page, text_page = os.urandom(PAGE), text_pages(1)[0]
+    random_page, text_page = random.Random(1).randbytes(PAGE), text_pages(1)[0]
     store, client = ram()
     fill(client, [random_page, text_page])
     st = store.stats()
