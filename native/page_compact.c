@@ -8,8 +8,10 @@
  * Swap leaves chunks sparse: it frees slots one by one (overwrites, and
  * discards of whole swap clusters), in no order the allocator could follow.
  * Kernel zram's zsmalloc is compacted by a shrinker whenever the kernel
- * reclaims; ours is compacted by a thread of the store's own, on two rules:
+ * reclaims; ours is compacted by a thread of the store's own, on three rules:
  *   - while the machine reclaims, whenever a pass would give back a chunk;
+ *   - when a sweep of the cold-page policy that moved pages has ended, and
+ *     a pass would give back 1 MiB (those moves are the store's own doing);
  *   - otherwise when a pass would give back 1 MiB and a sixteenth of the
  *     chunks in use (so that a quiet store is not churned for crumbs).
  * "Reclaims" is read from /proc/vmstat each half second: pages scanned by
@@ -279,14 +281,15 @@ static void *background_main(void *arg)
         if (n > 0 || (n < 0 && errno != EINTR))
             break;
         uint64_t start = thread_cpu_ns();
+
+        tick_clock(ps);
+        bool swept = recompress_slice(ps);
         uint64_t gain = chunks_to_gain(ps);
         uint64_t live = __atomic_load_n(&ps->st.live_chunks, __ATOMIC_RELAXED);
         bool pressed = reclaiming(k);
 
-        tick_clock(ps);
-        if (gain >= (pressed ? 1 : COMPACT_MIN_CHUNKS) && (pressed || gain * COMPACT_SHARE >= live))
+        if (gain >= (pressed ? 1 : COMPACT_MIN_CHUNKS) && (pressed || swept || gain * COMPACT_SHARE >= live))
             ps_compact(ps);
-        recompress_slice(ps);
         pthread_mutex_lock(&ps->alloc_lock);
         ps->st.background_ns += thread_cpu_ns() - start;
         pthread_mutex_unlock(&ps->alloc_lock);

@@ -48,10 +48,16 @@ struct recompressor {
     uint32_t after;                     /* seconds idle before recompression; 0: never */
     uint64_t cursor;                    /* the sweep's next page */
     uint64_t idle_counted;              /* idle pages this sweep has seen so far */
+    uint64_t moved;                     /* pages this sweep has recompressed so far */
     uint64_t rest_until;                /* clock: the next sweep starts no sooner */
     uint64_t served_seen;               /* the threads' pages served at the last look */
     char payload[PAGE_SIZE];            /* a payload copied out of its slot */
 };
+
+static bool closing(struct page_store *ps)
+{
+    return __atomic_load_n(&ps->closing_passes, __ATOMIC_RELAXED);
+}
 
 static uint64_t clock_now(void)
 {
@@ -150,28 +156,31 @@ static uint64_t pages_served(struct page_store *ps)
     return served;
 }
 
-void recompress_slice(struct page_store *ps)
+bool recompress_slice(struct page_store *ps)
 {
     struct recompressor *r = ps->recompressor;
     uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), start = thread_cpu_ns();
     uint64_t served = pages_served(ps), pages = ps_pages(ps), saved = 0;
     bool busy = served - r->served_seen > BUSY_PAGES;
 
+    bool swept = false;
+
     r->served_seen = served;
     if (busy) {
         pthread_mutex_lock(&ps->alloc_lock);
         ps->st.background_paused++;
         pthread_mutex_unlock(&ps->alloc_lock);
-        return;
+        return false;
     }
     if (now < r->rest_until || pthread_mutex_trylock(&r->lock))
-        return;                         /* resting, or a pass by hand is running */
+        return false;                   /* resting, or a pass by hand is running */
     for (uint64_t scanned = 0; scanned < SLICE_SCAN_PAGES; scanned++) {
         if (r->cursor >= pages) {       /* the sweep is done */
             pthread_mutex_lock(&ps->alloc_lock);
             ps->st.idle_pages = r->idle_counted;
             pthread_mutex_unlock(&ps->alloc_lock);
-            r->cursor = r->idle_counted = 0;
+            swept = r->moved > 0;
+            r->cursor = r->idle_counted = r->moved = 0;
             r->rest_until = now + (r->after / 4 < 1 ? 1 : r->after / 4 > SWEEP_REST_MAX ? SWEEP_REST_MAX
                                    : r->after / 4);
             break;
@@ -183,14 +192,17 @@ void recompress_slice(struct page_store *ps)
             r->idle_counted++;
         if (!r->codec || !wanted(e, atime, TYPE_COLD, now, r->after))
             continue;
-        if (recompress_one(ps, r, r->codec, i, e, atime, &saved) == -EAGAIN) {
+        int ret = recompress_one(ps, r, r->codec, i, e, atime, &saved);
+        if (ret == -EAGAIN) {
             r->cursor--;                /* no room without waiting: next period */
             break;
         }
+        r->moved += ret;
         if (thread_cpu_ns() - start > SLICE_CPU_NS)
             break;
     }
     pthread_mutex_unlock(&r->lock);
+    return swept;
 }
 
 int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_t max_pages,
@@ -208,7 +220,7 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
     /* It frees memory reclaim may be waiting for: it must not wait on it. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&r->lock);
-    for (uint64_t i = 0; i < ps_pages(ps) && (!max_pages || *done < max_pages); i++) {
+    for (uint64_t i = 0; i < ps_pages(ps) && (!max_pages || *done < max_pages) && !closing(ps); i++) {
         uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
         uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
         int ret;
@@ -219,16 +231,18 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
             break;                      /* memory is short: stop here */
         *done += ret;
     }
-    pthread_mutex_unlock(&r->lock);
     ps_scratch_free(w);
+    pthread_mutex_unlock(&r->lock);     /* the last touch of the store: see recompressor_quiesce() */
     return 0;
 }
 
 uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds)
 {
+    struct recompressor *r = ps->recompressor;
     uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), marked = 0;
 
-    for (uint64_t i = 0; i < ps_pages(ps); i++) {
+    pthread_mutex_lock(&r->lock);
+    for (uint64_t i = 0; i < ps_pages(ps) && !closing(ps); i++) {
         uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
 
         if (!(__atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) & ENTRY_STORED) || !atime ||
@@ -242,6 +256,7 @@ uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds)
         }
         pthread_mutex_unlock(stripe(ps, i));
     }
+    pthread_mutex_unlock(&r->lock);
     return marked;
 }
 
@@ -279,6 +294,19 @@ int recompressor_new(struct page_store *ps)
     ps->recompressor = r;
     tick_clock(ps);
     return 0;
+}
+
+void recompressor_quiesce(struct page_store *ps)
+{
+    struct recompressor *r = ps->recompressor;
+
+    /* A pass by hand (an admin thread's) sees the flag at its next page
+     * and returns; once its lock is free nothing of it touches the store. */
+    __atomic_store_n(&ps->closing_passes, true, __ATOMIC_RELAXED);
+    if (r) {
+        pthread_mutex_lock(&r->lock);
+        pthread_mutex_unlock(&r->lock);
+    }
 }
 
 void recompressor_free(struct page_store *ps)

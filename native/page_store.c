@@ -793,6 +793,7 @@ fail:
 
 void ps_close(struct page_store *ps)
 {
+    recompressor_quiesce(ps);
     compaction_stop(ps);
     recompressor_free(ps);
     if (ps->refill_running) {

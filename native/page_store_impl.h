@@ -108,6 +108,7 @@ struct page_store {
     struct recompressor *recompressor;  /* page_recompress.c */
     struct ps_scratch *scratches;       /* every thread's, linked: their request counts */
     uint64_t now;                       /* the access clock (page_recompress.c) */
+    bool closing_passes;                /* ps_close: passes by hand stop */
     uint32_t entropy_threshold;         /* ENTROPY_ONE a bit: stored raw from here up; 0: never */
     uint64_t mem_limit;
     struct ps_stats st;
@@ -265,7 +266,10 @@ PS_INTERNAL void compaction_grow(struct page_store *ps, uint64_t from, uint64_t 
  * background thread. */
 PS_INTERNAL void tick_clock(struct page_store *ps);
 PS_INTERNAL int recompressor_new(struct page_store *ps);
+PS_INTERNAL void recompressor_quiesce(struct page_store *ps);
 PS_INTERNAL void recompressor_free(struct page_store *ps);
-PS_INTERNAL void recompress_slice(struct page_store *ps);
+/* Whether a sweep that moved pages ended in it (their old slots left
+ * chunks sparse: worth a compaction pass). */
+PS_INTERNAL bool recompress_slice(struct page_store *ps);
 
 #endif

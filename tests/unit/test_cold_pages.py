@@ -2,6 +2,7 @@
 recompression (by hand and in the background) and entropy routing."""
 import os
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -173,3 +174,20 @@ def test_a_bad_recompression_algorithm_is_refused():
     with pytest.raises(ValueError, match="unknown algorithm"):
         store.recompress("all", "lzo", 0)
     store.close()
+
+
+def test_closing_the_store_stops_a_pass_by_hand():
+    pages = text_pages(64) * 64                     # 4096 pages; zstd:19 takes seconds over them
+    store, client = ram(size=len(pages) * PAGE)
+    fill(client, pages)
+    result = []
+    by_hand = threading.Thread(target=lambda: result.append(store.recompress("all", "zstd:19", 0)))
+    by_hand.start()
+    deadline = time.monotonic() + 10
+    while store.stats()["recompressions"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    store.close()                                   # as the worker does at teardown
+    by_hand.join(5)
+    assert not by_hand.is_alive() and time.monotonic() - started < 5
+    assert 10 <= result[0][0] < len(pages)          # stopped part way
