@@ -161,9 +161,7 @@ bool recompress_slice(struct page_store *ps)
     struct recompressor *r = ps->recompressor;
     uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), start = thread_cpu_ns();
     uint64_t served = pages_served(ps), pages = ps_pages(ps), saved = 0;
-    bool busy = served - r->served_seen > BUSY_PAGES;
-
-    bool swept = false;
+    bool busy = served - r->served_seen > BUSY_PAGES, swept = false;
 
     r->served_seen = served;
     if (busy) {
