@@ -15,12 +15,16 @@ import time
 import click
 from click.core import ParameterSource
 
+from trueno_ublk.codecs import codec_for
 from trueno_ublk.errors import UserError
 from trueno_ublk.policy import (
     DEFAULT_ENTROPY_THRESHOLD,
     DEFAULT_RECOMPRESS_AFTER,
     DEFAULT_RECOMPRESS_ALGORITHM,
     RECOMPRESS_TYPES,
+    parse_duration,
+    parse_entropy,
+    recompress_codec,
 )
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
@@ -42,48 +46,24 @@ class SizeType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-class AlgorithmType(click.ParamType):
-    name = "ALGORITHM"
+class ParsedType(click.ParamType):
+    """An option's value through `parse(text, option)`, whose ValueError
+    becomes click's one-line usage error."""
+
+    def __init__(self, name: str, parse):
+        self.name, self.parse = name, parse
 
     def convert(self, value, param, ctx):
-        from trueno_ublk.codecs import codec_for
         try:
-            return codec_for(value).name
+            return self.parse(value, param.opts[0] if param else self.name)
         except ValueError as e:
             self.fail(str(e), param, ctx)
 
 
-class RecompressAlgorithmType(click.ParamType):
-    name = "ALGORITHM"
-
-    def convert(self, value, param, ctx):
-        from trueno_ublk.policy import recompress_codec
-        try:
-            return recompress_codec(value).name
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-
-
-class DurationType(click.ParamType):
-    name = "SECONDS"
-
-    def convert(self, value, param, ctx):
-        from trueno_ublk.policy import parse_duration
-        try:
-            return parse_duration(value, param.opts[0] if param else "duration")
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-
-
-class EntropyType(click.ParamType):
-    name = "BITS"
-
-    def convert(self, value, param, ctx):
-        from trueno_ublk.policy import parse_entropy
-        try:
-            return parse_entropy(value)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
+AlgorithmType = ParsedType("ALGORITHM", lambda text, _: codec_for(text).name)
+RecompressAlgorithmType = ParsedType("ALGORITHM", lambda text, _: recompress_codec(text).name)
+DurationType = ParsedType("SECONDS", parse_duration)
+EntropyType = ParsedType("BITS", lambda text, _: parse_entropy(text))
 
 
 def _check_size(name: str, size: int) -> None:
@@ -118,7 +98,7 @@ def cli():
 @cli.command()
 @click.option("--size", "-s", type=SizeType(),
               help="Device size (uncompressed), e.g. 8G; a multiple of 4K.")
-@click.option("--algorithm", "-a", type=AlgorithmType(), default="lz4", show_default=True,
+@click.option("--algorithm", "-a", type=AlgorithmType, default="lz4", show_default=True,
               help="lz4, lz4hc, zstd, zstd:LEVEL or none.")
 @click.option("--store", type=click.Choice(sorted(STORES)), default="ram", show_default=True,
               help="; ".join(f"{name}: {what}" for name, what in STORES.items()) + ".")
@@ -137,11 +117,11 @@ def cli():
               help="Cap on memory for stored data; writes beyond it fail (0: none).")
 @click.option("--huge-threshold", type=SizeType(), default=DEFAULT_HUGE_THRESHOLD, show_default=True,
               help="Pages that compress worse than this are stored raw (huge).")
-@click.option("--recompress-algorithm", type=RecompressAlgorithmType(), default=DEFAULT_RECOMPRESS_ALGORITHM,
+@click.option("--recompress-algorithm", type=RecompressAlgorithmType, default=DEFAULT_RECOMPRESS_ALGORITHM,
               show_default=True, help="Codec that cold pages are recompressed with, in the background.")
-@click.option("--recompress-after", type=DurationType(), default=DEFAULT_RECOMPRESS_AFTER, show_default=True,
+@click.option("--recompress-after", type=DurationType, default=DEFAULT_RECOMPRESS_AFTER, show_default=True,
               help="Seconds (or 5m, 2h) a page stays unread and unwritten before it is recompressed; 0: never.")
-@click.option("--entropy-threshold", type=EntropyType(), default=DEFAULT_ENTROPY_THRESHOLD, show_default=True,
+@click.option("--entropy-threshold", type=EntropyType, default=DEFAULT_ENTROPY_THRESHOLD, show_default=True,
               help="Pages with this many bits of entropy a byte or more (already compressed or "
                    "encrypted) are stored raw without trying the codec; 0: never.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
@@ -447,7 +427,7 @@ def compact(device):
 
 @cli.command()
 @click.argument("device")
-@click.option("--age", type=DurationType(), default=0,
+@click.option("--age", type=DurationType, default=0,
               help="Only pages not read or written for this long (seconds, or 10m, 1h); default: every stored page.")
 def idle(device, age):
     """Mark stored pages idle, as zram's idle attribute does; the next access
@@ -462,7 +442,7 @@ def idle(device, age):
 @click.argument("device")
 @click.option("--type", "kind", type=click.Choice(RECOMPRESS_TYPES), default="all", show_default=True,
               help="idle: pages marked idle (see `idle`); huge: pages stored raw; all: every page.")
-@click.option("--algorithm", "-a", type=RecompressAlgorithmType(),
+@click.option("--algorithm", "-a", type=RecompressAlgorithmType,
               help="Codec to recompress with (default: the device's recompress-algorithm).")
 @click.option("--max-pages", type=click.IntRange(0, 2**63), default=0, help="Stop after this many pages (0: no limit).")
 def recompress(device, kind, algorithm, max_pages):
