@@ -172,8 +172,17 @@ static bool move_page(struct page_store *ps, struct compaction *k, uint64_t inde
     if (ps->entries[index] == e && (to = next_target(ps, k, cls)) != NO_CHUNK) {
         slot = take_slot(ps, to);
         copy_bytes(slot_addr(ps, to, slot), slot_addr(ps, from, entry_slot(e)), len);
-        __atomic_store_n(&ps->entries[index], entry_stored(to, slot, len) | (e & ENTRY_FLAGS),
-                        __ATOMIC_RELEASE);
+        uint64_t moved = entry_stored(to, slot, len) | (e & ENTRY_FLAGS);
+        if (entry_codec(e) == ENTRY_FRAME) {
+            /* Every page of the frame, one at a time: each entry alone
+             * points at a whole copy until the old one is freed. */
+            uint64_t group = index / FRAME_PAGES * FRAME_PAGES;
+            for (uint64_t i = group; i < group + FRAME_PAGES && i < ps->max_pages; i++)
+                if (ps->entries[i] == e)
+                    __atomic_store_n(&ps->entries[i], moved, __ATOMIC_RELEASE);
+            __atomic_store_n(&ps->frames_freed, ps->frames_freed + 1, __ATOMIC_RELAXED);
+        }
+        __atomic_store_n(&ps->entries[index], moved, __ATOMIC_RELEASE);
         free_slot(ps, from, entry_slot(e));
         emptied = ps->meta[from].cls < 0;
     }
@@ -338,6 +347,16 @@ void compaction_stop(struct page_store *ps)
     ps->compaction = NULL;
 }
 
+/* Whether frame entry `e` of page `index` was met already, at an earlier
+ * page of its group. */
+static bool frame_seen(const struct page_store *ps, uint64_t index, uint64_t e)
+{
+    for (uint64_t i = index / FRAME_PAGES * FRAME_PAGES; i < index; i++)
+        if (ps->entries[i] == e)
+            return true;
+    return false;
+}
+
 /* Rebuild the allocator from the entries a previous I/O worker left. */
 int rebuild(struct page_store *ps)
 {
@@ -359,9 +378,16 @@ int rebuild(struct page_store *ps)
         uint64_t c = entry_chunk(e);
         uint32_t slot = entry_slot(e), len = entry_len(e);
         int cls = size_class(len);
+        bool frame = entry_codec(e) == ENTRY_FRAME;
         if (!(e & ENTRY_STORED) || c >= ps->max_chunks || slot >= slots_per_chunk(cls) ||
-            entry_codec(e) > ENTRY_ZSTD)
+            (frame && (len <= FRAME_HEADER || (e & ENTRY_PADDED))))
             goto out;
+        if (frame) {
+            ps->st.recompressed_pages++;
+            ps->st.frame_pages++;
+            if (frame_seen(ps, i, e))
+                continue;               /* its slot is counted with the frame's first page */
+        }
         if (!used_slots[c]) {
             /* A chunk past this size's limit: the device was larger. */
             raise_chunk_limit(ps, c + 1);
@@ -376,11 +402,15 @@ int rebuild(struct page_store *ps)
         used_slots[c][slot] = 1;
         ps->meta[c].used++;
         ps->st.compr_data_size += len;
-        ps->st.huge_pages += len == PAGE_SIZE;
-        if (e & ENTRY_CODEC) {
+        if (frame) {
+            ps->st.frames++;
+            ps->st.frame_bytes += len;
+            ps->st.recompressed_bytes += len;
+        } else if (e & ENTRY_CODEC) {
             ps->st.recompressed_pages++;
             ps->st.recompressed_bytes += len;
         }
+        ps->st.huge_pages += !frame && len == PAGE_SIZE;
         if (c + 1 > ps->chunk_high)
             ps->chunk_high = c + 1;
     }

@@ -322,7 +322,8 @@ static void *refill_main(void *arg)
 }
 
 /* Point page `index` at `entry`, then free what it held before. Holds the
- * page's stripe lock and alloc_lock. */
+ * page's stripe lock and alloc_lock. A frame's entry counts its page here,
+ * its payload where the frame is made and freed. */
 void publish(struct page_store *ps, uint64_t index, uint64_t entry)
 {
     uint64_t old = ps->entries[index];
@@ -330,9 +331,12 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
     __atomic_store_n(&ps->entries[index], entry, __ATOMIC_RELEASE);
     if (entry) {
         ps->st.pages_stored++;
-        if (entry & ENTRY_SAME)
+        if (entry & ENTRY_SAME) {
             ps->st.same_pages++;
-        else {
+        } else if (entry_codec(entry) == ENTRY_FRAME) {
+            ps->st.recompressed_pages++;
+            ps->st.frame_pages++;
+        } else {
             ps->st.compr_data_size += entry_len(entry);
             ps->st.huge_pages += entry_len(entry) == PAGE_SIZE;
             if (entry & ENTRY_CODEC) {
@@ -348,6 +352,12 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
         ps->st.same_pages--;
         return;
     }
+    if (entry_codec(old) == ENTRY_FRAME) {
+        ps->st.recompressed_pages--;
+        ps->st.frame_pages--;
+        frame_release(ps, index, old);
+        return;
+    }
     ps->st.compr_data_size -= entry_len(old);
     ps->st.huge_pages -= entry_len(old) == PAGE_SIZE;
     if (old & ENTRY_CODEC) {
@@ -355,6 +365,21 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
         ps->st.recompressed_bytes -= entry_len(old);
     }
     free_slot(ps, (uint32_t)entry_chunk(old), entry_slot(old));
+}
+
+void frame_release(struct page_store *ps, uint64_t index, uint64_t e)
+{
+    uint64_t group = index / FRAME_PAGES * FRAME_PAGES;
+
+    for (uint64_t i = group; i < group + FRAME_PAGES && i < ps->max_pages; i++)
+        if (ps->entries[i] == e)
+            return;
+    ps->st.frames--;
+    ps->st.compr_data_size -= entry_len(e);
+    ps->st.recompressed_bytes -= entry_len(e);
+    ps->st.frame_bytes -= entry_len(e);
+    __atomic_store_n(&ps->frames_freed, ps->frames_freed + 1, __ATOMIC_RELAXED);
+    free_slot(ps, (uint32_t)entry_chunk(e), entry_slot(e));
 }
 
 /* -- one whole page (its stripe lock held) -------------------------------- */
@@ -378,6 +403,30 @@ int decode_payload(struct ps_scratch *w, uint64_t e, const char *payload, void *
     return decompress_page(w, codec ? codec : entry_codec_of(w->ps->codec), payload, len, dest);
 }
 
+/* Page `index` out of the frame of entry `e`: decoded whole into w->frame,
+ * where the next page of the run is found without decoding it again. */
+static int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest)
+{
+    struct page_store *ps = w->ps;
+    const uint8_t *payload = (const uint8_t *)slot_addr(ps, entry_chunk(e), entry_slot(e));
+    uint32_t first = payload[0], count = payload[1], len = entry_len(e);
+    uint32_t at = (uint32_t)(index % FRAME_PAGES) - first;
+    uint64_t freed = __atomic_load_n(&ps->frames_freed, __ATOMIC_RELAXED);
+
+    if (count > FRAME_PAGES || at >= count || len <= FRAME_HEADER)
+        return -EIO;
+    if (w->frame_entry != e || w->frame_freed != freed) {
+        w->frame_entry = 0;
+        if (ZSTD_decompressDCtx(w->zd, w->frame, count * PAGE_SIZE, payload + FRAME_HEADER,
+                                len - FRAME_HEADER) != count * PAGE_SIZE)
+            return -EIO;
+        w->frame_entry = e;
+        w->frame_freed = freed;
+    }
+    copy_bytes(dest, w->frame + at * PAGE_SIZE, PAGE_SIZE);
+    return 0;
+}
+
 static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
 {
     struct page_store *ps = w->ps;
@@ -392,6 +441,8 @@ static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
         return 0;
     }
     note_access(ps, index);
+    if (entry_codec(e) == ENTRY_FRAME)
+        return load_frame(w, index, e, dest);
     return decode_payload(w, e, slot_addr(ps, entry_chunk(e), entry_slot(e)), dest);
 }
 

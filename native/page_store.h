@@ -50,6 +50,9 @@ struct ps_stats {
     /* The cold-page policy's (page_recompress.c) */
     uint64_t recompressed_pages;        /* held in a recompression codec now */
     uint64_t recompressed_bytes;        /* ... their payloads */
+    uint64_t frames;                    /* of those, frames of several pages held now */
+    uint64_t frame_pages;               /* ... the pages in them */
+    uint64_t frame_bytes;               /* ... their payloads */
     uint64_t recompressions;            /* pages recompressed, ever */
     uint64_t recompress_saved;          /* bytes those saved when they were made */
     uint64_t idle_pages;                /* stored pages idle (marked, or cold) at the last sweep */

@@ -41,11 +41,13 @@
  * put_payload()); the entry's length is the slot's. */
 #define ENTRY_PADDED    (1ull << 61)
 /* The decoder of a recompressed payload (ENTRY_LZ4 or ENTRY_ZSTD: any
- * level of a family decodes alike); 0 for the store's own codec. */
+ * level of a family decodes alike); 0 for the store's own codec;
+ * ENTRY_FRAME for a page in a frame (below). */
 #define ENTRY_CODEC_SHIFT 59
 #define ENTRY_CODEC     (3ull << ENTRY_CODEC_SHIFT)
 #define ENTRY_LZ4       1u
 #define ENTRY_ZSTD      2u
+#define ENTRY_FRAME     3u
 /* Not worth recompressing (tried, or stored raw for its entropy) until
  * it is rewritten. */
 #define ENTRY_SETTLED   (1ull << 58)
@@ -56,8 +58,22 @@
 #define ENTRY_SLOT_SHIFT  12
 #define ENTRY_FIELD_MASK  0xfffull
 
-#define ARENA_MAGIC     "TRUENOA6"
-#define ARENA_VERSION   6   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits */
+/*
+ * A frame: a run of neighbouring cold pages compressed together with zstd
+ * into one slot (page_recompress.c), which saves what each page's own
+ * frame would repeat. The run lies inside one group of FRAME_PAGES pages
+ * (aligned), whose pages share a stripe lock. Every page of the run has
+ * the same entry: ENTRY_FRAME, the slot, the slot's payload length. The
+ * payload is a header -- the run's first page within its group and its
+ * length in pages -- then one zstd frame of the run's pages. The slot is
+ * freed when the last entry pointing at it changes (frame_release()).
+ */
+#define FRAME_PAGES     8
+#define FRAME_HEADER    2
+
+#define ARENA_MAGIC     "TRUENOA7"
+#define ARENA_VERSION   7   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
+                               7: frames */
 
 struct arena_header {
     char magic[8];
@@ -108,6 +124,7 @@ struct page_store {
     struct recompressor *recompressor;  /* page_recompress.c */
     struct ps_scratch *scratches;       /* every thread's, linked: their request counts */
     uint64_t now;                       /* the access clock (page_recompress.c) */
+    uint64_t frames_freed;              /* frame slots freed, ever: decoded frames go stale */
     bool closing_passes;                /* ps_close: passes by hand stop */
     uint32_t entropy_threshold;         /* ENTROPY_ONE a bit: stored raw from here up; 0: never */
     uint64_t mem_limit;
@@ -128,6 +145,10 @@ struct ps_scratch {
     uint8_t seen[256];                  /* ... and the byte values it holds */
     char page[PAGE_SIZE];               /* read-modify-write of partial pages */
     char out[PAGE_SIZE + 64];           /* compressed payloads before their slot */
+    /* The last frame decoded (load_frame()): valid while its entry is the
+     * same and no frame slot has been freed since (ps->frames_freed). */
+    uint64_t frame_entry, frame_freed;
+    char frame[FRAME_PAGES * PAGE_SIZE];
 };
 
 
@@ -186,9 +207,10 @@ static inline char *slot_addr(struct page_store *ps, uint64_t chunk, uint32_t sl
     return ps->chunks + chunk * CHUNK_SIZE + (uint64_t)slot * slot_size(ps->meta[chunk].cls);
 }
 
+/* A page's lock, shared with its group's pages: a frame's pages change together. */
 static inline pthread_mutex_t *stripe(struct page_store *ps, uint64_t index)
 {
-    return &ps->stripes[index % LOCK_STRIPES];
+    return &ps->stripes[index / FRAME_PAGES % LOCK_STRIPES];
 }
 
 /* A stored page was read or written now (its stripe lock held): its fill
@@ -249,6 +271,9 @@ PS_INTERNAL int decode_payload(struct ps_scratch *w, uint64_t e, const char *pay
 PS_INTERNAL int put_payload(struct page_store *ps, const void *page, const void *payload, uint32_t len,
                             bool background, uint64_t *entry);
 PS_INTERNAL void publish(struct page_store *ps, uint64_t index, uint64_t entry);
+/* Entry `e` of a frame has left page `index` (the group's lock and alloc_lock
+ * held): the frame's slot is freed if no page of the group points at it. */
+PS_INTERNAL void frame_release(struct page_store *ps, uint64_t index, uint64_t e);
 
 /* page_compact.c: the allocator rebuilt from the entries a previous I/O
  * worker left (ps_open with attach), 0 or -EUCLEAN; the compactor's scratch

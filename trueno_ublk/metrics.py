@@ -30,6 +30,7 @@ DEVICE_METRICS = [
      "Writes that found the reserve empty (stored in a larger free slot if one was left).",
      ("mm_stat", "reserve_misses")),
     ("recompressed_pages", "gauge", "Pages held in the cold-page codec now.", ("mm_stat", "recompressed_pages")),
+    ("frames", "gauge", "Frames of several cold pages compressed together, held now.", ("mm_stat", "frames")),
     ("recompressions_total", "counter", "Cold pages recompressed.", ("mm_stat", "recompressions")),
     ("recompress_saved_bytes_total", "counter", "Bytes recompression saved when it moved the pages.",
      ("mm_stat", "recompress_saved")),

@@ -31,16 +31,18 @@ IO_STAT = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
 
 def tiers(mm: dict) -> dict:
     """Where the stored pages are, {tier: {"pages", "bytes"}}: same-filled
-    (one word), the store's fast codec, raw (huge) and recompressed (the
-    cold-page policy's codec)."""
+    (one word), the store's fast codec, raw (huge), recompressed one by one
+    (the cold-page policy's codec) and in frames of several cold pages."""
     raw = mm["huge_pages"]
     recompressed = mm.get("recompressed_pages", 0)
+    framed, frame_bytes = mm.get("frame_pages", 0), mm.get("frame_bytes", 0)
     return {
         "same": {"pages": mm["same_pages"], "bytes": 0},
         "fast": {"pages": mm["pages_stored"] - mm["same_pages"] - raw - recompressed,
                  "bytes": mm["compr_data_size"] - raw * PAGE_SIZE - mm.get("recompressed_bytes", 0)},
         "raw": {"pages": raw, "bytes": raw * PAGE_SIZE},
-        "recompressed": {"pages": recompressed, "bytes": mm.get("recompressed_bytes", 0)},
+        "recompressed": {"pages": recompressed - framed, "bytes": mm.get("recompressed_bytes", 0) - frame_bytes},
+        "framed": {"pages": framed, "bytes": frame_bytes},
     }
 
 

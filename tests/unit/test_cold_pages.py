@@ -65,6 +65,50 @@ def test_recompressed_pages_read_back_take_less_and_survive_a_new_worker():
     os.close(fd)
 
 
+def test_cold_neighbours_share_frames_that_survive_partial_reads_rewrites_compaction_and_a_new_worker():
+    pages = text_pages(64) * 32                     # each frame 32 times: classes of many chunks
+    store, client = ram(size=len(pages) * PAGE)
+    fill(client, pages)
+    done, saved = store.recompress("all", "zstd:6", 0)
+    st = store.stats()
+    assert done == len(pages) and st["frames"] >= 8 * 32 and st["frame_pages"] >= 2 * st["frames"]
+    assert holds(client, pages)
+    # A page of a frame read in pieces, and in reverse page order (each
+    # read decodes the frame again or finds it decoded).
+    assert b"".join(client.read(5 * PAGE + at, 512) for at in range(0, PAGE, 512)) == pages[5]
+    assert all(client.read(i * PAGE, PAGE) == pages[i] for i in reversed(range(128)))
+    # Rewriting one page of a frame leaves the rest of it where it was.
+    new = text_pages(1, start=70)[0]
+    client.write(0, new)
+    pages[0] = new
+    assert store.stats()["frame_pages"] == st["frame_pages"] - 1
+    assert holds(client, pages)
+    # Every other copy dropped: the frames' chunks go sparse, compaction
+    # moves the frames left, every page of each at once.
+    for first in range(64, len(pages), 128):
+        client.discard(first * PAGE, 64 * PAGE)
+        pages[first:first + 64] = [bytes(PAGE)] * 64
+    assert store.compact() > 0
+    assert holds(client, pages)
+    st = store.stats()
+    fd = os.dup(store.fd)
+    store.close()
+    store, client = ram(arena_fd=fd, attach=True)
+    assert holds(client, pages)
+    found = store.stats()
+    for key in ("frames", "frame_pages", "frame_bytes", "recompressed_pages", "recompressed_bytes",
+                "compr_data_size", "pages_stored"):
+        assert found[key] == st[key], key
+    # Rewritten, every frame is freed with its last page.
+    rewritten = pages[::-1]
+    fill(client, rewritten)
+    st = store.stats()
+    assert st["frames"] == st["frame_pages"] == st["frame_bytes"] == st["recompressed_bytes"] == 0
+    assert holds(client, rewritten)
+    store.close()
+    os.close(fd)
+
+
 def test_a_rewritten_page_starts_hot_in_the_fast_codec():
     pages = text_pages(8)
     store, client = ram()

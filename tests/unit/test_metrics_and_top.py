@@ -13,7 +13,8 @@ STAT = {
     "mm_stat": {"orig_data_size": 8 << 20, "compr_data_size": 2 << 20, "mem_used_total": 3 << 20,
                 "mem_limit": 0, "mem_used_max": 4 << 20, "same_pages": 512, "pages_compacted": 0,
                 "huge_pages": 256, "pages_stored": 2048, "notify_free": 7, "recompressed_pages": 128,
-                "recompressed_bytes": 128 << 10, "recompressions": 130, "recompress_saved": 64 << 10,
+                "recompressed_bytes": 128 << 10, "frames": 8, "frame_pages": 32, "frame_bytes": 24 << 10,
+                "recompressions": 130, "recompress_saved": 64 << 10,
                 "idle_pages": 1024, "entropy_raw_pages": 250, "entropy_pages": [0, 1, 2, 3, 4, 5, 6, 250],
                 "background_cpu_seconds": 0.25, "background_paused": 3},
     "io_stat": {"reads": 100, "writes": 200, "discards": 1, "flushes": 0, "failed_reads": 0,
@@ -54,7 +55,10 @@ def test_exposition_of_a_live_and_a_dead_device():
     assert samples[("trueno_ublk_mem_used_bytes", 'device="ublkb0"')] == 3 << 20
     assert samples[("trueno_ublk_queue_cpu_seconds_total", 'device="ublkb0",queue="1"')] == 0.5
     assert samples[("trueno_ublk_recompressions_total", 'device="ublkb0"')] == 130
-    assert samples[("trueno_ublk_tier_pages", 'device="ublkb0",tier="recompressed"')] == 128
+    assert samples[("trueno_ublk_tier_pages", 'device="ublkb0",tier="recompressed"')] == 128 - 32
+    assert samples[("trueno_ublk_tier_pages", 'device="ublkb0",tier="framed"')] == 32
+    assert samples[("trueno_ublk_tier_bytes", 'device="ublkb0",tier="framed"')] == 24 << 10
+    assert samples[("trueno_ublk_frames", 'device="ublkb0"')] == 8
     assert samples[("trueno_ublk_tier_pages", 'device="ublkb0",tier="fast"')] == 2048 - 512 - 256 - 128
     assert samples[("trueno_ublk_tier_bytes", 'device="ublkb0",tier="raw"')] == 256 * 4096
     assert samples[("trueno_ublk_tier_bytes", 'device="ublkb0",tier="fast"')] == (2 << 20) - (1 << 20) - (128 << 10)

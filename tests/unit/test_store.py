@@ -42,7 +42,7 @@ def make_data(kind, length, seed):
 
 
 operation = st.tuples(
-    st.sampled_from(["write", "read", "discard", "write_zeroes", "idle", "recompress"]),
+    st.sampled_from(["write", "read", "discard", "write_zeroes", "idle", "recompress", "compact", "reattach"]),
     st.integers(0, SECTORS - 1),
     st.integers(1, SECTORS),
     page_contents(),
@@ -56,6 +56,7 @@ operation = st.tuples(
 def test_store_matches_model(algorithm, ops):
     store, client = ram(SIZE, algorithm)
     model = bytearray(SIZE)
+    fds = []                                # arenas held for the stores attached to them
     for op, start, count, kind, seed in ops:
         count = min(count, SECTORS - start)
         offset, length = start * SECTOR, count * SECTOR
@@ -69,11 +70,20 @@ def test_store_matches_model(algorithm, ops):
             store.mark_idle(0)
         elif op == "recompress":
             store.recompress(("idle", "huge", "all")[seed % 3], "zstd:6" if seed % 2 else "lz4hc", 0)
+        elif op == "compact":
+            store.compact()
+        elif op == "reattach":              # a new worker: the allocator rebuilt from the map
+            fd = os.dup(store.fd)
+            store.close()
+            store, client = ram(SIZE, algorithm, arena_fd=fd, attach=True)
+            fds.append(fd)
         else:
             getattr(client, op)(offset, length)
             model[offset:offset + length] = bytes(length)
     assert client.read(0, SIZE) == model
     store.close()
+    for fd in fds:
+        os.close(fd)
 
 
 def test_same_filled_pages_are_kept_as_one_word():
@@ -351,7 +361,8 @@ def test_threads_writing_discarding_compacting_and_recompressing_keep_every_page
                         own.discard(index * 4096, 4096)
                         final[index] = bytes(4096)
                     else:
-                        data = make_data(("text", "random", "fill")[j % 3], 4096, index * 7 + round_)
+                        # Runs of text pages: neighbours recompressed into frames.
+                        data = make_data(("text", "random", "fill")[j // 4 % 3], 4096, index * 7 + round_)
                         own.write(index * 4096, data)
                         final[index] = data
         except Exception as e:          # surfaced below: a thread's assert is not the test's
@@ -360,15 +371,17 @@ def test_threads_writing_discarding_compacting_and_recompressing_keep_every_page
     workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
     for w in workers:
         w.start()
+    frames = 0
     while any(w.is_alive() for w in workers):
         store.compact()
         store.mark_idle(0)
         store.recompress("idle", "zstd:6", 0)
+        frames = max(frames, store.stats()["frames"])
     for w in workers:
         w.join()
     assert not errors
     _assert_holds(client, [final[i] for i in range(threads * pages_per_thread)])
-    assert store.stats()["recompressions"] > 0
+    assert store.stats()["recompressions"] > 0 and frames > 0
     store.close()
 
 
