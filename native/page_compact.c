@@ -10,8 +10,9 @@
  * Kernel zram's zsmalloc is compacted by a shrinker whenever the kernel
  * reclaims; ours is compacted by a thread of the store's own, on three rules:
  *   - while the machine reclaims, whenever a pass would give back a chunk;
- *   - when a sweep of the cold-page policy that moved pages has ended, and
- *     a pass would give back 1 MiB (those moves are the store's own doing);
+ *   - when a sweep of the cold-page policy that moved pages has ended,
+ *     whenever a pass would give back a chunk (those moves are the store's
+ *     own doing, and the point of them is memory);
  *   - otherwise when a pass would give back 1 MiB and a sixteenth of the
  *     chunks in use (so that a quiet store is not churned for crumbs).
  * "Reclaims" is read from /proc/vmstat each half second: pages scanned by
@@ -297,7 +298,7 @@ static void *background_main(void *arg)
         uint64_t live = __atomic_load_n(&ps->st.live_chunks, __ATOMIC_RELAXED);
         bool pressed = reclaiming(k);
 
-        if (gain >= (pressed ? 1 : COMPACT_MIN_CHUNKS) && (pressed || swept || gain * COMPACT_SHARE >= live))
+        if (gain >= (pressed || swept ? 1 : COMPACT_MIN_CHUNKS) && (pressed || swept || gain * COMPACT_SHARE >= live))
             ps_compact(ps);
         pthread_mutex_lock(&ps->alloc_lock);
         ps->st.background_ns += thread_cpu_ns() - start;
