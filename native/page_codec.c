@@ -23,6 +23,9 @@ bool page_is_filled(const void *page)
     return true;
 }
 
+/* LZ4's faster way to start an independent block here: see choose_lz4_entry(). */
+static bool lz4_fast_reset;
+
 uint32_t compress_page(struct ps_scratch *w, const void *page, uint32_t cap)
 {
     /* A payload of a whole page would read back as a raw one. */
@@ -31,7 +34,7 @@ uint32_t compress_page(struct ps_scratch *w, const void *page, uint32_t cap)
 
     switch (w->codec) {
     case PS_CODEC_LZ4:
-        if (!w->ps->lz4_fast_reset)
+        if (!lz4_fast_reset)
             return (uint32_t)LZ4_compress_fast_extState(w->lz4_state, page, w->out, PAGE_SIZE, limit, 1);
         LZ4_resetStream_fast(w->lz4_stream);        /* an independent block, no dictionary */
         return (uint32_t)LZ4_compress_fast_continue(w->lz4_stream, page, w->out, PAGE_SIZE, limit, 1);
@@ -61,53 +64,60 @@ int decompress_page(struct ps_scratch *w, unsigned codec, const char *payload, u
 
 /*
  * Entropy from a sample of the page: 8 bytes in a row every 128 (256 bytes,
- * read as 32 words), their histogram and a table of c * log2(c). Measured
- * on real files (scripts/bench tiers' corpus), this sample separates
- * already-compressed pages from the rest as well as every sixteenth byte
- * does, and nearly as well as the whole page (see policy.py). Cheap under
- * emulation too, where our benchmarks run and every memory access is dear:
- * word loads, integers only, and the sum and the clearing visit only the
- * byte values the sample holds (w->seen), not all 256.
+ * read as 32 words). How many distinct byte values the sample holds says
+ * how many values the page draws from: k values drawn 256 times show
+ * k (1 - (1 - 1/k)^256) of them. The estimate is log2 of the k that
+ * explains the count (the Hartley entropy, the most a byte can carry),
+ * from a table; random bytes show about 162 values, 8 bits. Measured on
+ * real files (scripts/bench tiers' corpus), it separates already-compressed
+ * pages from the rest as well as the sample's histogram and Shannon's
+ * formula do (see policy.py), and it costs much less where our benchmarks
+ * run, under emulation, where every memory access is dear: the values seen
+ * are bits of four registers, not counts in memory.
  */
 #define ENTROPY_RUN     128             /* bytes a sampled word stands for */
 #define ENTROPY_SAMPLES (PAGE_SIZE / ENTROPY_RUN * 8)
-#define LOG2_SAMPLES    8
 
-static uint32_t c_log2_c[ENTROPY_SAMPLES + 1];
-static pthread_once_t entropy_table_once = PTHREAD_ONCE_INIT;
+static uint32_t bits_for_distinct[ENTROPY_SAMPLES + 1];
 
-static void fill_entropy_table(void)
+/* log2 of the k for which k values drawn ENTROPY_SAMPLES times show `seen`
+ * distinct ones on average, at most 8 bits. */
+static double hartley_bits(unsigned seen)
 {
-    for (unsigned c = 1; c <= ENTROPY_SAMPLES; c++)
-        c_log2_c[c] = (uint32_t)llround(c * log2(c) * ENTROPY_ONE);
+    double lo = 1, hi = 1e6;
+
+    if (seen <= 1)
+        return 0;
+    for (int i = 0; i < 100; i++) {
+        double k = (lo + hi) / 2;
+        if (k * (1 - pow(1 - 1 / k, ENTROPY_SAMPLES)) < seen)
+            lo = k;
+        else
+            hi = k;
+    }
+    return log2(lo) < 8 ? log2(lo) : 8;
 }
 
-void entropy_init(void)
-{
-    pthread_once(&entropy_table_once, fill_entropy_table);
-}
-
-uint32_t page_entropy(struct ps_scratch *w, const void *page)
+uint32_t page_entropy(const void *page)
 {
     const char *bytes = page;
-    uint64_t sum = 0;
-    unsigned n = 0;
+    uint64_t seen0 = 0, seen1 = 0, seen2 = 0, seen3 = 0;
 
     for (unsigned at = 0; at < PAGE_SIZE; at += ENTROPY_RUN) {
         uint64_t word;
 
         memcpy(&word, bytes + at, sizeof(word));
         for (unsigned k = 0; k < 8; k++, word >>= 8) {
-            uint8_t b = (uint8_t)word;
-            w->seen[n] = b;                     /* kept only if new: no branch to mispredict */
-            n += w->counts[b]++ == 0;
+            uint64_t bit = 1ull << (word & 63);
+            unsigned quarter = (word >> 6) & 3;
+            seen0 |= quarter == 0 ? bit : 0;
+            seen1 |= quarter == 1 ? bit : 0;
+            seen2 |= quarter == 2 ? bit : 0;
+            seen3 |= quarter == 3 ? bit : 0;
         }
     }
-    for (unsigned k = 0; k < n; k++) {     /* leaves counts zeroed for the next page */
-        sum += c_log2_c[w->counts[w->seen[k]]];
-        w->counts[w->seen[k]] = 0;
-    }
-    return (uint32_t)(LOG2_SAMPLES * ENTROPY_ONE - sum / ENTROPY_SAMPLES);
+    return bits_for_distinct[__builtin_popcountll(seen0) + __builtin_popcountll(seen1) +
+                             __builtin_popcountll(seen2) + __builtin_popcountll(seen3)];
 }
 
 struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level)
@@ -176,13 +186,15 @@ void ps_scratch_free(struct ps_scratch *w)
 {
     struct page_store *ps = w->ps;
 
-    pthread_mutex_lock(&ps->alloc_lock);
-    for (struct ps_scratch **p = &ps->scratches; *p; p = &(*p)->next)
-        if (*p == w) {
-            *p = w->next;
-            break;
-        }
-    pthread_mutex_unlock(&ps->alloc_lock);
+    if (ps) {                           /* else a codec's own (ps_codec_new) */
+        pthread_mutex_lock(&ps->alloc_lock);
+        for (struct ps_scratch **p = &ps->scratches; *p; p = &(*p)->next)
+            if (*p == w) {
+                *p = w->next;
+                break;
+            }
+        pthread_mutex_unlock(&ps->alloc_lock);
+    }
     free(w->lz4_state);
     LZ4_freeStream(w->lz4_stream);
     LZ4_freeStreamHC(w->lz4hc_stream);
@@ -206,9 +218,9 @@ static double seconds_now(void)
  * faster; where memset is slow (an emulated guest: 200x) the stream is 8x
  * faster. Time both on this machine and keep the faster.
  */
-bool choose_lz4_entry(struct page_store *ps)
+static bool choose_lz4_entry(void)
 {
-    struct ps_scratch *w = scratch_new(ps, PS_CODEC_LZ4, 0);
+    struct ps_scratch *w = scratch_new(NULL, PS_CODEC_LZ4, 0);
     double took[2] = { 0, 0 };
     char *page = malloc(PAGE_SIZE);
     uint32_t x = 2463534242u;
@@ -226,7 +238,7 @@ bool choose_lz4_entry(struct page_store *ps)
     for (int round = 0; round < 3; round++) {
         for (int way = 0; way < 2; way++) {
             double start = seconds_now();
-            ps->lz4_fast_reset = way;
+            lz4_fast_reset = way;
             for (int i = 0; i < 32; i++)
                 compress_page(w, page, PAGE_SIZE);
             if (round)                              /* round 0 warms up */
@@ -238,4 +250,63 @@ bool choose_lz4_entry(struct page_store *ps)
     return took[1] < took[0];
 }
 
+static void codec_choices(void)
+{
+    for (unsigned seen = 0; seen <= ENTROPY_SAMPLES; seen++)
+        bits_for_distinct[seen] = (uint32_t)llround(hartley_bits(seen) * ENTROPY_ONE);
+    lz4_fast_reset = choose_lz4_entry();
+}
+
+void codec_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, codec_choices);
+}
+
 int ps_zstd_max_level(void) { return ZSTD_maxCLevel(); }
+
+/* -- the codec on its own (trueno_ublk.pagecodec) -------------------------- */
+
+struct ps_scratch *ps_codec_new(int codec, int level)
+{
+    codec_init();
+    return scratch_new(NULL, codec, level);
+}
+
+void ps_codec_free(struct ps_scratch *w)
+{
+    ps_scratch_free(w);
+}
+
+int ps_page_is_filled(const void *page)
+{
+    return page_is_filled(page);
+}
+
+void ps_codec_compress(struct ps_scratch *w, const void *pages, uint64_t n, void *payloads, uint32_t *lens)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        const char *page = (const char *)pages + i * PAGE_SIZE;
+
+        lens[i] = compress_page(w, page, PAGE_SIZE);
+        copy_bytes((char *)payloads + i * PAGE_SIZE, lens[i] ? w->out : page, lens[i] ? lens[i] : PAGE_SIZE);
+    }
+}
+
+int ps_codec_decompress(struct ps_scratch *w, const void *payloads, const uint32_t *lens, uint64_t n,
+                        void *pages)
+{
+    unsigned codec = entry_codec_of(w->codec);
+
+    for (uint64_t i = 0; i < n; i++) {
+        const char *payload = (const char *)payloads + i * PAGE_SIZE;
+        char *page = (char *)pages + i * PAGE_SIZE;
+
+        if (lens[i] == 0 || lens[i] >= PAGE_SIZE)
+            copy_bytes(page, payload, PAGE_SIZE);           /* stored raw */
+        else if (decompress_page(w, codec, payload, lens[i], page) < 0)
+            return -EIO;
+    }
+    return 0;
+}

@@ -517,7 +517,7 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
     }
     /* Already compressed or encrypted data: raw at once, no codec tried,
      * and never worth recompressing. */
-    entropy = page_entropy(w, page);
+    entropy = page_entropy(page);
     bits = entropy / ENTROPY_ONE;
     raw = ps->entropy_threshold && entropy >= ps->entropy_threshold;
     if (!raw)
@@ -754,7 +754,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
 
     if (!ps)
         goto fail;
-    entropy_init();
+    codec_init();
     ps->fd = memfd;
     ps->codec = codec;
     ps->level = level;
@@ -823,8 +823,6 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
         h->max_pages = ps->max_pages;
         h->mem_limit = 0;
     }
-    if (codec == PS_CODEC_LZ4)
-        ps->lz4_fast_reset = choose_lz4_entry(ps);
     pthread_mutex_lock(&ps->alloc_lock);
     refill(ps);
     pthread_mutex_unlock(&ps->alloc_lock);

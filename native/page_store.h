@@ -123,4 +123,18 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
                   uint64_t *done, uint64_t *saved);
 int ps_zstd_max_level(void);
 
+/*
+ * The page codec on its own (trueno_ublk.pagecodec): a context per thread,
+ * as the store's I/O threads have. Pages and payloads lie PS_PAGE_SIZE
+ * apart; a payload's length 0 means the page does not compress below a
+ * page (its payload is the page itself, for ps_codec_decompress).
+ */
+struct ps_scratch *ps_codec_new(int codec, int level);
+void ps_codec_free(struct ps_scratch *w);
+int ps_page_is_filled(const void *page);
+void ps_codec_compress(struct ps_scratch *w, const void *pages, uint64_t n, void *payloads, uint32_t *lens);
+/* 0, or -EIO: a payload does not decode to a page. */
+int ps_codec_decompress(struct ps_scratch *w, const void *payloads, const uint32_t *lens, uint64_t n,
+                        void *pages);
+
 #endif

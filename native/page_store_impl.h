@@ -96,7 +96,6 @@ struct chunk_meta {
 struct page_store {
     int fd;
     int codec, level;
-    bool lz4_fast_reset;                /* see choose_lz4_entry() */
     uint32_t huge_threshold;
     uint64_t pages;                     /* the device's size now (ps_resize) */
     uint64_t max_pages, max_chunks;     /* what the layout has room for */
@@ -141,8 +140,6 @@ struct ps_scratch {
     LZ4_streamHC_t *lz4hc_stream;
     ZSTD_CCtx *zc;
     ZSTD_DCtx *zd;
-    uint16_t counts[256];               /* page_entropy()'s histogram, all zeros between calls */
-    uint8_t seen[256];                  /* ... and the byte values it holds */
     char page[PAGE_SIZE];               /* read-modify-write of partial pages */
     char out[PAGE_SIZE + 64];           /* compressed payloads before their slot */
     /* The last frame decoded (load_frame()): valid while its entry is the
@@ -253,14 +250,16 @@ PS_INTERNAL uint32_t compress_page(struct ps_scratch *w, const void *page, uint3
 PS_INTERNAL int decompress_page(struct ps_scratch *w, unsigned codec, const char *payload, uint32_t len,
                                 void *dest);
 PS_INTERNAL unsigned entry_codec_of(int codec);
-PS_INTERNAL bool choose_lz4_entry(struct page_store *ps);
-/* A scratch compressing with `codec` at `level`, not counted in ps->scratches. */
+/* Once a process, before any scratch: the entropy table, and which way
+ * LZ4 starts a block (the faster here). */
+PS_INTERNAL void codec_init(void);
+/* A scratch compressing with `codec` at `level`, not counted in
+ * ps->scratches (`ps` NULL: a codec's own, ps_codec_new). */
 PS_INTERNAL struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level);
 /* Bits of entropy a byte, estimated from a sample of the page, in
- * ENTROPY_ONE units; entropy_init() first (ps_open). */
+ * ENTROPY_ONE units. */
 #define ENTROPY_ONE 65536u
-PS_INTERNAL void entropy_init(void);
-PS_INTERNAL uint32_t page_entropy(struct ps_scratch *w, const void *page);
+PS_INTERNAL uint32_t page_entropy(const void *page);
 
 /* page_store.c: one page's payload and its entry (its stripe lock held) */
 /* A stored entry's payload (`payload`: where it is, or a copy) decoded. */

@@ -529,6 +529,47 @@ def config_check(file):
                    f"entropy threshold {d.policy.entropy_threshold:g}")
 
 
+def _algorithm_list(text: str, option: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"{option} needs at least one algorithm")
+    return [codec_for(name).name for name in names]
+
+
+@cli.group()
+def benchmark():
+    """Measure trueno-ublk on this machine."""
+
+
+@benchmark.command("codecs")
+@click.option("--data", default="text", show_default=True, metavar="KIND|FILE",
+              help="zero, text, mixed or random pages, or a file of your own (its first --size bytes).")
+@click.option("--size", type=SizeType(), default="32M", show_default=True, help="Bytes of data to run over.")
+@click.option("--algorithms", type=ParsedType("LIST", _algorithm_list), default="lz4,lz4hc,zstd,zstd:6",
+              show_default=True, help="Comma-separated algorithms, as --algorithm takes them.")
+@click.option("--threads", type=click.IntRange(1, 1024), help="Threads of the second columns (default: every CPU).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (speeds in GiB/s).")
+def benchmark_codecs(data, size, algorithms, threads, as_json):
+    """Compress and decompress speed of the page codecs, one thread and all."""
+    import dataclasses
+    import json
+
+    from trueno_ublk import benchmark as codec_bench
+    _check_size("--size", size)
+    try:
+        what, content = codec_bench.load(data, size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    rows = codec_bench.measure(content, algorithms, codec_bench.thread_counts(threads))
+    same_fill = codec_bench.same_fill_speed(content)
+    if as_json:
+        click.echo(json.dumps({"data": what, "bytes": len(content), "page_size": PAGE_SIZE, "unit": "GiB/s",
+                               "same_fill_check": same_fill, "codecs": [dataclasses.asdict(r) for r in rows]},
+                              indent=2))
+    else:
+        click.echo(codec_bench.render(what, len(content), rows, same_fill))
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

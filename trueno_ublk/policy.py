@@ -12,14 +12,14 @@ files, a third each; natively, one page at a time):
   level 9 gains nothing over it on 4 KiB pages, level 19 1.6 MiB at a
   fourteenth of the speed. Reading a page back costs 7 us against LZ4's 1.6.
 - two minutes idle before a page counts as cold.
-- 7.0 bits of entropy a byte, from a sample of 8 bytes in a row every
-  128: it sends 16,377 of the 16,554 pages LZ4 cannot compress straight to
-  raw storage (those it leaves are mostly code that zstd may still
-  shrink), and only 15 pages that LZ4 would have compressed (0.02% of the
-  memory). Every sixteenth byte does as well (40 such pages) at eight times
-  the loads, every eighth byte at 7.2 bits a little better at sixteen; a
-  256-byte sample scores random bytes about 7.2, so its threshold cannot
-  sit higher.
+- 7.5 bits of entropy a byte, estimated from the distinct byte values in
+  a sample of 8 bytes in a row every 128 (page_codec.c): it sends 16,405 of
+  the 16,554 pages LZ4 cannot compress straight to raw storage (those it
+  leaves are mostly code that zstd may still shrink), and only 10 pages
+  that LZ4 would have compressed. Shannon's formula over the same sample's
+  histogram did as well at 7.0 bits (16,371 and 6) for several times the
+  memory accesses, which the write path paid under emulation. Random
+  bytes score about 8 bits.
 """
 import dataclasses
 import re
@@ -29,7 +29,7 @@ from trueno_ublk.codecs import codec_for
 
 DEFAULT_RECOMPRESS_ALGORITHM = "zstd:6"
 DEFAULT_RECOMPRESS_AFTER = 120              # seconds
-DEFAULT_ENTROPY_THRESHOLD = 7.0             # bits a byte; 0: never route by entropy
+DEFAULT_ENTROPY_THRESHOLD = 7.5             # bits a byte; 0: never route by entropy
 RECOMPRESS_AFTER = limits.Range(0, 2**32 - 1, "0: never")
 ENTROPY_BITS = (0.0, 8.0)
 DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")

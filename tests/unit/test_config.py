@@ -261,7 +261,7 @@ def test_config_check_good_file(tmp_path):
     assert result.stdout.splitlines() == [
         f"{good}: OK, 3 device(s)",
         "  ublkb0: size 1.5G (1536), zstd, 1 queue(s), mem-limit 1G, swap, priority 100, "
-        "options discard; recompress zstd:6 after 120s, entropy threshold 7",
+        "options discard; recompress zstd:6 after 120s, entropy threshold 7.5",
         "  ublkb2: size 64M (ram * 0 + 64), lz4, 1 queue(s), ext4 on /mnt/x, options discard; "
         "recompress lz4hc after 7200s, entropy threshold 0",
         "  ublkb5: size " + result.stdout.splitlines()[3].split("size ")[1],
