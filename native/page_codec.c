@@ -286,27 +286,33 @@ int ps_page_is_filled(const void *page)
 
 void ps_codec_compress(struct ps_scratch *w, const void *pages, uint64_t n, void *payloads, uint32_t *lens)
 {
+    char *out = payloads;
+
     for (uint64_t i = 0; i < n; i++) {
         const char *page = (const char *)pages + i * PAGE_SIZE;
 
         lens[i] = compress_page(w, page, PAGE_SIZE);
-        copy_bytes((char *)payloads + i * PAGE_SIZE, lens[i] ? w->out : page, lens[i] ? lens[i] : PAGE_SIZE);
+        copy_bytes(out, lens[i] ? w->out : page, lens[i] ? lens[i] : PAGE_SIZE);
+        out += lens[i] ? lens[i] : PAGE_SIZE;
     }
 }
 
-int ps_codec_decompress(struct ps_scratch *w, const void *payloads, const uint32_t *lens, uint64_t n,
-                        void *pages)
+int ps_codec_decompress(struct ps_scratch *w, const void *payloads, uint64_t size, const uint32_t *lens,
+                        uint64_t n, void *pages)
 {
     unsigned codec = entry_codec_of(w->codec);
+    const char *payload = payloads, *end = payload + size;
 
     for (uint64_t i = 0; i < n; i++) {
-        const char *payload = (const char *)payloads + i * PAGE_SIZE;
         char *page = (char *)pages + i * PAGE_SIZE;
 
-        if (lens[i] == 0 || lens[i] >= PAGE_SIZE)
-            copy_bytes(page, payload, PAGE_SIZE);           /* stored raw */
-        else if (decompress_page(w, codec, payload, lens[i], page) < 0)
+        if ((uint64_t)(end - payload) < (lens[i] ? lens[i] : PAGE_SIZE))
             return -EIO;
+        if (lens[i] == 0)
+            copy_bytes(page, payload, PAGE_SIZE);           /* stored as it was */
+        else if (lens[i] >= PAGE_SIZE || decompress_page(w, codec, payload, lens[i], page) < 0)
+            return -EIO;
+        payload += lens[i] ? lens[i] : PAGE_SIZE;
     }
-    return 0;
+    return payload == end ? 0 : -EIO;
 }

@@ -125,16 +125,17 @@ int ps_zstd_max_level(void);
 
 /*
  * The page codec on its own (trueno_ublk.pagecodec): a context per thread,
- * as the store's I/O threads have. Pages and payloads lie PS_PAGE_SIZE
- * apart; a payload's length 0 means the page does not compress below a
- * page (its payload is the page itself, for ps_codec_decompress).
+ * as the store's I/O threads have. Pages lie PS_PAGE_SIZE apart, payloads
+ * end to end (room for n pages); a payload's length 0 means the page did
+ * not compress below a page, and its payload is the page itself.
  */
 struct ps_scratch *ps_codec_new(int codec, int level);
 void ps_codec_free(struct ps_scratch *w);
 int ps_page_is_filled(const void *page);
 void ps_codec_compress(struct ps_scratch *w, const void *pages, uint64_t n, void *payloads, uint32_t *lens);
-/* 0, or -EIO: a payload does not decode to a page. */
-int ps_codec_decompress(struct ps_scratch *w, const void *payloads, const uint32_t *lens, uint64_t n,
-                        void *pages);
+/* 0, or -EIO: a payload does not decode to a page, or the lengths do not
+ * add up to `size`, the payloads' bytes. */
+int ps_codec_decompress(struct ps_scratch *w, const void *payloads, uint64_t size, const uint32_t *lens,
+                        uint64_t n, void *pages);
 
 #endif

@@ -100,7 +100,7 @@ def render(what: str, size: int, rows: list[CodecRow], same_fill: float) -> str:
     counts = list(rows[0].compress) if rows else [1]
     heads = "".join(f"{'compress ' + str(n) + 't':>13}" for n in counts) \
         + "".join(f"{'decompress ' + str(n) + 't':>15}" for n in counts)
-    lines = [f"page codecs on {what}, {size // (1 << 20)} MiB in {PAGE_SIZE}-byte pages; GiB/s (best of 3), "
+    lines = [f"page codecs on {what}, {size / (1 << 20):.1f} MiB in {PAGE_SIZE}-byte pages; GiB/s (best of 3), "
              f"ratio = data / payloads",
              f"{'algorithm':<12}{'ratio':>7}{heads}"]
     for r in rows:

@@ -14,6 +14,7 @@ store's queue threads. The batch calls split their pages across `threads`
 threads, each with its own context, and release the GIL while C runs.
 """
 import concurrent.futures
+import itertools
 import threading
 
 from trueno_ublk._native import ffi, lib
@@ -49,54 +50,53 @@ class PageCodec:
 
     def compress(self, page) -> bytes | None:
         """The page's payload, or None if it does not compress below a page."""
-        payloads, lens = self._compress(_pages_of(page))
-        return bytes(payloads[0:lens[0]]) if lens[0] else None
+        packed, lens = self._compress(_pages_of(page))
+        return bytes(packed[:lens[0]]) if lens[0] else None
 
     def decompress(self, payload) -> bytes:
         """The page a payload of compress() came from."""
         if not 0 < len(payload) < PAGE_SIZE:
             raise ValueError(f"a payload is 1 to {PAGE_SIZE - 1} bytes, not {len(payload)}")
-        buf = bytearray(PAGE_SIZE)
-        buf[:len(payload)] = payload
-        return bytes(self._decompress(buf, [len(payload)]))
+        return bytes(self._decompress(payload, [len(payload)]))
 
     def compress_pages(self, data, threads: int = 1) -> list[bytes | None]:
         """compress() of each page of `data`, in `threads` threads."""
         pages = _pages_of(data)
-        chunks = _split(len(pages) // PAGE_SIZE, threads)
         parts = _in_threads(lambda first, n: self._compress(pages[first * PAGE_SIZE:(first + n) * PAGE_SIZE]),
-                            chunks)
-        return [bytes(payloads[i * PAGE_SIZE:i * PAGE_SIZE + lens[i]]) if lens[i] else None
-                for payloads, lens in parts for i in range(len(lens))]
+                            _split(len(pages) // PAGE_SIZE, threads))
+        payloads = []
+        for packed, lens in parts:
+            ends = itertools.accumulate(n or PAGE_SIZE for n in lens)
+            payloads += [bytes(packed[end - n:end]) if n else None for n, end in zip(lens, ends, strict=True)]
+        return payloads
 
     def decompress_pages(self, payloads: list, pages=None, threads: int = 1) -> bytes:
-        """The pages of compress_pages()' payloads, joined (a None payload:
-        the page itself, from `pages` at its place)."""
-        buf, lens = bytearray(len(payloads) * PAGE_SIZE), []
-        for i, payload in enumerate(payloads):
-            if payload is None:
-                if pages is None:
-                    raise ValueError("a page that did not compress needs `pages`")
-                buf[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] = pages[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
-                lens.append(0)
-            else:
-                buf[i * PAGE_SIZE:i * PAGE_SIZE + len(payload)] = payload
-                lens.append(len(payload))
-        view = memoryview(buf)
-        parts = _in_threads(lambda first, n: self._decompress(view[first * PAGE_SIZE:(first + n) * PAGE_SIZE],
-                                                              lens[first:first + n]),
-                            _split(len(payloads), threads))
-        return b"".join(parts)
+        """The pages of compress_pages()' payloads, joined; where a payload
+        is None, the page itself is taken from `pages` at its place."""
+        if pages is None and None in payloads:
+            raise ValueError("a page that did not compress needs `pages`")
+        lens = [len(p) if p is not None else 0 for p in payloads]
+        if 0 in lens:
+            if any(p is not None and not len(p) for p in payloads):
+                raise ValueError("an empty payload is not one of compress_pages()'")
+            view = memoryview(pages).cast("B")
+            payloads = [p if p is not None else view[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+                        for i, p in enumerate(payloads)]
+        packed = memoryview(b"".join(payloads))
+        chunks = _split(len(payloads), threads)
+        starts = [0, *itertools.accumulate(n or PAGE_SIZE for n in lens)]
+        return b"".join(_in_threads(lambda first, n: self._decompress(packed[starts[first]:starts[first + n]],
+                                                                      lens[first:first + n]), chunks))
 
     def _compress(self, pages) -> tuple[memoryview, list[int]]:
         n = len(pages) // PAGE_SIZE
-        payloads, lens = bytearray(len(pages)), ffi.new("uint32_t[]", n)
-        lib.ps_codec_compress(self._context(), ffi.from_buffer(pages), n, ffi.from_buffer(payloads), lens)
-        return memoryview(payloads), list(lens)
+        packed, lens = bytearray(len(pages)), ffi.new("uint32_t[]", n)
+        lib.ps_codec_compress(self._context(), ffi.from_buffer(pages), n, ffi.from_buffer(packed), lens)
+        return memoryview(packed), list(lens)
 
-    def _decompress(self, payloads, lens: list[int]) -> bytearray:
+    def _decompress(self, packed, lens: list[int]) -> bytearray:
         out = bytearray(len(lens) * PAGE_SIZE)
-        if lib.ps_codec_decompress(self._context(), ffi.from_buffer(payloads), lens, len(lens),
+        if lib.ps_codec_decompress(self._context(), ffi.from_buffer(packed), len(packed), lens, len(lens),
                                    ffi.from_buffer(out)) < 0:
             raise ValueError(f"a payload is not {self.algorithm} of a {PAGE_SIZE}-byte page")
         return out

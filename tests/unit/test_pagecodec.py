@@ -60,6 +60,11 @@ def test_bad_input_is_refused_with_a_clear_error():
         codec.decompress(b"not a zstd frame")
     with pytest.raises(ValueError, match="needs `pages`"):
         codec.decompress_pages([None])
+    with pytest.raises(ValueError, match="an empty payload"):
+        codec.decompress_pages([b"", None], bytes(2 * PAGE))
+    payloads = codec.compress_pages(TEXT[:2 * PAGE])
+    with pytest.raises(ValueError, match="is not zstd"):
+        codec.decompress_pages([payloads[0][:-1], payloads[1]])      # cut short
     with pytest.raises(ValueError, match="unknown algorithm"):
         PageCodec("lzo")
 
