@@ -119,6 +119,16 @@ static bool wanted(uint64_t e, uint64_t atime, int type, uint64_t now, uint32_t 
     }
 }
 
+/* Whether page `index` still holds entry `e`, accessed at `atime`, with
+ * `payload` in its slot (its lock held). The payload too: a page rewritten
+ * twice within a second may be back in the same slot at the same length,
+ * with the same access time, and other contents. */
+static bool unchanged(struct page_store *ps, uint64_t index, uint64_t e, uint64_t atime, const char *payload)
+{
+    return ps->entries[index] == e && ps->fills[index] == atime &&
+           memcmp(slot_addr(ps, entry_chunk(e), entry_slot(e)), payload, entry_len(e)) == 0;
+}
+
 /* Recompress page `index`, found as entry `e` accessed at `atime`, with
  * w's codec: 1 moved, 0 not (changed or read meanwhile, or no smaller:
  * then settled), -EAGAIN when it would have to wait for the reserve. */
@@ -143,7 +153,7 @@ static int recompress_one(struct page_store *ps, struct recompressor *r, struct 
 
     pthread_mutex_lock(lock);
     pthread_mutex_lock(&ps->alloc_lock);
-    if (ps->entries[index] != e || ps->fills[index] != atime)
+    if (!unchanged(ps, index, e, atime, r->payload))
         goto out;                       /* rewritten, or read: hot again */
     if (!len || slot_size(size_class(len)) >= old_slot) {
         __atomic_store_n(&ps->entries[index], e | ENTRY_SETTLED, __ATOMIC_RELEASE);
@@ -211,7 +221,7 @@ static int publish_frame(struct page_store *ps, struct recompressor *r, uint64_t
     pthread_mutex_lock(stripe(ps, group));
     pthread_mutex_lock(&ps->alloc_lock);
     for (unsigned k = first; k < end; k++) {
-        if (ps->entries[group + k] != r->group_entries[k] || ps->fills[group + k] != r->group_atimes[k])
+        if (!unchanged(ps, group + k, r->group_entries[k], r->group_atimes[k], r->group_payloads[k]))
             goto out;
         old_bytes += entry_len(r->group_entries[k]);
     }
