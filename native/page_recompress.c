@@ -29,7 +29,7 @@
  * them inside one group of FRAME_PAGES (page_store_impl.h) is compressed
  * as one frame when that fits a slot of at most a page and takes less than
  * their own slots. Measured on real files (the `bench tiers` corpus, zstd:6),
- * frames save another 8% of what the libraries and sources take (3.9 MiB of
+ * frames save another 8% of what the libraries and sources take (3.8 MiB of
  * 49.9), and a read of one page of a frame decodes the whole run (a
  * reader's next page of it is then a copy). A frame is made the way a page is moved: its
  * pages copied out under their group's lock, compressed with none held,
