@@ -274,11 +274,6 @@ struct ps_scratch *ps_codec_new(int codec, int level)
     return scratch_new(NULL, codec, level);
 }
 
-void ps_codec_free(struct ps_scratch *w)
-{
-    ps_scratch_free(w);
-}
-
 int ps_page_is_filled(const void *page)
 {
     return page_is_filled(page);

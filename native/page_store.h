@@ -129,8 +129,7 @@ int ps_zstd_max_level(void);
  * end to end (room for n pages); a payload's length 0 means the page did
  * not compress below a page, and its payload is the page itself.
  */
-struct ps_scratch *ps_codec_new(int codec, int level);
-void ps_codec_free(struct ps_scratch *w);
+struct ps_scratch *ps_codec_new(int codec, int level);     /* freed by ps_scratch_free */
 int ps_page_is_filled(const void *page);
 void ps_codec_compress(struct ps_scratch *w, const void *pages, uint64_t n, void *payloads, uint32_t *lens);
 /* 0, or -EIO: a payload does not decode to a page, or the lengths do not

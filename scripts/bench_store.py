@@ -13,11 +13,11 @@ Same-filled pages never reach the codec in the store: their ratio is low.
 import argparse
 import os
 import random
-import time
 
 import lz4.block
 import zstandard
 
+from trueno_ublk.benchmark import best_seconds
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient
@@ -43,15 +43,6 @@ def make_pages(kind: str, count: int) -> list[bytes]:
             page = rng.randbytes(PAGE_SIZE)
         pages.append(page)
     return pages
-
-
-def best_of(runs: int, fn) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def bare_codec(name: str):
@@ -115,7 +106,7 @@ def main() -> None:
 
         for path, store_fn, bare_fn in (("write", store_write, bare_write),
                                         ("read", store_read, bare_read)):
-            t_store, t_bare = best_of(args.runs, store_fn), best_of(args.runs, bare_fn)
+            t_store, t_bare = best_seconds(store_fn, args.runs), best_seconds(bare_fn, args.runs)
             assert client.counts.failed_writes == client.counts.failed_reads == 0
             print(f"{kind:<18}{path:<7}{n / t_store:>15,.0f}{n / t_bare:>20,.0f}"
                   f"{t_store / t_bare:>8.2f}")

@@ -60,6 +60,7 @@ class CodecRow:
 
 
 def best_seconds(work, repeats: int) -> float:
+    """The shortest of `repeats` timings of work() (also scripts/bench store's)."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

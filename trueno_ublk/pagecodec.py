@@ -45,7 +45,7 @@ class PageCodec:
             ctx = lib.ps_codec_new(self.codec.kind, self.codec.level)
             if ctx == ffi.NULL:
                 raise MemoryError("no memory for a codec context")
-            ctx = self._local.ctx = ffi.gc(ctx, lib.ps_codec_free)
+            ctx = self._local.ctx = ffi.gc(ctx, lib.ps_scratch_free)
         return ctx
 
     def compress(self, page) -> bytes | None:
