@@ -17,7 +17,7 @@ import random
 import lz4.block
 import zstandard
 
-from trueno_ublk.benchmark import best_seconds
+from trueno_ublk.benchmark.codecs import best_seconds
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient

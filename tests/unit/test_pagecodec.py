@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trueno_ublk import benchmark
+from trueno_ublk.benchmark import codecs as benchmark
 from trueno_ublk.cli import cli
 from trueno_ublk.pagecodec import PageCodec, is_same_filled
 

@@ -1,0 +1,80 @@
+"""What a device benchmark runs against: fio, a kernel zram device to
+compare with, and a trueno-ublk device made through the real command.
+`trueno-ublk benchmark` and the developers' scripts/bench share them."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+MiB = 1 << 20
+
+
+def sh(cmd: str) -> str:
+    """Run `cmd` in /tmp (fio leaves state files in its working directory)."""
+    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True,
+                          cwd="/tmp").stdout
+
+
+def failure(e: subprocess.CalledProcessError) -> str:
+    """Why a command of sh() failed, in one line: its last line of stderr."""
+    lines = (e.stderr or "").strip().splitlines()
+    return lines[-1] if lines else f"{e.cmd.split()[0]} exited with status {e.returncode}"
+
+
+def fio(dev: str, options: str) -> dict:
+    """One fio job on `dev` (direct I/O through io_uring): its JSON report."""
+    out = sh(f"fio --name=b --filename={dev} --ioengine=io_uring --direct=1 {options} "
+             "--output-format=json")
+    return json.loads(out)["jobs"][0]
+
+
+class Zram:
+    """A kernel zram device of `size`, made through zram-control, removed by close()."""
+
+    def __init__(self, size: str | int, algorithm: str = "lz4"):
+        sh("modprobe zram num_devices=0")
+        self.id = int(Path("/sys/class/zram-control/hot_add").read_text())
+        self.sysfs = Path(f"/sys/block/zram{self.id}")
+        self.path = f"/dev/zram{self.id}"
+        try:
+            (self.sysfs / "comp_algorithm").write_text(algorithm)
+            (self.sysfs / "disksize").write_text(str(size))
+        except OSError:
+            self.close()
+            raise
+
+    def mm_stat(self) -> list[int]:
+        return [int(x) for x in (self.sysfs / "mm_stat").read_text().split()]
+
+    def memory(self) -> dict:
+        """Stored, compressed and held bytes, as `stat`'s mm_stat names them."""
+        orig, compr, used = self.mm_stat()[:3]
+        return {"orig_data_size": orig, "compr_data_size": compr, "mem_used_total": used}
+
+    def close(self) -> None:
+        (self.sysfs / "reset").write_text("1")
+        Path("/sys/class/zram-control/hot_remove").write_text(str(self.id))
+
+
+class Trueno:
+    """A trueno-ublk device made with `create --size SIZE OPTIONS`, deleted by
+    close(). `cli` is the command that makes it: by default this
+    interpreter's own trueno_ublk."""
+
+    def __init__(self, size: str | int, options: str = "", cli: str = f"{sys.executable} -m trueno_ublk"):
+        self.cli = cli
+        self.path = sh(f"{cli} create --size {size} {options}").strip()
+
+    def stat(self) -> dict:
+        return json.loads(sh(f"{self.cli} stat --json {self.path}"))
+
+    def memory(self) -> dict:
+        stat = self.stat()          # a store that holds nothing (null) has none of them
+        return {key: stat.get(key, 0) for key in ("orig_data_size", "compr_data_size", "mem_used_total")}
+
+    def worker_pid(self) -> int:
+        devices = json.loads(sh(f"{self.cli} list --json -o NAME,WORKER"))["devices"]
+        return next(d["worker"] for d in devices if d["name"] == self.path)
+
+    def close(self) -> None:
+        sh(f"{self.cli} delete {self.path}")
