@@ -63,7 +63,14 @@ class ParsedType(click.ParamType):
 AlgorithmType = ParsedType("ALGORITHM", lambda text, _: codec_for(text).name)
 RecompressAlgorithmType = ParsedType("ALGORITHM", lambda text, _: recompress_codec(text).name)
 DurationType = ParsedType("SECONDS", parse_duration)
+
+
 EntropyType = ParsedType("BITS", lambda text, _: parse_entropy(text))
+
+
+def _otlp_interval(text, what):
+    from trueno_ublk.otlp import parse_interval
+    return parse_interval(text, what)
 
 
 def _check_size(name: str, size: int) -> None:
@@ -133,11 +140,16 @@ def cli():
               help="Read FILE instead of /etc/trueno-ublk.conf and its drop-ins.")
 @click.option("--metrics-listen", metavar="ADDR", default="",
               help="Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or :PORT for loopback).")
+@click.option("--otlp-endpoint", metavar="URL", default="",
+              help="Push the metrics to an OpenTelemetry collector over OTLP/HTTP "
+                   "(e.g. http://127.0.0.1:4318; /v1/metrics is added to a URL without a path).")
+@click.option("--otlp-interval", type=ParsedType("SECONDS", _otlp_interval), default=60, show_default=True,
+              help="Seconds (or 5m) between OTLP exports.")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
 def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold,
            recompress_algorithm, recompress_after, entropy_threshold, recovery, from_config, config_file,
-           metrics_listen, foreground):
+           metrics_listen, otlp_endpoint, otlp_interval, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
         section = _config_section(from_config, config_file)
@@ -158,6 +170,10 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             recompress_after = section.policy.recompress_after
         if source("entropy_threshold") != ParameterSource.COMMANDLINE:
             entropy_threshold = section.policy.entropy_threshold
+        if source("otlp_endpoint") != ParameterSource.COMMANDLINE:
+            otlp_endpoint = section.otlp_endpoint
+        if source("otlp_interval") != ParameterSource.COMMANDLINE:
+            otlp_interval = section.otlp_interval
     elif config_file:
         raise UserError("--config-file goes with --from-config NAME")
     if size is None:
@@ -189,6 +205,14 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             metrics.parse_address(metrics_listen)
         except ValueError as e:
             raise UserError(f"--metrics-listen: {e}") from None
+    if otlp_endpoint:
+        from trueno_ublk import otlp
+        try:
+            otlp.metrics_url(otlp_endpoint)
+        except ValueError as e:
+            raise UserError(f"--otlp-endpoint: {e}") from None
+        if not otlp.sdk_installed():
+            raise UserError(f"--otlp-endpoint: {otlp.SDK_MISSING}")
     require_root()
     require_control_device()
     stale = state.load(dev_id) if dev_id >= 0 else None
@@ -199,7 +223,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery,
                           policy=Policy(recompress_algorithm, recompress_after, entropy_threshold),
-                          metrics_listen=metrics_listen)
+                          metrics_listen=metrics_listen, otlp_endpoint=otlp_endpoint, otlp_interval=otlp_interval)
     if foreground:
         configure_logging()
         Supervisor(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}")).run()
@@ -526,7 +550,8 @@ def config_check(file):
         click.echo(f"  {d.name}: size {format_size(d.size)} ({d.size_expression}), {d.algorithm}, "
                    f"{d.queues} queue(s){limit}, {use}, options {d.options}; recompress "
                    f"{d.policy.recompress_algorithm} after {d.policy.recompress_after}s, "
-                   f"entropy threshold {d.policy.entropy_threshold:g}")
+                   f"entropy threshold {d.policy.entropy_threshold:g}"
+                   + (f"; OTLP to {d.otlp_endpoint} every {d.otlp_interval}s" if d.otlp_endpoint else ""))
 
 
 def _algorithm_list(text: str, option: str) -> list[str]:

@@ -8,6 +8,7 @@
     algorithm = zstd
     swap-priority = 100
     recompress-after = 10m          # the cold-page policy (policy.py)
+    otlp-endpoint = http://127.0.0.1:4318   # OTLP export of the metrics (otlp.py)
 
 Comments start a line with # or ;, or follow whitespace after a value.
 $TRUENO_UBLK_CONFIG names another main file (its drop-ins: the same name
@@ -60,6 +61,8 @@ class DeviceSection:
     mount_point: str = ""
     options: str = "discard"
     policy: Policy = Policy()           # recompress-algorithm, recompress-after, entropy-threshold
+    otlp_endpoint: str = ""             # otlp-endpoint: OTLP export (otlp.py); empty: off
+    otlp_interval: int = 60
 
     @property
     def is_swap(self) -> bool:
@@ -227,6 +230,16 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
         dev.policy = dataclasses.replace(dev.policy, recompress_after=parse_duration(value, "recompress-after"))
     elif key == "entropy-threshold":
         dev.policy = dataclasses.replace(dev.policy, entropy_threshold=parse_entropy(value))
+    elif key == "otlp-endpoint":
+        from trueno_ublk.otlp import metrics_url
+        try:
+            metrics_url(value)
+        except ValueError as e:
+            raise ValueError(f"otlp-endpoint: {e}") from None
+        dev.otlp_endpoint = value
+    elif key == "otlp-interval":
+        from trueno_ublk.otlp import parse_interval
+        dev.otlp_interval = parse_interval(value)
     elif key == "options":
         if not value or CONTROL_CHARS.search(value):
             raise ValueError("options must be a non-empty list like discard,noatime, "

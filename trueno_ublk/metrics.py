@@ -1,6 +1,8 @@
-"""Prometheus metrics: the text exposition format (0.0.4) of every device,
-for `trueno-ublk metrics` (node_exporter's textfile collector) and for the
-daemon's opt-in HTTP endpoint (`create --metrics-listen`)."""
+"""The metrics of every device, declared once here: in Prometheus' text
+exposition format (0.0.4) for `trueno-ublk metrics` (node_exporter's
+textfile collector) and the daemon's opt-in HTTP endpoint (`create
+--metrics-listen`), and as families for OTLP export (otlp.py)."""
+import dataclasses
 import ipaddress
 
 from trueno_ublk import stats
@@ -66,6 +68,39 @@ QUEUE_METRICS = [
 ]
 
 
+@dataclasses.dataclass
+class Family:
+    """One metric and its samples: ({label: value}, number) pairs."""
+    name: str                       # without PREFIX
+    kind: str                       # "gauge" or "counter"
+    help: str
+    samples: list = dataclasses.field(default_factory=list)
+
+
+def families(devices: list[tuple[str, dict | None]]) -> list[Family]:
+    """Every metric with a sample, for (device name, stat reply or None if
+    dead) pairs: what both the Prometheus text and OTLP export carry."""
+    found = []
+    for name, kind, help_text, source in DEVICE_METRICS:
+        family = Family(name, kind, help_text)
+        for device, reply in devices:
+            if source is None:
+                family.samples.append(({"device": device}, 0 if reply is None else 1))
+            elif reply is not None and source[1] in reply.get(source[0], {}):
+                family.samples.append(({"device": device}, reply[source[0]][source[1]]))
+        found.append(family)
+    for name, kind, help_text, label, breakdown in BREAKDOWN_METRICS:
+        found.append(Family(name, kind, help_text,
+                            [({"device": device, label: value}, n)
+                             for device, reply in devices if reply and "entropy_pages" in reply.get("mm_stat", {})
+                             for value, n in breakdown(reply).items()]))
+    for name, kind, help_text, key in QUEUE_METRICS:
+        found.append(Family(name, kind, help_text,
+                            [({"device": device, "queue": str(q["id"])}, q[key])
+                             for device, reply in devices if reply for q in reply.get("queues", []) if key in q]))
+    return [f for f in found if f.samples]
+
+
 def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -73,27 +108,11 @@ def escape_label(value: str) -> str:
 def render(devices: list[tuple[str, dict | None]]) -> str:
     """Exposition text for (device name, stat reply or None if dead) pairs."""
     lines = []
-    for name, kind, help_text, source in DEVICE_METRICS:
-        samples = []
-        for device, reply in devices:
-            label = f'{{device="{escape_label(device)}"}}'
-            if source is None:
-                samples.append(f"{PREFIX}{name}{label} {0 if reply is None else 1}")
-            elif reply is not None and source[1] in reply.get(source[0], {}):
-                samples.append(f"{PREFIX}{name}{label} {reply[source[0]][source[1]]}")
-        if samples:
-            lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}", *samples]
-    for name, kind, help_text, label, breakdown in BREAKDOWN_METRICS:
-        samples = [f'{PREFIX}{name}{{device="{escape_label(device)}",{label}="{value}"}} {n}'
-                   for device, reply in devices if reply and "entropy_pages" in reply.get("mm_stat", {})
-                   for value, n in breakdown(reply).items()]
-        if samples:
-            lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}", *samples]
-    for name, kind, help_text, key in QUEUE_METRICS:
-        samples = [f'{PREFIX}{name}{{device="{escape_label(device)}",queue="{q["id"]}"}} {q[key]}'
-                   for device, reply in devices if reply for q in reply.get("queues", []) if key in q]
-        if samples:
-            lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}", *samples]
+    for f in families(devices):
+        lines += [f"# HELP {PREFIX}{f.name} {f.help}", f"# TYPE {PREFIX}{f.name} {f.kind}"]
+        for labels, value in f.samples:
+            text = ",".join(f'{key}="{escape_label(str(v))}"' for key, v in labels.items())
+            lines.append(f"{PREFIX}{f.name}{{{text}}} {value}")
     return "\n".join(lines) + "\n" if lines else ""
 
 

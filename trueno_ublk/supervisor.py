@@ -77,6 +77,8 @@ class DeviceConfig:
     policy: Policy = Policy()       # cold pages and entropy routing
     recovery: bool = True
     metrics_listen: str = ""        # HOST:PORT for GET /metrics; empty: off
+    otlp_endpoint: str = ""         # collector URL for OTLP export (otlp.py); empty: off
+    otlp_interval: float = 60.0     # seconds between OTLP exports
 
 
 class Supervisor:

@@ -5,7 +5,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from trueno_ublk import state
+
 from conftest import CLI, run_cli, sh
+from otlp_receiver import Receiver, decoded
 
 
 def tmux(*args, check=True) -> subprocess.CompletedProcess:
@@ -67,3 +70,32 @@ def test_metrics_over_http(make_device):
     taken = run_cli("create", "--size", "64M", "--metrics-listen", "127.0.0.1:19851", check=False)
     assert taken.returncode != 0 and "cannot serve metrics" in taken.stderr
     assert Path(dev).exists()
+
+
+def test_otlp_export_from_the_daemon(make_device):
+    with Receiver() as receiver:
+        dev = make_device("--otlp-endpoint", receiver.url, "--otlp-interval", "1")
+        name = dev.removeprefix("/dev/")
+        sh(f"dd if=/dev/urandom of={dev} bs=64k count=16 oflag=direct status=none")
+        deadline = time.monotonic() + 60
+        while True:         # the exports before the write may come first
+            resource, found = decoded(receiver.wait(len(receiver.requests) + 1)[-1])
+            written = found["trueno_ublk_written_bytes"][2][(("device", name),)]
+            if written == 1 << 20 or time.monotonic() > deadline:
+                break
+        assert written == 1 << 20
+        assert resource["trueno_ublk.device"] == name and resource["service.name"] == "trueno-ublk"
+        assert found["trueno_ublk_up"][2] == {(("device", name),): 1}
+
+
+def test_an_unreachable_collector_leaves_the_device_alone(make_device):
+    # Port 9 on loopback: nobody listens, every export is refused.
+    dev = make_device("--otlp-endpoint", "http://127.0.0.1:9", "--otlp-interval", "1")
+    for _ in range(4):
+        sh(f"dd if=/dev/urandom of=/tmp/otlp-page bs=1M count=4 status=none && "
+           f"dd if=/tmp/otlp-page of={dev} bs=1M oflag=direct status=none && "
+           f"cmp /tmp/otlp-page {dev} -n 4194304")
+        time.sleep(1)
+    log = state.log_path(int(dev.removeprefix("/dev/ublkb"))).read_text()
+    assert log.count("OTLP export:") == 1, log          # one line a minute at most
+    run_cli("delete", dev, timeout=30)

@@ -132,6 +132,9 @@ def test_fs_type_swap_means_swap(tmp_path):
     ("[ublkb0]\nentropy-threshold = 9\n", 2, "entropy-threshold must be a number of bits a byte from 0"),
     ("[ublkb0]\nentropy-threshold = nan\n", 2, "entropy-threshold must be"),
     ("[ublkb0]\nentropy-threshold = high\n", 2, "entropy-threshold must be"),
+    ("[ublkb0]\notlp-endpoint = 127.0.0.1:4318\n", 2,
+     "otlp-endpoint in [ublkb0]: '127.0.0.1:4318' is not an http:// or https:// URL"),
+    ("[ublkb0]\notlp-interval = 0\n", 2, "otlp-interval must be at least 1 second"),
     ("[ublkb0]\nsize\n", 2, "expected 'key = value', got 'size'"),
     ("[ublkb0]\n= 5\n", 2, "expected 'key = value'"),
     ("[ublkb0]\nsize = 1\nsize = 2\n", 3, "'size' is set twice in [ublkb0]"),
@@ -255,6 +258,7 @@ def test_config_check_good_file(tmp_path):
     good = write(tmp_path, "[ublkb0]\nsize = 1536\nmem-limit = 1G\nalgorithm = zstd\n"
                            "[ublkb2]\nsize = ram * 0 + 64\nfs-type = ext4\nmount-point = /mnt/x\n"
                            "recompress-algorithm = lz4hc\nrecompress-after = 2h\nentropy-threshold = 0\n"
+                           "otlp-endpoint = http://127.0.0.1:4318\n"
                            "[ublkb5]\n")
     result = run("config", "check", str(good))
     assert result.returncode == 0 and result.stderr == ""
@@ -263,7 +267,7 @@ def test_config_check_good_file(tmp_path):
         "  ublkb0: size 1.5G (1536), zstd, 1 queue(s), mem-limit 1G, swap, priority 100, "
         "options discard; recompress zstd:6 after 120s, entropy threshold 7.5",
         "  ublkb2: size 64M (ram * 0 + 64), lz4, 1 queue(s), ext4 on /mnt/x, options discard; "
-        "recompress lz4hc after 7200s, entropy threshold 0",
+        "recompress lz4hc after 7200s, entropy threshold 0; OTLP to http://127.0.0.1:4318 every 60s",
         "  ublkb5: size " + result.stdout.splitlines()[3].split("size ")[1],
     ]
     assert result.stdout.splitlines()[3].split(" (")[1].startswith("min(ram / 2, 4096)), lz4")
@@ -327,6 +331,14 @@ def test_create_from_config_takes_the_section(tmp_path, create):
         (3, 256 * MiB, "zstd", 1, 64 * MiB)
 
 
+def test_create_from_config_takes_otlp_export(tmp_path, create):
+    path = write(tmp_path, "[ublkb3]\notlp-endpoint = http://[::1]:4318\notlp-interval = 2m\n")
+    made = create("--from-config", "ublkb3", "--config-file", str(path))
+    assert (made.otlp_endpoint, made.otlp_interval) == ("http://[::1]:4318", 120)
+    made = create("--from-config", "ublkb3", "--config-file", str(path), "--otlp-interval", "5")
+    assert (made.otlp_endpoint, made.otlp_interval) == ("http://[::1]:4318", 5)
+
+
 def test_create_options_given_win_over_the_config(tmp_path, create):
     path = write(tmp_path, "[ublkb3]\nsize = 256\nalgorithm = zstd\nmem-limit = 64M\n")
     made = create("--from-config", "ublkb3", "--config-file", str(path),
@@ -352,6 +364,13 @@ def test_create_from_config_errors(create, args, message):
     with pytest.raises(UserError) as error:
         create(*args)
     assert str(error.value) == message
+
+
+def test_create_otlp_bad_input(create):
+    with pytest.raises(UserError, match="--otlp-endpoint: 'ftp://collector' is not an http"):
+        create("--size", "1G", "--otlp-endpoint", "ftp://collector")
+    result = CliRunner().invoke(cli.cli, ["create", "--size", "1G", "--otlp-interval", "0"])
+    assert result.exit_code == 2 and "otlp-interval must be at least 1 second" in result.output
 
 
 def test_create_from_config_reports_the_line(tmp_path, create):
