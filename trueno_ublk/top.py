@@ -62,10 +62,29 @@ def device_line(dev_id: int, now, before) -> str:
             f"{f'{inflight}/{depth}':>8}  {' '.join(cpu)}")
 
 
+def detail_lines(dev_id: int, reply: dict) -> list[str]:
+    """Where a live device's pages are (stats.tiers: share of the pages
+    stored, bytes their payloads take) and the entropy of the pages
+    written (each bucket's share); none for a store that keeps no pages."""
+    mm = reply["mm_stat"] if reply else {}
+    if "entropy_pages" not in mm:
+        return []
+    name = "ublkb%d" % dev_id
+    stored = mm.get("pages_stored", 0)
+    tiers = " | ".join(f"{tier} {100 * t['pages'] / stored if stored else 0:.0f}% {format_size(t['bytes'])}"
+                       for tier, t in stats.tiers(mm).items())
+    written = sum(mm["entropy_pages"])
+    entropy = " ".join(f"{i}-{i + 1} {100 * n / written if written else 0:.0f}%"
+                       for i, n in enumerate(mm["entropy_pages"]))
+    return [f"{name:<12}tiers: {tiers}", f"{name:<12}entropy of pages written, bits a byte: {entropy}"]
+
+
 def frame(now: dict, before: dict) -> list[str]:
     if not now:
         return ["no devices"]
-    return [HEADER] + [device_line(d, now[d], before.get(d)) for d in sorted(now)]
+    details = [line for d in sorted(now) for line in detail_lines(d, now[d][1])]
+    return ([HEADER] + [device_line(d, now[d], before.get(d)) for d in sorted(now)]
+            + ([""] + details if details else []))
 
 
 def run(dev_ids: list[int] | None, interval: float) -> None:

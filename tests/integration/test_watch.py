@@ -42,8 +42,12 @@ def test_top_in_a_terminal_shows_devices_and_quits_on_q(make_device):
 
 
 def test_top_once_and_without_a_terminal(device):
+    sh(f"dd if=/dev/zero of={device} bs=1M count=1 oflag=direct status=none")
     out = run_cli("top", "--once", "--interval", "0.2", device).stdout
     assert out.splitlines()[0].startswith("DEVICE") and "live" in out
+    name = device.removeprefix("/dev/")
+    assert f"{name:<12}tiers: same 100% 0B | fast 0% 0B" in out          # 256 zero pages
+    assert f"{name:<12}entropy of pages written, bits a byte: 0-1 100% 1-2 0%" in out
     result = run_cli("top", device, check=False)
     assert result.returncode != 0 and "--once" in result.stderr
 

@@ -119,7 +119,7 @@ def test_top_frame_rates_ratios_and_shares():
              "queues": [{"id": 0, "tid": 11, "inflight": 3, "cpu_seconds": 2.0},
                         {"id": 1, "tid": 12, "inflight": 1, "cpu_seconds": 0.5}]}
     now = {0: (12.0, later, "live"), 1: (12.0, None, "dead")}
-    header, live, dead = top.frame(now, before)
+    header, live, dead, blank, tiers, entropy = top.frame(now, before)
     assert header.startswith("DEVICE")
     fields = live.split()
     assert fields[:6] == ["ublkb0", "live", "100", "0", "0.0", "2.0"]   # 200 reads / 2 s; 4 MiB / 2 s
@@ -128,4 +128,10 @@ def test_top_frame_rates_ratios_and_shares():
     assert "6%" in fields and "50%" in fields                            # recompressed 128, idle 1024
     assert "4/256" in fields and "q0 25%" in live and "q1 0%" in live
     assert dead.split() == ["ublkb1", "dead"]
+    # Where the live device's 2048 pages are, and what was written (250 of 271 at 7-8 bits).
+    assert blank == ""
+    assert tiers == ("ublkb0      tiers: same 25% 0B | fast 56% 896K | raw 12% 1M | recompressed 5% 104K | "
+                     "framed 2% 24K")
+    assert entropy.startswith("ublkb0      entropy of pages written, bits a byte: 0-1 0% 1-2 0% 2-3 1%")
+    assert entropy.endswith("7-8 92%")
     assert top.frame({}, {}) == ["no devices"]
