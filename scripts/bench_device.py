@@ -72,9 +72,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     stem = out / f"device-{'.'.join(doc['host']['kernel'].split('.')[:2])}"      # one per kernel series
-    stem.with_suffix(".json").write_text(device.to_json(doc))
-    stem.with_suffix(".html").write_text(html_report.render(doc))
-    stem.with_suffix(".svg").write_text(html_report.ratio_chart(doc))
+    for suffix, text in ((".json", device.to_json(doc)), (".html", html_report.render(doc)),
+                         (".svg", html_report.ratio_chart(doc))):
+        Path(f"{stem}{suffix}").write_text(text)
     print(f"wrote {stem}.json, .html and .svg", file=sys.stderr)
 
 

@@ -1,13 +1,16 @@
-"""OpenTelemetry export (`create --otlp-endpoint URL`): the I/O worker pushes
-the figures of `trueno-ublk metrics` (metrics.families) to a collector
-over OTLP/HTTP with protobuf, through the OpenTelemetry SDK.
+"""OpenTelemetry export (`create --otlp-endpoint URL`): the figures of
+`trueno-ublk metrics` (metrics.families) pushed to a collector over
+OTLP/HTTP with protobuf, through the OpenTelemetry SDK.
 
-The SDK's reader thread collects and exports; it reads the store's
-counters like `stat` does and never touches a request. An unreachable or
-failing collector costs that thread its retries and the log one line a
-minute at most (RateLimitedLog), never an error elsewhere. The SDK is
-imported only by a daemon that exports: it is an extra
-(pip install 'trueno-ublk[otlp]').
+It runs as a process of its own (`python -m trueno_ublk.otlp`), which the
+supervisor starts once the device is live and stops with it. It asks the
+worker for `stat` over the admin socket, like the CLI: the worker's I/O
+threads never share a lock or the GIL with it, and its memory (some 24 MiB
+of SDK, protobuf and HTTP client) is not locked as the daemon's is; a
+crash of it costs nothing but the export. While the worker is down
+(recovering) it exports `up` 0. A collector that is unreachable or fails
+costs the SDK's thread its retries and the log one line a minute at most
+(RateLimitedLog). The SDK is an extra (pip install 'trueno-ublk[otlp]').
 
 Names: Prometheus' (trueno_ublk_ prefix), less the `_total` a counter has
 there (an OTLP-to-Prometheus bridge adds it back); units from the name's
@@ -15,7 +18,9 @@ suffix (UCUM: By, s).
 """
 import importlib.util
 import logging
+import os
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -29,6 +34,7 @@ METRICS_PATH = "/v1/metrics"
 EXPORT_TIMEOUT_SECONDS = 10.0
 LOG_EVERY_SECONDS = 60.0
 STOP_SECONDS = 2.0                  # for the last export when the device stops
+STAT_TIMEOUT_SECONDS = 5.0
 SDK_MISSING = "the OpenTelemetry SDK is not installed: pip install 'trueno-ublk[otlp]'"
 
 
@@ -106,19 +112,11 @@ class OtlpExport:
         self.provider = None
 
     def start(self) -> None:
-        """Import the SDK and start its reader, in a thread of its own: the
-        worker goes live without waiting for the imports."""
-        threading.Thread(target=self._start, name="otlp-start", daemon=True).start()
-
-    def _start(self) -> None:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-            from opentelemetry.sdk.metrics import MeterProvider
-            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-            from opentelemetry.sdk.resources import Resource
-        except ImportError:
-            log.error("OTLP export is off: %s", SDK_MISSING)
-            return
+        """Import the SDK and start its reader thread, which exports every interval."""
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
         sdk_log = logging.getLogger("opentelemetry")
         if not any(isinstance(h, RateLimitedLog) for h in sdk_log.handlers):
             sdk_log.propagate = False
@@ -166,3 +164,38 @@ class OtlpExport:
             provider, self.provider = self.provider, None
         if provider is not None:
             provider.shutdown(timeout_millis=STOP_SECONDS * 1000)
+
+
+def main() -> None:
+    """python -m trueno_ublk.otlp DEV_ID ENDPOINT INTERVAL SUPERVISOR_PID:
+    export device DEV_ID's metrics until SIGTERM, or until the supervisor
+    that started it dies (PDEATHSIG); then one last export."""
+    import signal
+
+    import prctl
+
+    from trueno_ublk import admin
+    from trueno_ublk.errors import UserError
+    from trueno_ublk.service import configure_logging
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    prctl.set_pdeathsig(signal.SIGTERM)
+    prctl.set_name("trueno-otlp")
+    configure_logging()
+    dev_id, endpoint, interval, supervisor = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    if os.getppid() != supervisor:      # it died before PDEATHSIG was set
+        return
+
+    def stat():
+        try:
+            return admin.request(dev_id, "stat", timeout=STAT_TIMEOUT_SECONDS)
+        except UserError:               # the worker is down or busy: up 0
+            return None
+    export = OtlpExport(endpoint, f"ublkb{dev_id}", stat, interval)
+    export.start()
+    stop.wait()
+    export.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,8 @@ import errno
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 
 from trueno_ublk import procfs, state
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_IO_BYTES = 128 << 10      # the largest request the kernel sends us
 QUIESCE_WAIT_SECONDS = 30.0
+EXPORTER_STOP_SECONDS = 5.0
 # Features we ask for when the kernel has them. CMD_IOCTL_ENCODE tells newer
 # kernels that we speak the encoded opcodes. USER_COPY (6.5): we copy each
 # request's data ourselves (pread/pwrite on /dev/ublkcN) through one buffer
@@ -90,6 +93,7 @@ class Supervisor:
         self.worker_pid = 0
         self.dev_id: int | None = None
         self.record: state.DeviceRecord | None = None
+        self.exporter: subprocess.Popen | None = None     # OTLP export (otlp.py), once live
 
     def _request_stop(self, signum, frame):
         self.stop_requested = True
@@ -124,6 +128,7 @@ class Supervisor:
                 self._supervise(ctrl, info, arena_fd)
             finally:
                 notify_systemd("STOPPING=1")
+                self._stop_exporter()
                 self._delete(ctrl)
                 if arena_fd is not None:
                     os.close(arena_fd)
@@ -178,6 +183,7 @@ class Supervisor:
             if current is State.STARTING:
                 log.info("device %d live as %s (worker %d)", dev_id, self.record.block_path, pid)
                 self._enter(State.LIVE, pid, f"READY=1\nSTATUS=live\nMAINPID={os.getpid()}")
+                self._start_exporter()
                 self.on_live(dev_id)
             else:
                 log.info("device %d recovered: worker %d serves it", dev_id, pid)
@@ -198,6 +204,25 @@ class Supervisor:
                 self._start_recovery(ctrl)
                 current = State.RECOVERING
         self._enter(State.STOPPING)
+
+    def _start_exporter(self) -> None:
+        """The OTLP export's own process (otlp.main), if asked for: it
+        inherits our stdout and stderr (the device's log), not our locked
+        memory (exec), and ends with us (PDEATHSIG) if we are killed."""
+        cfg = self.config
+        if cfg.otlp_endpoint:
+            self.exporter = subprocess.Popen([sys.executable, "-m", "trueno_ublk.otlp", str(self.dev_id),
+                                              cfg.otlp_endpoint, str(cfg.otlp_interval), str(os.getpid())])
+
+    def _stop_exporter(self) -> None:
+        if self.exporter is None:
+            return
+        self.exporter.terminate()       # its last export takes otlp.STOP_SECONDS at most
+        try:
+            self.exporter.wait(EXPORTER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.exporter.kill()
+            self.exporter.wait()
 
     def _start_worker(self, arena_fd, recovering: bool):
         """Fork a worker; returns its pid and its report (None if it died first)."""

@@ -97,7 +97,7 @@ class Worker:
                       for q in range(self.record.queues) for thread in range(threads)]
             handlers = self._admin_handlers(store, queues, ctrl)
             admin = AdminServer(dev_id, handlers)
-            metrics = otlp = None
+            metrics = None
             if cfg.metrics_listen:
                 from trueno_ublk.metrics_server import MetricsServer  # only when asked for
                 try:
@@ -127,10 +127,6 @@ class Worker:
                 gc.freeze()         # start-up objects never need scanning again
                 self.record.state, self.record.worker_pid = "live", os.getpid()
                 report.live()
-                if cfg.otlp_endpoint:
-                    from trueno_ublk.otlp import OtlpExport  # only when asked for
-                    otlp = OtlpExport(cfg.otlp_endpoint, f"ublkb{dev_id}", handlers["stat"], cfg.otlp_interval)
-                    otlp.start()
                 while not self.stop_requested:
                     select.select([wake_r], [], [], 1.0)
                     drain(wake_r)
@@ -150,8 +146,6 @@ class Worker:
                     if q.thread.is_alive():
                         q.thread.join(QUEUE_JOIN_SECONDS)
                 os.close(cdev_fd)
-                if otlp:            # its last export reads the store: before the store closes
-                    otlp.stop()
                 store.close()
         return 0
 

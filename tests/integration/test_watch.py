@@ -43,11 +43,13 @@ def test_top_in_a_terminal_shows_devices_and_quits_on_q(make_device):
 
 def test_top_once_and_without_a_terminal(device):
     sh(f"dd if=/dev/zero of={device} bs=1M count=1 oflag=direct status=none")
+    sh(f"dd if=/dev/urandom of={device} bs=1M count=1 seek=1 oflag=direct status=none")
     out = run_cli("top", "--once", "--interval", "0.2", device).stdout
     assert out.splitlines()[0].startswith("DEVICE") and "live" in out
     name = device.removeprefix("/dev/")
-    assert f"{name:<12}tiers: same 100% 0B | fast 0% 0B" in out          # 256 zero pages
-    assert f"{name:<12}entropy of pages written, bits a byte: 0-1 100% 1-2 0%" in out
+    # 256 zero pages (same-filled, never sampled), 256 random ones (stored raw on their entropy)
+    assert f"{name:<12}tiers: same 50% 0B | fast 0% 0B | raw 50% 1M" in out
+    assert f"{name:<12}entropy of pages written, bits a byte: 0-1 0% " in out and " 7-8 100%" in out
     result = run_cli("top", device, check=False)
     assert result.returncode != 0 and "--once" in result.stderr
 
@@ -90,16 +92,34 @@ def test_otlp_export_from_the_daemon(make_device):
         assert written == 1 << 20
         assert resource["trueno_ublk.device"] == name and resource["service.name"] == "trueno-ublk"
         assert found["trueno_ublk_up"][2] == {(("device", name),): 1}
+        # Its own process, a child of the supervisor, none of its memory locked.
+        (record,) = [r for r in state.load_all() if f"ublkb{r.dev_id}" == name]
+        exporter = exporter_of(record.pid)
+        status = Path(f"/proc/{exporter}/status").read_text()
+        assert "VmLck:\t       0 kB" in status, status
+        count = len(receiver.requests)
+        run_cli("delete", dev, timeout=30)
+        assert not Path(f"/proc/{exporter}").exists()
+        assert len(receiver.requests) > count           # the last export, as the device went
+
+
+def exporter_of(supervisor: int) -> int:
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return next(int(c) for c in children if b"trueno_ublk.otlp" in Path(f"/proc/{c}/cmdline").read_bytes())
 
 
 def test_an_unreachable_collector_leaves_the_device_alone(make_device):
-    # Port 9 on loopback: nobody listens, every export is refused.
+    # Port 9 on loopback: nobody listens, every export (one a second) is refused.
     dev = make_device("--otlp-endpoint", "http://127.0.0.1:9", "--otlp-interval", "1")
-    for _ in range(4):
+    log = state.log_path(int(dev.removeprefix("/dev/ublkb")))
+    deadline, after_first = time.monotonic() + 60, None
+    while after_first is None or time.monotonic() < after_first + 5:
         sh(f"dd if=/dev/urandom of=/tmp/otlp-page bs=1M count=4 status=none && "
            f"dd if=/tmp/otlp-page of={dev} bs=1M oflag=direct status=none && "
            f"cmp /tmp/otlp-page {dev} -n 4194304")
-        time.sleep(1)
-    log = state.log_path(int(dev.removeprefix("/dev/ublkb"))).read_text()
-    assert log.count("OTLP export:") == 1, log          # one line a minute at most
+        if after_first is None and "OTLP export:" in log.read_text():
+            after_first = time.monotonic()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+    assert log.read_text().count("OTLP export:") == 1, log.read_text()     # one line a minute at most
     run_cli("delete", dev, timeout=30)

@@ -1,7 +1,8 @@
 """The device benchmark's reports, drawn from a real run's JSON
 (data/benchmark-report.json: `trueno-ublk benchmark --size 64M --runtime 2
---repeats 1 --format json` in a 6.12 guest), and the HTML looked at in a
-real browser. The measuring itself runs in tests/integration/test_benchmark.py."""
+--repeats 1 --format json` in a 6.12 guest), the HTML looked at in a real
+browser, and how a device is filled. The measuring itself runs in
+tests/integration/test_benchmark.py."""
 import copy
 import html.parser
 import json
@@ -24,6 +25,17 @@ CHROMIUM = shutil.which("chromium")
 def run_command(*args):
     return subprocess.run([sys.executable, "-m", "trueno_ublk", "benchmark", *args],
                           capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("sample_pages", [1, 3, 256, 257, 1024])
+def test_fill_repeats_the_sample_over_the_device(tmp_path, sample_pages):
+    sample = bytes(range(256)) * 16 * sample_pages
+    sample = bytes(b ^ (i // 4096 % 251) for i, b in enumerate(sample))     # each page its own
+    target = tmp_path / "device"
+    size = 5 * device.FILL_CHUNK + 4096
+    target.write_bytes(bytes(size))
+    device.fill(str(target), device.Data("own", "file", sample, "", 0), size)
+    assert target.read_bytes() == (sample * (size // len(sample) + 1))[:size]
 
 
 def test_ratios_are_over_the_same_runs_baseline():

@@ -102,12 +102,12 @@ def fill(path: str, data: Data, size: int) -> None:
     buf = mmap.mmap(-1, FILL_CHUNK)
     fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
     try:
-        sample, at = data.sample, 0
+        # Long enough for a chunk from any offset within the sample (a page of it, or 4 MiB).
+        tiled, at = data.sample * (FILL_CHUNK // len(data.sample) + 2), 0
         for offset in range(0, size, FILL_CHUNK):
             n = min(FILL_CHUNK, size - offset)
-            piece = (sample[at:] + sample)[:n] if at + n > len(sample) else sample[at:at + n]
-            at = (at + n) % len(sample)
-            buf[:n] = piece
+            buf[:n] = tiled[at:at + n]
+            at = (at + n) % len(data.sample)
             os.pwrite(fd, memoryview(buf)[:n], offset)
         os.fsync(fd)
     finally:
