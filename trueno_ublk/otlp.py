@@ -5,8 +5,9 @@ OTLP/HTTP with protobuf, through the OpenTelemetry SDK.
 It runs as a process of its own (`python -m trueno_ublk.otlp`), which the
 supervisor starts once the device is live and stops with it. It asks the
 worker for `stat` over the admin socket, like the CLI: the worker's I/O
-threads never share a lock or the GIL with it, and its memory (some 24 MiB
-of SDK, protobuf and HTTP client) is not locked as the daemon's is; a
+threads never share a lock or the GIL with it, and its memory (about 40
+MiB: an interpreter with the SDK, protobuf and an HTTP client) is not
+locked as the daemon's is; a
 crash of it costs nothing but the export. While the worker is down
 (recovering) it exports `up` 0. A collector that is unreachable or fails
 costs the SDK's thread its retries and the log one line a minute at most
