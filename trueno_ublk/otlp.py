@@ -80,7 +80,7 @@ def unit(name: str) -> str:
 
 class RateLimitedLog(logging.Handler):
     """The SDK's own log lines (a failed export, each retry), passed on to
-    our log at most once every LOG_EVERY_SECONDS, with the count left out."""
+    our log at most once every LOG_EVERY_SECONDS, with a count of those left out."""
 
     def __init__(self):
         super().__init__()
@@ -133,8 +133,7 @@ class OtlpExport:
         for name, kind, help_text, *_ in DEVICE_METRICS + BREAKDOWN_METRICS + QUEUE_METRICS:
             make = meter.create_observable_counter if kind == "counter" else meter.create_observable_gauge
             make(otlp_name(name, kind), callbacks=[self._observer(name)], unit=unit(name), description=help_text)
-        with self._lock:
-            self.provider = provider
+        self.provider = provider
         log.info("exporting metrics over OTLP to %s every %gs", self.url, self.interval)
 
     def _observer(self, name: str):
@@ -152,7 +151,7 @@ class OtlpExport:
             if time.monotonic() - self._taken > min(1.0, self.interval / 2):
                 try:
                     reply = self.stat()
-                except Exception:               # never let an export hurt the daemon
+                except Exception:               # a bad reply: export up 0, keep exporting
                     log.exception("collecting metrics for OTLP failed")
                     reply = None
                 self._snapshot = {f.name: f for f in families([(self.device, reply)])}
@@ -161,10 +160,9 @@ class OtlpExport:
 
     def stop(self) -> None:
         """A last export, given STOP_SECONDS at most, then the reader stops."""
-        with self._lock:
-            provider, self.provider = self.provider, None
-        if provider is not None:
-            provider.shutdown(timeout_millis=STOP_SECONDS * 1000)
+        if self.provider is not None:
+            self.provider.shutdown(timeout_millis=STOP_SECONDS * 1000)
+            self.provider = None
 
 
 def main() -> None:
