@@ -180,6 +180,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     prctl.set_pdeathsig(signal.SIGTERM)
     prctl.set_name("trueno-otlp")
+    # The daemon is shielded from the OOM killer (oom_score_adj -1000,
+    # which we inherit from the supervisor); its exporter need not be.
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("0")
     configure_logging()
     dev_id, endpoint, interval, supervisor = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
     if os.getppid() != supervisor:      # it died before PDEATHSIG was set

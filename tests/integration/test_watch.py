@@ -97,6 +97,7 @@ def test_otlp_export_from_the_daemon(make_device):
         exporter = exporter_of(record.pid)
         status = Path(f"/proc/{exporter}/status").read_text()
         assert "VmLck:\t       0 kB" in status, status
+        assert Path(f"/proc/{exporter}/oom_score_adj").read_text().strip() == "0"
         count = len(receiver.requests)
         run_cli("delete", dev, timeout=30)
         assert not Path(f"/proc/{exporter}").exists()
