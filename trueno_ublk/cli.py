@@ -63,8 +63,6 @@ class ParsedType(click.ParamType):
 AlgorithmType = ParsedType("ALGORITHM", lambda text, _: codec_for(text).name)
 RecompressAlgorithmType = ParsedType("ALGORITHM", lambda text, _: recompress_codec(text).name)
 DurationType = ParsedType("SECONDS", parse_duration)
-
-
 EntropyType = ParsedType("BITS", lambda text, _: parse_entropy(text))
 
 

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from trueno_ublk.stats import MM_STAT
+
 MiB = 1 << 20
+MEMORY = MM_STAT[:3]        # orig_data_size, compr_data_size, mem_used_total: what memory() gives
 
 
 def sh(cmd: str) -> str:
@@ -47,9 +50,8 @@ class Zram:
         return [int(x) for x in (self.sysfs / "mm_stat").read_text().split()]
 
     def memory(self) -> dict:
-        """Stored, compressed and held bytes, as `stat`'s mm_stat names them."""
-        orig, compr, used = self.mm_stat()[:3]
-        return {"orig_data_size": orig, "compr_data_size": compr, "mem_used_total": used}
+        """Stored, compressed and held bytes, under `stat`'s (and mm_stat's) names."""
+        return dict(zip(MEMORY, self.mm_stat(), strict=False))
 
     def close(self) -> None:
         (self.sysfs / "reset").write_text("1")
@@ -70,7 +72,7 @@ class Trueno:
 
     def memory(self) -> dict:
         stat = self.stat()          # a store that holds nothing (null) has none of them
-        return {key: stat.get(key, 0) for key in ("orig_data_size", "compr_data_size", "mem_used_total")}
+        return {key: stat.get(key, 0) for key in MEMORY}
 
     def worker_pid(self) -> int:
         devices = json.loads(sh(f"{self.cli} list --json -o NAME,WORKER"))["devices"]
