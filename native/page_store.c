@@ -745,6 +745,22 @@ static int read_header(int memfd, struct arena_header *h)
     return 0;
 }
 
+int ps_arena_check(int memfd, uint64_t pages, int codec)
+{
+    struct arena_header h;
+    int ret = read_header(memfd, &h);
+
+    if (ret < 0)
+        return ret;
+    if (h.pages < pages)
+        return -EUCLEAN;
+    /* Pages in the store's own codec carry no codec bits: decoding them
+     * with another would return garbage, not an error. */
+    if (h.codec != (uint32_t)codec)
+        return -EMEDIUMTYPE;
+    return 0;
+}
+
 struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
                            uint32_t huge_threshold, int attach, int *err)
 {
@@ -773,10 +789,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     if (attach) {
         /* The arena's own size: a resize since the device was made
          * changed it, and it is never smaller than the kernel's. */
-        if ((ret = read_header(memfd, &found)) < 0)
-            goto fail;
-        ret = -EUCLEAN;
-        if (found.pages < pages)
+        if ((ret = ps_arena_check(memfd, pages, codec)) < 0 || (ret = read_header(memfd, &found)) < 0)
             goto fail;
         ps->pages = found.pages;
         ps->max_pages = found.max_pages;
@@ -822,6 +835,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
         h->pages = ps->pages;
         h->max_pages = ps->max_pages;
         h->mem_limit = 0;
+        h->codec = (uint32_t)codec;
     }
     pthread_mutex_lock(&ps->alloc_lock);
     refill(ps);

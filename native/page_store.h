@@ -70,10 +70,14 @@ uint64_t ps_arena_length(uint64_t pages);
  * and rebuilds the allocator from the page map a previous I/O worker left,
  * at the size the arena holds (a resize may have changed it), which must
  * be at least `pages`. *err is -errno on failure (-EUCLEAN: the memfd does
- * not hold a consistent arena of that size).
+ * not hold a consistent arena of that size; -EMEDIUMTYPE: its pages are in
+ * another codec than `codec`).
  */
 struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
                            uint32_t huge_threshold, int attach, int *err);
+/* What ps_open with attach checks first, without mapping anything: 0, or
+ * the -errno it would fail with. */
+int ps_arena_check(int memfd, uint64_t pages, int codec);
 void ps_close(struct page_store *ps);
 struct ps_scratch *ps_scratch_new(struct page_store *ps);
 void ps_scratch_free(struct ps_scratch *w);

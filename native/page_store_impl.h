@@ -71,9 +71,9 @@
 #define FRAME_PAGES     8
 #define FRAME_HEADER    2
 
-#define ARENA_MAGIC     "TRUENOA7"
-#define ARENA_VERSION   7   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
-                               7: frames */
+#define ARENA_MAGIC     "TRUENOA8"
+#define ARENA_VERSION   8   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
+                               7: frames; 8: the store's codec */
 
 struct arena_header {
     char magic[8];
@@ -82,6 +82,8 @@ struct arena_header {
     uint64_t pages;                     /* the device's size now */
     uint64_t max_pages;                 /* the size the layout has room for */
     uint64_t mem_limit;                 /* as last set: a new worker keeps it */
+    uint32_t codec;                     /* the store's own codec (entries with codec bits 0) */
+    uint32_t pad;
 };
 
 /* Allocator state of one chunk; free slots link through their first bytes. */

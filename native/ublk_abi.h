@@ -27,6 +27,7 @@
 #define UBLK_U_CMD_GET_FEATURES         0x80207513
 #define UBLK_U_CMD_DEL_DEV_ASYNC        0x80207514      /* 6.9 */
 #define UBLK_U_CMD_UPDATE_SIZE          0xc0207515      /* 6.16, UPDATE_SIZE */
+#define UBLK_U_CMD_QUIESCE_DEV          0xc0207516      /* 6.16, QUIESCE */
 #define UBLK_U_CMD_TRY_STOP_DEV         0xc0207517      /* 7.0, SAFE_STOP_DEV */
 
 #define UBLK_CMD_GET_DEV_INFO           0x02
@@ -41,6 +42,7 @@
 #define UBLK_CMD_GET_FEATURES           0x13
 #define UBLK_CMD_DEL_DEV_ASYNC          0x14
 #define UBLK_CMD_UPDATE_SIZE            0x15
+#define UBLK_CMD_QUIESCE_DEV            0x16
 #define UBLK_CMD_TRY_STOP_DEV           0x17
 
 /* I/O commands, sent on /dev/ublkcN. */

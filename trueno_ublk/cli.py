@@ -30,6 +30,7 @@ from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
 
 IO_COMMANDS = ("auto", "batch", "per-tag")      # create --io-commands; DeviceConfig.io_commands
+IO_WITHOUT_SERVER = ("auto", "hold", "fail")    # create --io-without-server; supervisor.recovery_flags
 
 DELETE_WAIT_SECONDS = 30.0
 
@@ -131,6 +132,11 @@ def cli():
                    "encrypted) are stored raw without trying the codec; 0: never.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="If the I/O worker dies, serve the device on with a new one, every page kept.")
+@click.option("--io-without-server", type=click.Choice(IO_WITHOUT_SERVER), default="auto", show_default=True,
+              help="While no daemon serves the device (between a dead one and the next): hold its I/O "
+                   "for the next, or fail it (Linux 6.13+); auto holds it where systemd keeps the pages "
+                   "for the next daemon (or the kernel cannot fail it) and fails it elsewhere, where "
+                   "nothing would come.")
 @click.option("--from-config", metavar="NAME",
               help="Take size, algorithm, queues and mem-limit from section [NAME] (ublkbN) "
                    "of the config; options given here win.")
@@ -146,7 +152,8 @@ def cli():
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
 def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold,
-           recompress_algorithm, recompress_after, entropy_threshold, recovery, from_config, config_file,
+           recompress_algorithm, recompress_after, entropy_threshold, recovery, io_without_server,
+           from_config, config_file,
            metrics_listen, otlp_endpoint, otlp_interval, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
@@ -172,8 +179,11 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             otlp_endpoint = section.otlp_endpoint
         if source("otlp_interval") != ParameterSource.COMMANDLINE:
             otlp_interval = section.otlp_interval
+        format_command = section.format_command
     elif config_file:
         raise UserError("--config-file goes with --from-config NAME")
+    else:
+        format_command = ()
     if size is None:
         raise UserError("missing --size (e.g. --size 8G), or --from-config NAME")
     _check_size("--size", size)
@@ -214,19 +224,41 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
     require_root()
     require_control_device()
     stale = state.load(dev_id) if dev_id >= 0 else None
-    if stale is not None and not stale.daemon_alive():
-        delete_device(dev_id, force=False)      # left by a daemon that died (systemd restarts)
+    takeover = _kept_device(dev_id, stale) if foreground else None
+    if takeover is None and stale is not None and not stale.daemon_alive():
+        delete_device(dev_id, force=False)      # left by a daemon that died, its pages with it
     config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues, queue_threads=queue_threads,
                           io_commands=io_commands,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
-                          huge_threshold=huge_threshold, recovery=recovery,
+                          huge_threshold=huge_threshold, recovery=recovery, io_without_server=io_without_server,
                           policy=Policy(recompress_algorithm, recompress_after, entropy_threshold),
-                          metrics_listen=metrics_listen, otlp_endpoint=otlp_endpoint, otlp_interval=otlp_interval)
+                          metrics_listen=metrics_listen, otlp_endpoint=otlp_endpoint, otlp_interval=otlp_interval,
+                          format_command=format_command)
     if foreground:
         configure_logging()
-        Supervisor(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}")).run()
+        Supervisor(config, on_live=lambda n: click.echo(f"/dev/ublkb{n}"), takeover=takeover).run()
     else:
         click.echo(f"/dev/ublkb{spawn_detached(config)}")
+
+
+def _kept_device(dev_id: int, stale):
+    """Under systemd: the device a previous daemon of this service left,
+    if systemd kept its arena (Supervisor takes it over, pages and all)."""
+    from trueno_ublk import listing, service
+    from trueno_ublk.supervisor import Takeover, arena_name
+    stored = service.take_stored_fds()
+    arena_fd = stored.pop(arena_name(dev_id), None) if dev_id >= 0 else None
+    for name, fd in stored.items():             # not ours: let systemd forget them
+        os.close(fd)
+        service.drop_stored_fd(name)
+    if arena_fd is None:
+        return None
+    if dev_id not in listing.kernel_devices():  # deleted meanwhile: its pages are nobody's
+        click.echo(f"trueno-ublk: /dev/ublkb{dev_id} is gone: its kept pages are dropped", err=True)
+        os.close(arena_fd)
+        service.drop_stored_fd(arena_name(dev_id))
+        return None
+    return Takeover(arena_fd, stale.takeovers if stale is not None else 0)
 
 
 @cli.command("list")
@@ -250,6 +282,10 @@ def list_devices(output, output_all, in_bytes, noheadings, raw, as_json):
         click.echo(json.dumps({"devices": [{k: row[k] for k in keys} for row in rows]}, indent=2))
     elif rows or not noheadings:
         click.echo(listing.render(rows, columns, in_bytes, not noheadings, raw))
+    for row in rows:
+        if row["state"] in listing.ORPHAN_STATES:
+            dev_id = row["name"].removeprefix("/dev/ublkb")
+            click.echo(f"{row['name']}: {listing.ORPHAN_STATES[row['state']].format(id=dev_id)}", err=True)
 
 
 def _device_in_use(dev_id: int) -> bool:
@@ -361,6 +397,41 @@ def delete(devices, all_devices, force):
             click.echo(f"deleting /dev/ublkb{dev_id} ({i}/{len(ids)})...", err=True)
         delete_device(dev_id, force)
         click.echo(f"deleted /dev/ublkb{dev_id}")
+
+
+UPGRADE_WAIT_SECONDS = 120.0
+
+
+@cli.command()
+@click.argument("device")
+def upgrade(device):
+    """Hand a device to the trueno-ublk installed now: every page kept,
+    its I/O held meanwhile (systemctl reload does the same)."""
+    import signal
+
+    from trueno_ublk import state
+    require_root()
+    dev_id = _live_device(device)
+    record = state.load(dev_id)
+    if record.state != "live":
+        raise UserError(f"/dev/ublkb{dev_id} is {record.state}: upgrade it once it is live")
+    if "USER_RECOVERY" not in record.features:
+        raise UserError(f"/dev/ublkb{dev_id} was made without user recovery: it cannot be handed over")
+    os.kill(record.pid, signal.SIGHUP)
+    deadline = time.monotonic() + UPGRADE_WAIT_SECONDS
+    while True:
+        time.sleep(0.1)
+        now = state.load(dev_id)
+        if now is None or not record.daemon_alive():
+            raise UserError(f"the daemon of /dev/ublkb{dev_id} ended during the upgrade: "
+                            f"see {state.log_path(dev_id)} or its service's journal")
+        if now.takeovers > record.takeovers and now.state == "live":
+            break
+        if time.monotonic() > deadline:
+            raise UserError(f"/dev/ublkb{dev_id} is still {now.state} after {UPGRADE_WAIT_SECONDS:.0f}s: "
+                            f"see {state.log_path(dev_id)} or its service's journal")
+    held = "I/O held" if "USER_RECOVERY_REISSUE" in now.features else "I/O failed meanwhile"
+    click.echo(f"/dev/ublkb{dev_id}: upgraded in place ({held}); worker {now.worker_pid}")
 
 
 def _live_device(text: str) -> int:

@@ -47,6 +47,10 @@ class ConfigError(ValueError):
         self.path, self.line, self.section = Path(path), line, section
 
 
+MKSWAP = "/sbin/mkswap"
+MKFS = "/sbin/mkfs"
+
+
 @dataclasses.dataclass
 class DeviceSection:
     name: str
@@ -67,6 +71,12 @@ class DeviceSection:
     @property
     def is_swap(self) -> bool:
         return not self.fs_type
+
+    @property
+    def format_command(self) -> tuple[str, ...]:
+        """What makes a new device usable: mkswap, or mkfs of its type."""
+        node = f"/dev/{self.name}"
+        return (MKSWAP, node) if self.is_swap else (MKFS, "-t", self.fs_type, node)
 
 
 # --- size expressions ------------------------------------------------------

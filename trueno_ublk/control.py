@@ -41,7 +41,7 @@ _COMMANDS = {
     for name in ("GET_DEV_INFO", "ADD_DEV", "DEL_DEV", "START_DEV", "STOP_DEV",
                  "SET_PARAMS", "GET_PARAMS", "GET_FEATURES",
                  "START_USER_RECOVERY", "END_USER_RECOVERY", "DEL_DEV_ASYNC", "UPDATE_SIZE",
-                 "TRY_STOP_DEV")
+                 "QUIESCE_DEV", "TRY_STOP_DEV")
 }
 
 
@@ -170,6 +170,13 @@ class Control:
         """Waits for every queue's FETCHes, like START_DEV, then the device
         is LIVE again and the requests held meanwhile are reissued."""
         self._issue("END_USER_RECOVERY", dev_id, data=daemon_pid)
+
+    def quiesce(self, dev_id: int, timeout_ms: int) -> None:
+        """Park a live device for its next server (QUIESCE, 6.16): new
+        requests are held, the server's idle FETCHes end with an abort, and
+        once it has closed /dev/ublkcN the device is QUIESCED, ready for
+        user recovery. EBUSY if the queues did not idle within timeout_ms."""
+        self._issue("QUIESCE_DEV", dev_id, data=timeout_ms)
 
     def stop(self, dev_id: int) -> None:
         self._issue("STOP_DEV", dev_id)

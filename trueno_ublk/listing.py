@@ -50,6 +50,38 @@ def kernel_devices() -> set[int]:
     return {int(n[5:]) for n in names if n.startswith("ublkc") and n[5:].isdigit()}
 
 
+# What a device whose daemon is gone does with its I/O, by its state in
+# the kernel (GET_DEV_INFO); the STATE column shows the key.
+ORPHAN_STATES = {
+    "held": "its daemon is gone: I/O waits for a new one (systemd restarts it, if it runs the "
+            "device; `trueno-ublk delete {id}` fails the I/O and frees it)",
+    "failing": "its daemon is gone, and every page with it: I/O to it fails "
+               "(`trueno-ublk delete {id}` frees it)",
+}
+
+
+def _kernel_states() -> dict[int, int]:
+    """Each ublk device's state in the kernel; empty for a caller who may
+    not ask (the control device is root's)."""
+    from trueno_ublk.control import Control, ControlError
+    states = {}
+    try:
+        with Control() as ctrl:
+            for dev_id in kernel_devices():
+                try:
+                    states[dev_id] = ctrl.info(dev_id).state
+                except ControlError:
+                    continue
+    except UserError:
+        pass
+    return states
+
+
+def orphan_state(kernel_state: int | None) -> str:
+    from trueno_ublk._native import lib
+    return {lib.UBLK_S_DEV_QUIESCED: "held", lib.UBLK_S_DEV_FAIL_IO: "failing"}.get(kernel_state, "dead")
+
+
 def _mountpoints() -> dict[str, str]:
     points = {}
     for path, field in (("/proc/swaps", 0), ("/proc/mounts", 1)):
@@ -68,6 +100,7 @@ def device_rows() -> list[dict]:
     rows = []
     records = {r.dev_id: r for r in state.load_all()}
     mounts = _mountpoints()
+    kernel_states = None
     for dev_id in sorted(set(records) | kernel_devices()):
         name = f"/dev/ublkb{dev_id}"
         r = records.get(dev_id)
@@ -77,7 +110,10 @@ def device_rows() -> list[dict]:
             row.update(algorithm=r.algorithm, disksize=r.size, streams=r.queues, queues=r.queues,
                        pid=r.pid, worker=r.worker_pid or None, recoveries=r.recoveries,
                        features=",".join(r.features) or None,
-                       state=r.state if r.daemon_alive() else "dead")
+                       state=r.state)
+            if not r.daemon_alive():
+                kernel_states = _kernel_states() if kernel_states is None else kernel_states
+                row["state"] = orphan_state(kernel_states.get(dev_id))
             mm = (admin.live_stat(r) or {}).get("mm_stat")
             if mm:
                 row.update(data=mm["orig_data_size"], compr=mm["compr_data_size"],

@@ -23,9 +23,10 @@ class DeviceRecord:
     features: list[str]
     max_io_bytes: int = 0
     queue_threads: int = 1      # threads serving each queue (PER_IO_DAEMON)
-    state: str = "starting"     # starting -> live (-> recovering -> live) -> stopping
+    state: str = "starting"     # supervisor.State
     worker_pid: int = 0         # the I/O worker serving the device now
     recoveries: int = 0         # workers replaced after dying
+    takeovers: int = 0          # supervisors that took the device over (upgrade, restart)
 
     @property
     def block_path(self) -> str:

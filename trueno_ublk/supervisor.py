@@ -9,16 +9,32 @@ on the same arena, and that worker ends the recovery with every page
 intact. Teardown (SIGTERM, `delete`): the worker stops the device and
 exits, then the supervisor deletes the device and frees the arena.
 
+A supervisor can also take over a device another one left, arena and all
+(Takeover): the one before it handed the device over -- `upgrade`
+(SIGHUP) execs the code installed now in this same process; a `systemctl
+restart` leaves the arena in systemd's file descriptor store -- or died,
+and systemd kept the arena. What it finds is checked before anything is
+touched: the device must exist, have no server, and fit the arena.
+
 Its life is a small state machine, the states being those `list` shows:
 
     starting --worker live--> live --worker died, recoverable--> recovering
+    taking-over --worker live--> live
     recovering --worker live--> live
     live --worker stopped (SIGTERM) or died, not recoverable--> stopping
+    live --SIGHUP, or SIGTERM of a restart--> handing-over
     starting, recovering --worker could not start--> stopping (an error)
+
+Where something can bring the pages back after the whole daemon died
+(systemd keeps the arena), the kernel holds I/O while there is no server
+(USER_RECOVERY_REISSUE); where nothing can, it fails it instead
+(USER_RECOVERY_FAIL_IO, 6.13), so that no I/O waits forever for a server
+that will never come. On older kernels without systemd I/O is held.
 """
 import dataclasses
 import enum
 import errno
+import json
 import logging
 import os
 import signal
@@ -26,21 +42,23 @@ import subprocess
 import sys
 import time
 
-from trueno_ublk import procfs, state
+from trueno_ublk import procfs, service, state
 from trueno_ublk._native import lib
+from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control, ControlError, feature_names
 from trueno_ublk.errors import UserError
 from trueno_ublk.policy import Policy
 from trueno_ublk.report import Report
 from trueno_ublk.service import notify_systemd, redirect_output
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
-from trueno_ublk.stores.ram import new_arena
-from trueno_ublk.worker import Worker, harden_process
+from trueno_ublk.stores.ram import new_arena, pages_for
+from trueno_ublk.worker import HANDOVER_STATUS, Worker, harden_process
 
 log = logging.getLogger(__name__)
 
 MAX_IO_BYTES = 128 << 10      # the largest request the kernel sends us
 QUIESCE_WAIT_SECONDS = 30.0
+FORMAT_SECONDS = 600.0          # mkfs of a large device under emulation
 EXPORTER_STOP_SECONDS = 5.0
 # Features we ask for when the kernel has them. CMD_IOCTL_ENCODE tells newer
 # kernels that we speak the encoded opcodes. USER_COPY (6.5): we copy each
@@ -55,14 +73,34 @@ EXPORTER_STOP_SECONDS = 5.0
 # BATCH_IO (7.0) is chosen apart, by --io-commands (Supervisor._batch_io).
 WANTED_FEATURES = (lib.UBLK_F_CMD_IOCTL_ENCODE | lib.UBLK_F_USER_COPY | lib.UBLK_F_NO_AUTO_PART_SCAN
                    | lib.UBLK_F_SAFE_STOP_DEV | lib.UBLK_F_UPDATE_SIZE | lib.UBLK_F_PER_IO_DAEMON)
+# With no server, I/O is held (REISSUE) or failed (FAIL_IO): see the top.
+# QUIESCE (6.16) lets a worker hand the device over with nothing in flight.
 RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
+FAILING_RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_FAIL_IO
+TAKEOVER_ENV = "TRUENO_UBLK_TAKEOVER"     # what an upgrade passes to the code it execs
+SUCCESSOR = "import sys; from trueno_ublk.supervisor import main; sys.exit(main())"
 
 
 class State(enum.Enum):
     STARTING = "starting"
+    TAKING_OVER = "taking-over"
     LIVE = "live"
     RECOVERING = "recovering"
+    HANDING_OVER = "handing-over"
     STOPPING = "stopping"
+
+
+def arena_name(dev_id: int) -> str:
+    """The name the arena is kept under in systemd's descriptor store."""
+    return f"arena-{dev_id}"
+
+
+@dataclasses.dataclass
+class Takeover:
+    """A device a previous supervisor left, to be served on: its arena
+    (None for a store that keeps none) and how many takeovers came before."""
+    arena_fd: int | None
+    takeovers: int = 0
 
 
 @dataclasses.dataclass
@@ -79,59 +117,158 @@ class DeviceConfig:
     huge_threshold: int = DEFAULT_HUGE_THRESHOLD
     policy: Policy = Policy()       # cold pages and entropy routing
     recovery: bool = True
+    io_without_server: str = "auto"     # auto, hold or fail: recovery_flags
     metrics_listen: str = ""        # HOST:PORT for GET /metrics; empty: off
     otlp_endpoint: str = ""         # collector URL for OTLP export (otlp.py); empty: off
     otlp_interval: float = 60.0     # seconds between OTLP exports
+    format_command: tuple[str, ...] = ()    # run on a new device before it is ready (--from-config)
 
 
 class Supervisor:
-    def __init__(self, config: DeviceConfig, on_live=None, log_to_file: bool = False):
+    def __init__(self, config: DeviceConfig, on_live=None, log_to_file: bool = False,
+                 takeover: Takeover | None = None):
         self.config = config
         self.on_live = on_live or (lambda dev_id: None)
         self.log_to_file = log_to_file
+        self.takeover = takeover
         self.stop_requested = False
+        self.handover: str = ""         # "upgrade" or "restart" once asked for
         self.worker_pid = 0
         self.dev_id: int | None = None
         self.record: state.DeviceRecord | None = None
         self.exporter: subprocess.Popen | None = None     # OTLP export (otlp.py), once live
+        self.fd_store = False           # systemd keeps the arena across our restarts
 
     def _request_stop(self, signum, frame):
+        # The stop half of `systemctl restart`: leave the device, and the
+        # arena kept by systemd, to the daemon it starts next.
+        if signum == signal.SIGTERM and self.fd_store and service.restart_queued():
+            self._request_handover("restart")
+            return
         self.stop_requested = True
+        self._signal_worker(signal.SIGTERM)
+
+    def _request_upgrade(self, signum, frame):
+        self._request_handover("upgrade")
+
+    def _request_handover(self, why: str) -> None:
+        if self.stop_requested or self.handover or self.record is None or self.record.state != "live":
+            log.warning("a %s was asked for while the device is %s: ignored", why,
+                        "stopping" if self.stop_requested else self.record.state if self.record else "starting")
+            return
+        self.handover = why
+        self._signal_worker(signal.SIGUSR1)
+
+    def _signal_worker(self, signum: int) -> None:
         if self.worker_pid:
             try:
-                os.kill(self.worker_pid, signal.SIGTERM)
+                os.kill(self.worker_pid, signum)
             except ProcessLookupError:
                 pass
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGHUP, self._request_upgrade)
         cfg = self.config
         harden_process()
+        self.fd_store = service.fd_store_size() > 0
         with Control() as ctrl:
-            flags = WANTED_FEATURES & ctrl.features
-            if self._batch_io(ctrl.features):   # one FETCH takes a queue's tags: no per-tag daemons
-                flags = flags & ~lib.UBLK_F_PER_IO_DAEMON | lib.UBLK_F_BATCH_IO
-            if cfg.recovery and ctrl.features & RECOVERY_FEATURES == RECOVERY_FEATURES:
-                flags |= RECOVERY_FEATURES
+            if self.takeover is not None:
+                info = self._check_takeover(ctrl)
+                arena_fd = self.takeover.arena_fd
+            else:
+                info = self._add(ctrl)
+                arena_fd = new_arena(cfg.size) if STORES[cfg.store].arena else None
+            self.dev_id = cfg.dev_id = info.dev_id
             try:
-                info = ctrl.add_device(cfg.dev_id, cfg.queues, cfg.depth, MAX_IO_BYTES, flags)
-            except ControlError as e:
-                if e.errno == errno.EEXIST:
-                    raise UserError(f"device /dev/ublkb{cfg.dev_id} already exists (busy)") from None
-                raise UserError(f"the kernel refused to add the device: {e.strerror}") from None
-            self.dev_id = info.dev_id
-            arena_fd = None
-            try:
-                if STORES[cfg.store].arena:
-                    arena_fd = new_arena(cfg.size)
+                if arena_fd is not None and self.fd_store and self.takeover is None:
+                    service.store_fd(arena_fd, arena_name(self.dev_id))
                 self._supervise(ctrl, info, arena_fd)
             finally:
-                notify_systemd("STOPPING=1")
                 self._stop_exporter()
-                self._delete(ctrl)
-                if arena_fd is not None:
-                    os.close(arena_fd)
+                if not self.handover:
+                    notify_systemd("STOPPING=1")
+                    self._delete(ctrl)
+                    if self.fd_store:
+                        service.drop_stored_fd(arena_name(self.dev_id))
+        if self.handover == "upgrade":
+            self._exec_successor(arena_fd)
+        if arena_fd is not None:
+            os.close(arena_fd)
+
+    def _add(self, ctrl: Control):
+        cfg = self.config
+        flags = WANTED_FEATURES & ctrl.features
+        if self._batch_io(ctrl.features):   # one FETCH takes a queue's tags: no per-tag daemons
+            flags = flags & ~lib.UBLK_F_PER_IO_DAEMON | lib.UBLK_F_BATCH_IO
+        flags |= recovery_flags(ctrl.features, cfg, self.fd_store)
+        if flags & lib.UBLK_F_BATCH_IO:
+            # A batched device quiesced for a handover failed reads it held
+            # (7.3.4, in the guest); left as after a crash, it reissues them.
+            flags &= ~lib.UBLK_F_QUIESCE
+        try:
+            return ctrl.add_device(cfg.dev_id, cfg.queues, cfg.depth, MAX_IO_BYTES, flags)
+        except ControlError as e:
+            if e.errno == errno.EEXIST:
+                raise UserError(f"device /dev/ublkb{cfg.dev_id} already exists (busy)") from None
+            raise UserError(f"the kernel refused to add the device: {e.strerror}") from None
+
+    def _check_takeover(self, ctrl: Control):
+        """The device to take over, checked before anything is touched: it
+        exists, recovery can serve it again, no server has it, no other
+        daemon's record claims it, and the arena holds its pages."""
+        cfg, dev_id = self.config, self.config.dev_id
+        name = f"/dev/ublkb{dev_id}"
+        record = state.load(dev_id)
+        if record is not None and record.pid != os.getpid() and record.daemon_alive():
+            raise UserError(f"{name} belongs to the running daemon {record.pid}: not taking it over")
+        deadline = time.monotonic() + QUIESCE_WAIT_SECONDS
+        while True:
+            try:
+                info = ctrl.info(dev_id)
+            except ControlError as e:
+                if e.errno == errno.ENODEV:
+                    raise UserError(f"{name} is gone: there is no device to take over") from None
+                raise UserError(f"cannot read {name}'s state: {e.strerror}") from None
+            if not info.flags & lib.UBLK_F_USER_RECOVERY:
+                raise UserError(f"{name} was made without user recovery: no new server can take it over")
+            if info.state in (lib.UBLK_S_DEV_QUIESCED, lib.UBLK_S_DEV_FAIL_IO):
+                break
+            if info.state == lib.UBLK_S_DEV_DEAD:
+                raise UserError(f"{name} is stopped: there is nothing to take over")
+            if procfs.process_start(info.ublksrv_pid) is not None:
+                raise UserError(f"{name} is served by process {info.ublksrv_pid}: not taking it over")
+            if time.monotonic() > deadline:
+                raise UserError(f"the kernel did not release {name} from its dead server "
+                                f"within {QUIESCE_WAIT_SECONDS:.0f}s")
+            time.sleep(0.1)     # its dead server's files are still being released
+        cfg.size = ctrl.size(dev_id)
+        if STORES[cfg.store].arena:
+            arena_fd = self.takeover.arena_fd
+            if arena_fd is None:
+                raise UserError(f"no arena was kept for {name}: its pages are gone")
+            ret = lib.ps_arena_check(arena_fd, pages_for(cfg.size), codec_for(cfg.algorithm).kind)
+            if ret == -errno.EMEDIUMTYPE:
+                raise UserError(f"the pages kept for {name} are not compressed with {cfg.algorithm}: "
+                                "it was made with another --algorithm")
+            if ret < 0:
+                raise UserError(f"the arena kept for {name} does not hold a device of its size "
+                                f"({cfg.size} bytes): not taking it over")
+        return info
+
+    def _exec_successor(self, arena_fd: int | None) -> None:
+        """Become the trueno-ublk installed now (same pid, so systemd's
+        MAINPID and the device's record stay true), passing it the device."""
+        takeover = {"config": dataclasses.asdict(self.config), "arena_fd": arena_fd,
+                    "takeovers": self.record.takeovers}
+        if arena_fd is not None:
+            os.set_inheritable(arena_fd, True)
+        log.info("device %d: handing over to the trueno-ublk installed now", self.dev_id)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        env = dict(os.environ, **{TAKEOVER_ENV: json.dumps(takeover)})
+        os.execve(sys.executable, [sys.executable, "-c", SUCCESSOR], env)
 
     def _batch_io(self, kernel_features: int) -> bool:
         """Whether the device's I/O commands are to be batched (UBLK_F_BATCH_IO)."""
@@ -161,17 +298,25 @@ class Supervisor:
             queue_threads=cfg.queue_threads,
             features=feature_names(info.flags))
         recoverable = bool(info.flags & lib.UBLK_F_USER_RECOVERY)
+        if self.takeover is not None:
+            self.record.takeovers = self.takeover.takeovers + 1
+            self.record.state = State.TAKING_OVER.value
         state.save(self.record)
         if self.log_to_file:
             redirect_output(state.log_path(dev_id))
         log.info("device %d: %d bytes, %d queue(s) x depth %d, store %s, kernel features %s",
                  dev_id, cfg.size, info.nr_hw_queues, info.queue_depth, cfg.store,
                  " ".join(feature_names(ctrl.features)))
-        ctrl.set_params(dev_id, cfg.size, info.max_io_buf_bytes)
-
-        current = State.STARTING
-        while current is not State.STOPPING and not self.stop_requested:
-            pid, report = self._start_worker(arena_fd, recovering=current is State.RECOVERING)
+        if self.takeover is None:
+            ctrl.set_params(dev_id, cfg.size, info.max_io_buf_bytes)
+            current = State.STARTING
+        else:
+            log.info("device %d: taking it over (takeover %d), every page kept", dev_id, self.record.takeovers)
+            self._start_recovery(ctrl)
+            current = State.TAKING_OVER
+        first = True
+        while current not in (State.STOPPING, State.HANDING_OVER) and not self.stop_requested:
+            pid, report = self._start_worker(arena_fd, recovering=current is not State.STARTING)
             if report is None or report[0] != "live":
                 status = self._wait_worker(pid)
                 if report is not None:
@@ -180,16 +325,25 @@ class Supervisor:
                     raise UserError(f"the I/O worker {describe_exit(status)} during start-up")
                 log.error("worker %d %s: the device is lost", pid, describe_exit(status))
                 break
-            if current is State.STARTING:
+            if first:
                 log.info("device %d live as %s (worker %d)", dev_id, self.record.block_path, pid)
+                if self.takeover is None and cfg.format_command:
+                    self._format(pid)
                 self._enter(State.LIVE, pid, f"READY=1\nSTATUS=live\nMAINPID={os.getpid()}")
                 self._start_exporter()
                 self.on_live(dev_id)
+                first = False
             else:
                 log.info("device %d recovered: worker %d serves it", dev_id, pid)
                 self._enter(State.LIVE, pid, "STATUS=live")
             status = self._wait_worker(pid)
-            if self.stop_requested or status == 0:
+            if self.handover:
+                # Handed over (HANDOVER_STATUS), or died meanwhile: either
+                # way the kernel now holds the device for a new server.
+                log.info("worker %d %s: device %d handed over (%s)", pid, describe_exit(status),
+                         dev_id, self.handover)
+                current = State.HANDING_OVER
+            elif self.stop_requested or status == 0:
                 current = State.STOPPING
             elif not recoverable:
                 log.error("worker %d %s: the device is lost", pid, describe_exit(status))
@@ -203,7 +357,28 @@ class Supervisor:
                 self._enter(State.RECOVERING, notify="STATUS=recovering")
                 self._start_recovery(ctrl)
                 current = State.RECOVERING
-        self._enter(State.STOPPING)
+        if current is State.HANDING_OVER:
+            self.record.size = ctrl.size(dev_id)
+            self._enter(State.HANDING_OVER, notify=f"STATUS=handing over ({self.handover})")
+        else:
+            self._enter(State.STOPPING)
+
+    def _format(self, worker_pid: int) -> None:
+        """Make the new device usable (mkswap, mkfs) before it is announced:
+        the swap or mount unit ordered after the service finds it ready."""
+        command = self.config.format_command
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=FORMAT_SECONDS)
+            failure = done.stderr.strip().splitlines()[-1:] if done.returncode else None
+        except (OSError, subprocess.TimeoutExpired) as e:
+            failure = [str(e)]
+        if failure is None:
+            log.info("formatted: %s", " ".join(command))
+            return
+        self.stop_requested = True
+        self._signal_worker(signal.SIGTERM)
+        self._wait_worker(worker_pid)
+        raise UserError(f"{' '.join(command)} failed: {failure[0] if failure else 'no reason given'}")
 
     def _start_exporter(self) -> None:
         """The OTLP export's own process (otlp.main), if asked for: it
@@ -273,7 +448,47 @@ class Supervisor:
         log.info("device %d deleted", self.dev_id)
 
 
+def recovery_flags(kernel_features: int, cfg: DeviceConfig, fd_store: bool) -> int:
+    """How the device behaves while it has no server (see the top): by
+    default held where a new server can come with the pages, failed where
+    none can; --io-without-server chooses."""
+    can_fail = bool(kernel_features & lib.UBLK_F_USER_RECOVERY_FAIL_IO)
+    if cfg.io_without_server == "fail" and not can_fail:
+        raise UserError("--io-without-server fail needs Linux 6.13 or newer (UBLK_F_USER_RECOVERY_FAIL_IO)")
+    if not cfg.recovery or kernel_features & RECOVERY_FEATURES != RECOVERY_FEATURES:
+        return 0
+    quiesce = kernel_features & lib.UBLK_F_QUIESCE
+    if cfg.io_without_server == "fail" or (cfg.io_without_server == "auto" and not fd_store and can_fail):
+        return FAILING_RECOVERY_FEATURES | quiesce
+    return RECOVERY_FEATURES | quiesce
+
+
 def describe_exit(status: int) -> str:
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == HANDOVER_STATUS:
+        return "handed the device over"
     if os.WIFSIGNALED(status):
         return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+def main() -> int:
+    """The code an upgrade execs (Supervisor._exec_successor): the same
+    supervisor process, now running the trueno-ublk installed today."""
+    import prctl
+
+    from trueno_ublk.service import configure_logging
+    prctl.set_name("trueno-ublk")       # as `pkill trueno-ublk` and `ps` knew it before
+    configure_logging()
+    passed = json.loads(os.environ.pop(TAKEOVER_ENV))
+    fields = passed["config"]
+    config = DeviceConfig(**dict(fields, policy=Policy(**fields["policy"])))
+    arena_fd = passed["arena_fd"]
+    if arena_fd is not None:
+        os.set_inheritable(arena_fd, False)
+    try:
+        Supervisor(config, takeover=Takeover(arena_fd, passed["takeovers"])).run()
+    except UserError as e:
+        log.error("%s", e)
+        return 1
+    return 0
+

@@ -34,6 +34,10 @@ from trueno_ublk.units import PAGE_SIZE
 
 log = logging.getLogger(__name__)
 
+# The exit status of a worker that handed the device over (SIGUSR1):
+# not stopped, left for the next server, its pages in the arena.
+HANDOVER_STATUS = 75
+QUIESCE_TIMEOUT_MS = 10_000
 CDEV_WAIT_SECONDS = 5.0
 QUEUE_JOIN_SECONDS = 10.0
 QUEUE_OPEN_SECONDS = 10.0
@@ -60,6 +64,7 @@ class Worker:
         self.arena_fd = arena_fd
         self.recovering = recovering
         self.stop_requested = False
+        self.handing_over = False
 
     def _request_stop(self, signum, frame) -> None:
         # Nothing here may take a lock: the handler runs in the main thread
@@ -68,12 +73,17 @@ class Worker:
         # The wakeup fd ends the main loop's wait at once.
         self.stop_requested = True
 
+    def _request_handover(self, signum, frame) -> None:
+        self.handing_over = True
+        self.stop_requested = True
+
     def run(self, report: Report) -> int:
         """Serve until SIGTERM; `report` tells the supervisor once the
         device is live. Returns the exit status: 0 once the device is stopped."""
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGUSR1, self._request_handover)
         signal.signal(signal.SIGINT, signal.SIG_IGN)       # the supervisor decides
         # If the supervisor dies, stop the device rather than serve unsupervised.
         prctl.set_pdeathsig(signal.SIGTERM)
@@ -133,12 +143,14 @@ class Worker:
                     if not all(q.thread.is_alive() for q in queues):
                         log.error("a queue thread ended: stopping the device")
                         break
-                log.info("stopping device %d", dev_id)
+                log.info("%s device %d", "handing over" if self.handing_over else "stopping", dev_id)
             finally:
                 admin.stop()
                 if metrics:
                     metrics.stop()
-                if started:
+                if started and self.handing_over:
+                    self._quiesce(ctrl)
+                elif started:
                     ctrl.stop(dev_id)
                 for q in queues:
                     q.stop()
@@ -147,7 +159,18 @@ class Worker:
                         q.thread.join(QUEUE_JOIN_SECONDS)
                 os.close(cdev_fd)
                 store.close()
-        return 0
+        return HANDOVER_STATUS if self.handing_over else 0
+
+    def _quiesce(self, ctrl: Control) -> None:
+        """Let the requests being served finish, and hold the new ones, for
+        the next server (QUIESCE, 6.16). Without it, leaving is enough: the
+        kernel requeues what this worker had not completed, as after a crash."""
+        if "QUIESCE" not in self.record.features:
+            return
+        try:
+            ctrl.quiesce(self.record.dev_id, QUIESCE_TIMEOUT_MS)
+        except ControlError as e:
+            log.warning("QUIESCE_DEV failed (%s): leaving the device as after a crash", e.strerror)
 
     def _admin_handlers(self, store, queues, ctrl: Control) -> dict:
         record = self.record

@@ -329,6 +329,14 @@ def test_create_from_config_takes_the_section(tmp_path, create):
     made = create("--from-config", "ublkb3", "--config-file", str(path))
     assert (made.dev_id, made.size, made.algorithm, made.queues, made.mem_limit) == \
         (3, 256 * MiB, "zstd", 1, 64 * MiB)
+    assert made.format_command == ("/sbin/mkswap", "/dev/ublkb3")     # a new device, before it is ready
+
+
+def test_create_formats_what_the_config_says_and_nothing_by_hand(tmp_path, create):
+    path = write(tmp_path, "[ublkb2]\nfs-type = ext4\nmount-point = /srv/scratch\n")
+    made = create("--from-config", "ublkb2", "--config-file", str(path))
+    assert made.format_command == ("/sbin/mkfs", "-t", "ext4", "/dev/ublkb2")
+    assert create("--size", "64M").format_command == ()
 
 
 def test_create_from_config_takes_otlp_export(tmp_path, create):

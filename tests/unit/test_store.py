@@ -305,6 +305,29 @@ def test_attach_refuses_an_arena_of_another_size_or_garbage():
     store.close()
 
 
+def test_attach_refuses_an_arena_of_another_codec_and_the_check_says_so_first():
+    """A takeover checks the arena before it touches the device
+    (ps_arena_check): the same verdicts as attaching, without mapping it."""
+    from trueno_ublk._native import lib
+    from trueno_ublk.stores.ram import pages_for
+    store, client = ram(1 << 20, "lz4")
+    _fill(client, [make_data("text", 4096, 1)])
+    pages = pages_for(1 << 20)
+    assert lib.ps_arena_check(store.fd, pages, codec_for("lz4").kind) == 0
+    assert lib.ps_arena_check(store.fd, pages, codec_for("zstd").kind) == -errno.EMEDIUMTYPE
+    assert lib.ps_arena_check(store.fd, pages * 2, codec_for("lz4").kind) == -errno.EUCLEAN
+    with pytest.raises(ValueError, match="not compressed with zstd"):
+        ram(1 << 20, "zstd", arena_fd=store.fd, attach=True)
+    again, client = ram(1 << 20, "lz4", arena_fd=store.fd, attach=True)     # the right one still can
+    assert client.read(0, 4096) == make_data("text", 4096, 1)
+    again.close()
+    other = os.memfd_create("not-an-arena")
+    os.ftruncate(other, 1 << 20)
+    assert lib.ps_arena_check(other, pages, codec_for("lz4").kind) == -errno.EUCLEAN
+    os.close(other)
+    store.close()
+
+
 def test_attach_refuses_entries_that_point_outside_the_arena():
     store, client = ram(1 << 20)
     _fill(client, [make_data("text", 4096, 1)])

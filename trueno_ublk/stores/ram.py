@@ -53,6 +53,9 @@ class CompressedRamStore(Store):
                 os.close(self.fd)
             if err[0] == -errno.EUCLEAN:
                 raise ValueError("the arena does not hold this device's pages")
+            if err[0] == -errno.EMEDIUMTYPE:
+                raise ValueError(f"the arena's pages are not compressed with {codec.name}: "
+                                 "the device was made with another --algorithm")
             raise OSError(-err[0], f"opening the page store: {os.strerror(-err[0])}")
         self.size = lib.ps_pages(self.handle) * PAGE_SIZE     # attach: the arena's
         self.max_size = lib.ps_max_pages(self.handle) * PAGE_SIZE

@@ -1,0 +1,189 @@
+"""A device outliving its daemon: handed over to new code (`upgrade`), taken
+over with the arena systemd kept (emulated here by the descriptor-passing
+protocol systemd uses, sd_listen_fds(3)), or, where nothing kept the pages,
+failing its I/O instead of holding it forever."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CLI, run_cli, sh
+from faults import FIO, PATTERN, alive, list_entry, record, start_fio, wait_for, wait_for_io
+
+VERIFY = f"--bs=4k --iodepth=32 --size=64M --verify=crc32c --verify_fatal=1 {PATTERN}"
+ARENA = "/memfd:trueno-ublk-arena"
+
+
+def kernel_features() -> set[str]:
+    from trueno_ublk.control import Control, feature_names
+    with Control() as ctrl:
+        return set(feature_names(ctrl.features))
+
+
+def daemon_fds(pid) -> list[str]:
+    return sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def keep_arena(pid) -> int:
+    """What systemd's descriptor store does: hold the daemon's arena."""
+    fd_dir = f"/proc/{pid}/fd"
+    fd = next(f for f in os.listdir(fd_dir) if os.readlink(f"{fd_dir}/{f}").startswith(ARENA))
+    return os.open(f"{fd_dir}/{fd}", os.O_RDWR)
+
+
+def start_with_kept_arena(dev_id: int, arena_fd: int, *args) -> subprocess.Popen:
+    """`create --foreground` as systemd starts it after a restart: the kept
+    arena as descriptor 3, named in LISTEN_FDNAMES, for this very pid."""
+    launcher = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
+                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES=sys.argv[2]); "
+                "os.execv(sys.argv[3], sys.argv[3:])")
+    return subprocess.Popen([sys.executable, "-c", launcher, str(arena_fd), f"arena-{dev_id}", CLI, "create",
+                             "--foreground", "--id", str(dev_id), *map(str, args)],
+                            pass_fds=(arena_fd,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_whole_daemon(rec) -> None:
+    """`pkill -9 trueno-ublk`: every process of the device at once."""
+    for pid in (rec["pid"], rec["worker_pid"]):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(rec["pid"]) and not alive(rec["worker_pid"]), what="the daemon to die")
+
+
+def kernel_state(dev) -> int:
+    from trueno_ublk.control import Control
+    with Control() as ctrl:
+        return ctrl.info(int(dev.removeprefix("/dev/ublkb"))).state
+
+
+@pytest.mark.parametrize("io_commands", ["per-tag", "batch"])
+def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_ten_cycles_leak_nothing(make_device, io_commands):
+    if io_commands == "batch" and "BATCH_IO" not in kernel_features():
+        pytest.skip("batched I/O commands need Linux 7.0")
+    dev = make_device("--queues", "2", "--io-without-server", "hold", "--io-commands", io_commands)
+    rec = record(dev)
+    # 6.16+: the worker leaves with nothing in flight (QUIESCE), except where
+    # commands are batched, which leave as after a crash (see supervisor.py).
+    assert ("QUIESCE" in rec["features"]) == ("QUIESCE" in kernel_features() and io_commands == "per-tag")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {VERIFY}")
+    readers = start_fio(dev, "--rw=randread --bs=4k --iodepth=64 --size=64M --time_based --runtime=15")
+    writers = start_fio(dev, f"--rw=randwrite --bs=64k --iodepth=8 --offset=64M --size=64M "
+                             f"--verify=crc32c --verify_fatal=1 {PATTERN}")
+    wait_for_io(dev, 3000)
+    out = run_cli("upgrade", dev).stdout
+    assert out.startswith(f"{dev}: upgraded in place (I/O held)"), out
+    for job in (readers, writers):
+        job.wait(timeout=180)
+        assert job.returncode == 0, job.stderr.read()
+    entry = list_entry(dev)
+    assert entry["state"] == "live" and entry["pid"] == rec["pid"] and entry["worker"] != rec["worker_pid"]
+    assert record(dev)["takeovers"] == 1 and record(dev)["recoveries"] == 0
+    assert Path(f"/proc/{rec['pid']}/comm").read_text().strip() == "trueno-ublk"
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {VERIFY}")
+
+    daemon = rec["pid"]
+    fds = daemon_fds(daemon)
+    assert sum(f.startswith(ARENA) for f in fds) == 1
+    shmem = []
+    for _ in range(10):
+        run_cli("upgrade", dev)
+        shmem.append(int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                              if line.startswith("Shmem:")).split()[1]))
+    assert daemon_fds(daemon) == fds                           # no descriptor gained across execs
+    children = Path(f"/proc/{daemon}/task/{daemon}/children").read_text().split()
+    assert children == [str(record(dev)["worker_pid"])]        # one worker, no stray process
+    assert record(dev)["takeovers"] == 11
+    assert max(shmem) - min(shmem) < 4096, shmem               # one arena, not one per upgrade
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {VERIFY}")
+
+
+def test_kill_9_of_the_whole_daemon_never_leaves_io_waiting_forever(make_device):
+    """No systemd here: nothing can bring the pages back. Where the kernel
+    can fail I/O without a server (6.13+) it does at once; where it cannot,
+    the I/O is held, `list` says so, and `delete` fails it."""
+    dev = make_device()
+    rec = record(dev)
+    fails = "USER_RECOVERY_FAIL_IO" in kernel_features()
+    assert ("USER_RECOVERY_FAIL_IO" in rec["features"]) == fails
+    assert ("USER_RECOVERY_REISSUE" in rec["features"]) == (not fails)
+    fio = start_fio(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M --time_based --runtime=300")
+    wait_for_io(dev)
+    kill_whole_daemon(rec)
+    listed = run_cli("list", "-o", "NAME,STATE")
+    if fails:
+        fio.wait(timeout=30)
+        assert fio.returncode != 0
+        assert f"{dev}  failing" in listed.stdout
+        assert "every page with it: I/O to it fails" in listed.stderr
+        started = time.monotonic()
+        dd = subprocess.run(f"dd if={dev} of=/dev/null bs=4k count=1 iflag=direct", shell=True,
+                            capture_output=True, timeout=30)
+        assert dd.returncode != 0 and time.monotonic() - started < 10
+    else:
+        with pytest.raises(subprocess.TimeoutExpired):
+            fio.wait(timeout=5)                 # held: no server, but one may come
+        assert f"{dev}  held" in listed.stdout
+        assert "I/O waits for a new one" in listed.stderr
+    run_cli("delete", "--force", dev)
+    fio.wait(timeout=30)
+    assert fio.returncode != 0 and not os.path.exists(dev)
+
+
+def test_a_kept_arena_brings_the_device_back_after_kill_9(make_device):
+    """systemd's restart of a killed daemon, step by step: the arena kept,
+    a new daemon started with it takes the device over, and the reads held
+    meanwhile complete with the pages written before."""
+    dev = make_device("--io-without-server", "hold")
+    dev_id = int(dev.removeprefix("/dev/ublkb"))
+    sh(f"{FIO} --filename={dev} --rw=randwrite {VERIFY}")
+    rec = record(dev)
+    arena = keep_arena(rec["pid"])
+    held = start_fio(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M --time_based --runtime=5")
+    wait_for_io(dev)
+    kill_whole_daemon(rec)
+    try:
+        # Checked before anything is touched: the wrong codec, the wrong
+        # arena, a device that is not there. Each one line; the device waits.
+        for args, message in ((("--size", "256M", "-a", "zstd"), "not compressed with zstd"),):
+            bad = start_with_kept_arena(dev_id, arena, *args)
+            _, err = bad.communicate(timeout=60)
+            assert bad.returncode == 1 and message in err and err.count("\n") == 1, err
+        other = os.memfd_create("other")
+        os.ftruncate(other, 1 << 20)
+        bad = start_with_kept_arena(dev_id, other, "--size", "256M")
+        _, err = bad.communicate(timeout=60)
+        assert bad.returncode == 1 and "does not hold a device of its size" in err, err
+        os.close(other)
+        assert kernel_state(dev) == 2 and held.poll() is None       # QUIESCED, reads still waiting
+
+        daemon = start_with_kept_arena(dev_id, arena, "--size", "256M")
+        assert daemon.stdout.readline().strip() == dev
+    finally:
+        os.close(arena)
+    held.wait(timeout=120)
+    assert held.returncode == 0, held.stderr
+    now = record(dev)
+    assert now["state"] == "live" and now["takeovers"] == 1 and now["pid"] == daemon.pid
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {VERIFY}")
+    # The new daemon now owns it: another one is refused.
+    arena = keep_arena(daemon.pid)
+    try:
+        bad = start_with_kept_arena(dev_id, arena, "--size", "256M")
+        _, err = bad.communicate(timeout=60)
+        assert bad.returncode == 1 and f"belongs to the running daemon {daemon.pid}" in err, err
+    finally:
+        os.close(arena)
+    run_cli("delete", dev)
+    daemon.wait(timeout=30)
+    assert daemon.returncode == 0 and list_entry(dev) is None
+
+
+def test_upgrade_errors(make_device):
+    dev = make_device("--no-recovery")
+    result = run_cli("upgrade", dev, check=False)
+    assert result.returncode == 1 and "without user recovery" in result.stderr
+    result = run_cli("upgrade", "/dev/ublkb977", check=False)
+    assert result.returncode == 1 and result.stderr == "trueno-ublk: no such device: /dev/ublkb977\n"
