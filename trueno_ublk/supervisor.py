@@ -410,7 +410,7 @@ class Supervisor:
             for low, high in zip([3] + [k + 1 for k in keep], keep + [os.sysconf("SC_OPEN_MAX")],
                                  strict=True):
                 os.closerange(low, high)
-            worker = Worker(self.config, self.record, arena_fd, recovering)
+            worker = Worker(self.config, self.record, arena_fd, recovering, arena_kept=self.fd_store)
             report.run_as_child("the I/O worker", lambda: worker.run(report))
         self.worker_pid = pid
         if self.stop_requested:         # a SIGTERM that came before the pid was known

@@ -58,11 +58,13 @@ def harden_process() -> None:
 
 
 class Worker:
-    def __init__(self, config, record: state.DeviceRecord, arena_fd: int | None, recovering: bool):
+    def __init__(self, config, record: state.DeviceRecord, arena_fd: int | None, recovering: bool,
+                 arena_kept: bool = False):
         self.config = config
         self.record = record
         self.arena_fd = arena_fd
         self.recovering = recovering
+        self.arena_kept = arena_kept      # systemd keeps the arena for the supervisor's successor
         self.stop_requested = False
         self.handing_over = False
 
@@ -77,6 +79,14 @@ class Worker:
         self.handing_over = True
         self.stop_requested = True
 
+    def _orphaned(self, signum, frame) -> None:
+        """The supervisor died. If systemd keeps the arena, the daemon it
+        restarts takes the device over: leave it to that one. If nothing
+        does, the pages die with this process: stop the device, so that
+        its I/O fails rather than waits for a server that will not come."""
+        self.handing_over = self.arena_kept
+        self.stop_requested = True
+
     def run(self, report: Report) -> int:
         """Serve until SIGTERM; `report` tells the supervisor once the
         device is live. Returns the exit status: 0 once the device is stopped."""
@@ -85,8 +95,8 @@ class Worker:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGUSR1, self._request_handover)
         signal.signal(signal.SIGINT, signal.SIG_IGN)       # the supervisor decides
-        # If the supervisor dies, stop the device rather than serve unsupervised.
-        prctl.set_pdeathsig(signal.SIGTERM)
+        signal.signal(signal.SIGUSR2, self._orphaned)
+        prctl.set_pdeathsig(signal.SIGUSR2)
         if os.getppid() != self.record.pid:
             return 1
         harden_process()
