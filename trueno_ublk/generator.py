@@ -3,9 +3,12 @@
 systemd runs generators early at boot (and on daemon-reload) with three
 output directories; the units go into the first. Per device ublkbN:
   - dev-ublkbN.swap wanted by swap.target, or a .mount unit named after its
-    mount point wanted by local-fs.target, bound to trueno-ublk@ublkbN.service
-    and ordered after it, so that swapoff / umount runs before the device
-    stops;
+    mount point wanted by local-fs.target, wanting trueno-ublk@ublkbN.service
+    and ordered after it, so that at shutdown swapoff / umount runs before
+    the device stops. Not bound to it: systemd would then swapoff for a
+    restart of the service and when its daemon dies, which its successor
+    survives with every page; `systemctl stop` of the service has the
+    daemon swapoff / umount first itself (supervisor.py);
   - a drop-in for that service, wants.conf: it wants the swap / mount
     unit, so that a service systemd restarted brings its user back too.
 The service's daemon (create --from-config) formats a device it made new
@@ -71,7 +74,7 @@ def units_for(dev: config.DeviceSection, sources: list[Path]) -> dict[str, str |
         unit = (f"[Unit]\n"
                 f"Description=Compressed swap on {node}\n"
                 f"Documentation={documentation(sources, 'man:systemd.swap(5)')}\n"
-                f"BindsTo={service}\nAfter={service}\nBefore={target}\n\n"
+                f"Wants={service}\nAfter={service}\nBefore={target}\n\n"
                 f"[Swap]\nWhat={node}\nPriority={dev.swap_priority}\n"
                 f"Options={unit_value(dev.options)}\n")
     else:
@@ -79,7 +82,7 @@ def units_for(dev: config.DeviceSection, sources: list[Path]) -> dict[str, str |
         unit = (f"[Unit]\n"
                 f"Description=Compressed RAM filesystem on {unit_value(dev.mount_point)}\n"
                 f"Documentation={documentation(sources, 'man:systemd.mount(5)')}\n"
-                f"BindsTo={service}\nAfter={service}\nBefore={target}\n\n"
+                f"Wants={service}\nAfter={service}\nBefore={target}\n\n"
                 f"[Mount]\nWhat={node}\nWhere={unit_value(dev.mount_point)}\n"
                 f"Type={dev.fs_type}\nOptions={unit_value(dev.options)}\n")
     return {

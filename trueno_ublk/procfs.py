@@ -46,3 +46,13 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
 
 def total_ram_bytes() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def users_of(node: str) -> list[list[str]]:
+    """The commands that let go of block device `node`: swapoff where it is
+    active swap, umount for each place it is mounted (the last first)."""
+    with open("/proc/swaps") as f:
+        commands = [["swapoff", node] for line in f.readlines()[1:] if line.split()[0] == node]
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split()[1] for line in f if line.split()[0] == node]
+    return commands + [["umount", mount] for mount in reversed(mounts)]

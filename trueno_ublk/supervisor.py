@@ -7,7 +7,8 @@ recovery, the supervisor keeps the device and the arena: the kernel holds
 new I/O and requeues what was in flight, the supervisor starts a new worker
 on the same arena, and that worker ends the recovery with every page
 intact. Teardown (SIGTERM, `delete`): the worker stops the device and
-exits, then the supervisor deletes the device and frees the arena.
+exits, then the supervisor deletes the device and frees the arena; under
+systemd (`systemctl stop`) the supervisor first swaps off or unmounts it.
 
 A supervisor can also take over a device another one left, arena and all
 (Takeover): the one before it handed the device over -- `upgrade`
@@ -40,6 +41,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from trueno_ublk import procfs, service, state
@@ -138,15 +140,41 @@ class Supervisor:
         self.record: state.DeviceRecord | None = None
         self.exporter: subprocess.Popen | None = None     # OTLP export (otlp.py), once live
         self.fd_store = False           # systemd keeps the arena across our restarts
+        self.releasing: threading.Thread | None = None     # swapoff/umount before a stop
 
     def _request_stop(self, signum, frame):
-        # The stop half of `systemctl restart`: leave the device, and the
-        # arena kept by systemd, to the daemon it starts next.
-        if signum == signal.SIGTERM and self.fd_store and service.restart_queued():
-            self._request_handover("restart")
-            return
+        if signum == signal.SIGTERM and self.fd_store:
+            # The stop half of `systemctl restart`: leave the device, and the
+            # arena kept by systemd, to the daemon it starts next.
+            if service.restart_queued():
+                self._request_handover("restart")
+                return
+            # `systemctl stop`: let go of the swap or mount on the device
+            # first, while the worker still serves the pages that brings back.
+            if not self.releasing and self.record is not None and self.record.state == "live":
+                self.releasing = threading.Thread(target=self._release_then_stop, daemon=True)
+                self.releasing.start()
+                return
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
         self.stop_requested = True
         self._signal_worker(signal.SIGTERM)
+
+    def _release_then_stop(self) -> None:
+        """What the swap or mount unit's stop did when it was bound to the
+        service: it no longer is, since systemd would then also stop it for
+        a restart of the service (swapoff under memory pressure, to no end)
+        and when the daemon dies (a swapoff waiting on I/O that only the
+        restarted daemon can serve, and the restart ordered after it)."""
+        for command in procfs.users_of(self.record.block_path):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                log.error("%s failed, stopping the device under it: %s", " ".join(command),
+                          done.stderr.strip() or f"status {done.returncode}")
+            else:
+                log.info("%s before the stop", " ".join(command))
+        self._stop_worker()
 
     def _request_upgrade(self, signum, frame):
         self._request_handover("upgrade")

@@ -1,0 +1,184 @@
+"""The unit under real systemd, as users run it: swap from the generator,
+a program's memory swapped out to the device, then `systemctl restart` of
+the service and kill -9 of its every process, each followed by the program
+reading back every page while the new daemon takes the device over with
+the arena systemd kept; then `systemctl stop`, which swaps off first.
+
+The guest's own PID 1 is virtme-ng's init, so systemd runs as PID 1 of a
+PID namespace of its own (a container, to systemd), managing units in the
+guest's mounts, cgroups and devices: only a throwaway guest can lend it
+those, so the test runs only there."""
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from faults import record, wait_for
+
+SYSTEMD = "/lib/systemd/systemd"
+NAME = "ublkb9"
+DEV = f"/dev/{NAME}"
+SERVICE = f"trueno-ublk@{NAME}.service"
+SWAP = f"dev-{NAME}.swap"
+CONFIG = Path("/etc/trueno-ublk.conf")
+TARGET = Path("/run/systemd/system/trueno-ublk-test.target")
+WORKLOAD_CGROUP = Path("/sys/fs/cgroup/trueno-ublk-test-workload")
+HERE = Path(__file__).parent
+
+if not os.environ.get("TRUENO_UBLK_GUEST") or not os.path.exists(SYSTEMD):
+    pytest.skip("needs systemd and a guest to hand it (scripts/test runs it in one)",
+                allow_module_level=True)
+
+
+class Systemd:
+    """systemd as PID 1 of a new PID namespace, started with only what the
+    test target pulls in; systemctl talks to it from inside."""
+
+    def __init__(self):
+        self.unshare = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--kill-child",
+             "env", "container=", SYSTEMD, "--log-target=kmsg", f"--unit={TARGET.name}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        children = Path(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children")
+        wait_for(lambda: children.read_text().strip(), what="systemd to start")
+        self.pid = int(children.read_text().split()[0])
+        wait_for(lambda: self.ctl("is-system-running", check=False) in ("running", "degraded"),
+                 timeout=180, what="systemd to finish starting up")
+
+    def ctl(self, *args, check=True) -> str:
+        result = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "-p", "systemctl", "--no-pager", *args],
+                                capture_output=True, text=True, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"systemctl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result.stdout.strip()
+
+    def show(self, unit: str, prop: str) -> str:
+        return self.ctl("show", "-P", prop, unit)
+
+    def log(self) -> str:
+        """What systemd said lately (it logs to the kernel's ring buffer)."""
+        lines = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
+        return "\n".join([line for line in lines if "systemd[1]" in line or "trueno" in line][-40:])
+
+    def close(self) -> None:
+        self.ctl("stop", SWAP, SERVICE, check=False)
+        os.kill(self.pid, signal.SIGKILL)       # the namespace's every process with it
+        self.unshare.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def systemd():
+    assert not CONFIG.exists(), f"{CONFIG} exists in the guest: the test would overwrite it"
+    CONFIG.write_text(f"[{NAME}]\nsize = 256\n")
+    TARGET.parent.mkdir(parents=True, exist_ok=True)
+    TARGET.write_text("[Unit]\nDescription=trueno-ublk test: swap and nothing else\nWants=swap.target\n")
+    manager = None
+    try:
+        manager = Systemd()
+        yield manager
+    finally:
+        if manager:
+            manager.close()
+        if os.path.exists(DEV):
+            run_cli("delete", "--force", DEV, check=False)
+        CONFIG.unlink()
+        TARGET.unlink()
+
+
+def swap_used_kib(dev: str) -> int | None:
+    """What /proc/swaps says `dev` holds; None when it is not swap."""
+    for line in Path("/proc/swaps").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[0] == dev:
+            return int(fields[3])
+    return None
+
+
+class Workload:
+    """held_workload.py in a memory cgroup smaller than its pages, so that
+    most of them live in swap; its lines arrive through a queue."""
+
+    def __init__(self, mib: int, memory_max: int):
+        WORKLOAD_CGROUP.mkdir(exist_ok=True)
+        Path("/sys/fs/cgroup/cgroup.subtree_control").write_text("+memory")
+        (WORKLOAD_CGROUP / "memory.max").write_text(str(memory_max))
+        self.proc = subprocess.Popen(
+            ["sh", "-c", f'echo $$ > {WORKLOAD_CGROUP}/cgroup.procs && exec "$@"', "sh",
+             sys.executable, str(HERE / "held_workload.py"), str(mib)],
+            cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.passes = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def expect(self, line: str, timeout: float) -> None:
+        got = self.lines.get(timeout=timeout)
+        assert got == line, got
+
+    def passes_done(self) -> int:
+        """Passes reported so far; each line says the bad pages found yet."""
+        while not self.lines.empty():
+            fields = self.lines.get().split()
+            assert fields[0] == "pass" and fields[3] == "0", f"pages came back wrong: {fields}"
+            self.passes = int(fields[1])
+        return self.passes
+
+    def finish(self) -> None:
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=600) == 0
+        self.passes_done()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        WORKLOAD_CGROUP.rmdir()
+
+
+def test_restart_and_kill_9_of_the_unit_keep_every_swapped_page(systemd):
+    wait_for(lambda: swap_used_kib(DEV) is not None, timeout=120, what=f"{SWAP} to swap on {DEV}")
+    swap_invocation = systemd.show(SWAP, "InvocationID")
+    workload = Workload(mib=128, memory_max=32 << 20)
+    try:
+        workload.expect("written", timeout=600)
+        assert swap_used_kib(DEV) > 64 << 10, "the program's pages did not go to swap"
+        for how in ("restart", "kill -9"):
+            before = systemd.show(SERVICE, "MainPID")
+            if how == "restart":
+                systemd.ctl("restart", SERVICE)
+            else:
+                systemd.ctl("kill", "--signal=KILL", SERVICE)
+            wait_for(lambda: systemd.show(SERVICE, "ActiveState") == "active"
+                     and systemd.show(SERVICE, "MainPID") not in (before, "0"),
+                     timeout=120, what=f"the service back after {how}")
+            # The swap never went off: no swapoff pulled the pages back first.
+            assert systemd.show(SWAP, "InvocationID") == swap_invocation, systemd.log()
+            assert swap_used_kib(DEV) > 64 << 10, systemd.log()
+            rec = record(DEV)
+            assert rec["state"] == "live" and str(rec["pid"]) == systemd.show(SERVICE, "MainPID"), rec
+            # Two more passes: one whole pass began after the takeover.
+            after = workload.passes_done()
+            wait_for(lambda: workload.passes_done() >= after + 2, timeout=600,
+                     what=f"the program to read every page after {how}")
+        assert systemd.show(SERVICE, "NRestarts") == "1"
+        # `systemctl stop`: the daemon swaps off first, every page back in
+        # the program's memory (now allowed to hold them), then deletes.
+        (WORKLOAD_CGROUP / "memory.max").write_text("max")
+        systemd.ctl("stop", SERVICE)
+        assert swap_used_kib(DEV) is None and not os.path.exists(DEV), systemd.log()
+        assert systemd.show(SWAP, "ActiveState") == "inactive"
+        after = workload.passes_done()
+        wait_for(lambda: workload.passes_done() > after, timeout=600, what="a pass after the stop")
+        workload.finish()
+    finally:
+        workload.kill()
