@@ -62,6 +62,9 @@ MAX_IO_BYTES = 128 << 10      # the largest request the kernel sends us
 QUIESCE_WAIT_SECONDS = 30.0
 FORMAT_SECONDS = 600.0          # mkfs of a large device under emulation
 EXPORTER_STOP_SECONDS = 5.0
+# A swapoff/umount before `systemctl stop` gives up in time for the device
+# to be stopped before the unit's TimeoutStopSec=60 kills the daemon.
+RELEASE_SECONDS = 45.0
 # Features we ask for when the kernel has them. CMD_IOCTL_ENCODE tells newer
 # kernels that we speak the encoded opcodes. USER_COPY (6.5): we copy each
 # request's data ourselves (pread/pwrite on /dev/ublkcN) through one buffer
@@ -168,10 +171,13 @@ class Supervisor:
         and when the daemon dies (a swapoff waiting on I/O that only the
         restarted daemon can serve, and the restart ordered after it)."""
         for command in procfs.users_of(self.record.block_path):
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode:
-                log.error("%s failed, stopping the device under it: %s", " ".join(command),
-                          done.stderr.strip() or f"status {done.returncode}")
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=RELEASE_SECONDS)
+                failure = (done.stderr.strip() or f"status {done.returncode}") if done.returncode else ""
+            except (OSError, subprocess.TimeoutExpired) as e:
+                failure = str(e)
+            if failure:
+                log.error("%s failed, stopping the device under it: %s", " ".join(command), failure)
             else:
                 log.info("%s before the stop", " ".join(command))
         self._stop_worker()
@@ -180,9 +186,10 @@ class Supervisor:
         self._request_handover("upgrade")
 
     def _request_handover(self, why: str) -> None:
-        if self.stop_requested or self.handover or self.record is None or self.record.state != "live":
+        stopping = self.stop_requested or self.releasing
+        if stopping or self.handover or self.record is None or self.record.state != "live":
             log.warning("a %s was asked for while the device is %s: ignored", why,
-                        "stopping" if self.stop_requested else self.record.state if self.record else "starting")
+                        "stopping" if stopping else self.record.state if self.record else "starting")
             return
         self.handover = why
         self._signal_worker(signal.SIGUSR1)
