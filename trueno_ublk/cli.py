@@ -366,7 +366,9 @@ def delete_device(dev_id: int, force: bool) -> None:
     if not force and record is not None and "SAFE_STOP_DEV" in record.features:
         _safe_stop(dev_id)
     if record is not None and record.daemon_alive():
-        os.kill(record.pid, signal.SIGTERM)
+        # SIGINT: stop now. SIGTERM is also systemd's stop, which swaps
+        # off first, and --force means the device goes under its users.
+        os.kill(record.pid, signal.SIGINT)
         if not _wait_for_exit(record, DELETE_WAIT_SECONDS):
             raise UserError(f"the daemon of /dev/ublkb{dev_id} (pid {record.pid}) did not stop "
                             f"within {DELETE_WAIT_SECONDS:.0f}s")

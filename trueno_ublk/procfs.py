@@ -5,6 +5,7 @@ import of a process library: in the test guest, where each import goes
 over an emulated 9p share, that import alone cost more than a second.
 """
 import os
+import re
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -48,11 +49,16 @@ def total_ram_bytes() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def users_of(node: str) -> list[list[str]]:
+def users_of(node: str, swaps_path: str = "/proc/swaps", mounts_path: str = "/proc/self/mounts") -> list[list[str]]:
     """The commands that let go of block device `node`: swapoff where it is
     active swap, umount for each place it is mounted (the last first)."""
-    with open("/proc/swaps") as f:
+    with open(swaps_path) as f:
         commands = [["swapoff", node] for line in f.readlines()[1:] if line.split()[0] == node]
-    with open("/proc/self/mounts") as f:
-        mounts = [line.split()[1] for line in f if line.split()[0] == node]
+    with open(mounts_path) as f:
+        mounts = [_unescaped(line.split()[1]) for line in f if line.split()[0] == node]
     return commands + [["umount", mount] for mount in reversed(mounts)]
+
+
+def _unescaped(field: str) -> str:
+    """A /proc/*/mounts field: space, tab, newline and backslash are octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

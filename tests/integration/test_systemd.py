@@ -2,7 +2,8 @@
 a program's memory swapped out to the device, then `systemctl restart` of
 the service and kill -9 of its every process, each followed by the program
 reading back every page while the new daemon takes the device over with
-the arena systemd kept; then `systemctl stop`, which swaps off first.
+the arena systemd kept; then `systemctl stop`, which swaps off first. And
+a mounted filesystem's files through a restart, unmounted by the stop.
 
 The guest's own PID 1 is virtme-ng's init, so systemd runs as PID 1 of a
 PID namespace of its own (a container, to systemd), managing units in the
@@ -26,6 +27,10 @@ NAME = "ublkb9"
 DEV = f"/dev/{NAME}"
 SERVICE = f"trueno-ublk@{NAME}.service"
 SWAP = f"dev-{NAME}.swap"
+FS_DEV = "/dev/ublkb8"
+FS_SERVICE = "trueno-ublk@ublkb8.service"
+MOUNT_POINT = "/run/truenotest"
+MOUNT = "run-truenotest.mount"
 CONFIG = Path("/etc/trueno-ublk.conf")
 TARGET = Path("/run/systemd/system/trueno-ublk-test.target")
 WORKLOAD_CGROUP = Path("/sys/fs/cgroup/trueno-ublk-test-workload")
@@ -67,7 +72,7 @@ class Systemd:
         return "\n".join([line for line in lines if "systemd[1]" in line or "trueno" in line][-40:])
 
     def close(self) -> None:
-        self.ctl("stop", SWAP, SERVICE, check=False)
+        self.ctl("stop", SWAP, MOUNT, SERVICE, FS_SERVICE, check=False)
         os.kill(self.pid, signal.SIGKILL)       # the namespace's every process with it
         self.unshare.wait(timeout=60)
 
@@ -75,9 +80,11 @@ class Systemd:
 @pytest.fixture(scope="module")
 def systemd():
     assert not CONFIG.exists(), f"{CONFIG} exists in the guest: the test would overwrite it"
-    CONFIG.write_text(f"[{NAME}]\nsize = 256\n")
+    CONFIG.write_text(f"[{NAME}]\nsize = 256\n\n"
+                      f"[{FS_DEV.removeprefix('/dev/')}]\nsize = 128\nfs-type = ext4\nmount-point = {MOUNT_POINT}\n")
     TARGET.parent.mkdir(parents=True, exist_ok=True)
-    TARGET.write_text("[Unit]\nDescription=trueno-ublk test: swap and nothing else\nWants=swap.target\n")
+    TARGET.write_text(f"[Unit]\nDescription=trueno-ublk test: its swap and mount, nothing else\n"
+                      f"Wants=swap.target {MOUNT}\n")
     manager = None
     try:
         manager = Systemd()
@@ -85,8 +92,9 @@ def systemd():
     finally:
         if manager:
             manager.close()
-        if os.path.exists(DEV):
-            run_cli("delete", "--force", DEV, check=False)
+        for dev in (DEV, FS_DEV):
+            if os.path.exists(dev):
+                run_cli("delete", "--force", dev, check=False)
         CONFIG.unlink()
         TARGET.unlink()
 
@@ -182,3 +190,23 @@ def test_restart_and_kill_9_of_the_unit_keep_every_swapped_page(systemd):
         workload.finish()
     finally:
         workload.kill()
+
+
+def test_a_mounted_filesystem_keeps_its_files_through_a_restart_and_the_stop_unmounts_it(systemd):
+    # The mount is in systemd's mount namespace: reach it through its root.
+    data_path = Path(f"/proc/{systemd.pid}/root{MOUNT_POINT}/data")
+    wait_for(lambda: systemd.show(MOUNT, "ActiveState") == "active", timeout=120, what=f"{MOUNT}")
+    data = os.urandom(16 << 20)
+    data_path.write_bytes(data)
+    os.sync()
+    invocation, before = systemd.show(MOUNT, "InvocationID"), systemd.show(FS_SERVICE, "MainPID")
+    systemd.ctl("restart", FS_SERVICE)
+    wait_for(lambda: systemd.show(FS_SERVICE, "ActiveState") == "active"
+             and systemd.show(FS_SERVICE, "MainPID") not in (before, "0"),
+             timeout=120, what="the service back after restart")
+    assert systemd.show(MOUNT, "InvocationID") == invocation, systemd.log()
+    Path("/proc/sys/vm/drop_caches").write_text("3")      # read from the device again
+    assert data_path.read_bytes() == data
+    systemd.ctl("stop", FS_SERVICE)
+    assert systemd.show(MOUNT, "ActiveState") == "inactive", systemd.log()
+    assert not os.path.exists(FS_DEV)
