@@ -51,10 +51,15 @@ class Systemd:
              "env", "container=", SYSTEMD, "--log-target=kmsg", f"--unit={TARGET.name}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         children = Path(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children")
-        wait_for(lambda: children.read_text().strip(), what="systemd to start")
-        self.pid = int(children.read_text().split()[0])
-        wait_for(lambda: self.ctl("is-system-running", check=False) in ("running", "degraded"),
-                 timeout=180, what="systemd to finish starting up")
+        try:
+            wait_for(lambda: children.read_text().strip(), what="systemd to start")
+            self.pid = int(children.read_text().split()[0])
+            wait_for(lambda: self.ctl("is-system-running", check=False) in ("running", "degraded"),
+                     timeout=180, what="systemd to finish starting up")
+        except BaseException:
+            self.unshare.kill()         # --kill-child: systemd and its services go with it
+            self.unshare.wait()
+            raise
 
     def ctl(self, *args, check=True) -> str:
         result = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "-p", "systemctl", "--no-pager", *args],
