@@ -62,7 +62,7 @@ MAX_IO_BYTES = 128 << 10      # the largest request the kernel sends us
 QUIESCE_WAIT_SECONDS = 30.0
 FORMAT_SECONDS = 600.0          # mkfs of a large device under emulation
 EXPORTER_STOP_SECONDS = 5.0
-# A swapoff/umount before `systemctl stop` gives up in time for the device
+# The swapoffs/umounts before `systemctl stop` give up in time for the device
 # to be stopped before the unit's TimeoutStopSec=60 kills the daemon.
 RELEASE_SECONDS = 45.0
 # Features we ask for when the kernel has them. CMD_IOCTL_ENCODE tells newer
@@ -143,7 +143,7 @@ class Supervisor:
         self.record: state.DeviceRecord | None = None
         self.exporter: subprocess.Popen | None = None     # OTLP export (otlp.py), once live
         self.fd_store = False           # systemd keeps the arena across our restarts
-        self.releasing: threading.Thread | None = None     # swapoff/umount before a stop
+        self.releasing = False          # swapoff/umount under way before a stop
 
     def _request_stop(self, signum, frame):
         if signum == signal.SIGTERM and self.fd_store:
@@ -155,8 +155,8 @@ class Supervisor:
             # `systemctl stop`: let go of the swap or mount on the device
             # first, while the worker still serves the pages that brings back.
             if not self.releasing and self.record is not None and self.record.state == "live":
-                self.releasing = threading.Thread(target=self._release_then_stop, daemon=True)
-                self.releasing.start()
+                self.releasing = True
+                threading.Thread(target=self._release_then_stop, daemon=True).start()
                 return
         self._stop_worker()
 
@@ -170,16 +170,13 @@ class Supervisor:
         a restart of the service (swapoff under memory pressure, to no end)
         and when the daemon dies (a swapoff waiting on I/O that only the
         restarted daemon can serve, and the restart ordered after it)."""
+        deadline = time.monotonic() + RELEASE_SECONDS      # for all of them together
         for command in procfs.users_of(self.record.block_path):
-            try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=RELEASE_SECONDS)
-                failure = (done.stderr.strip() or f"status {done.returncode}") if done.returncode else ""
-            except (OSError, subprocess.TimeoutExpired) as e:
-                failure = str(e)
-            if failure:
-                log.error("%s failed, stopping the device under it: %s", " ".join(command), failure)
-            else:
+            failure = run_tool(command, max(deadline - time.monotonic(), 0.1))
+            if failure is None:
                 log.info("%s before the stop", " ".join(command))
+            else:
+                log.error("%s failed, stopping the device under it: %s", " ".join(command), failure)
         self._stop_worker()
 
     def _request_upgrade(self, signum, frame):
@@ -402,18 +399,13 @@ class Supervisor:
         """Make the new device usable (mkswap, mkfs) before it is announced:
         the swap or mount unit ordered after the service finds it ready."""
         command = self.config.format_command
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=FORMAT_SECONDS)
-            failure = done.stderr.strip().splitlines()[-1:] if done.returncode else None
-        except (OSError, subprocess.TimeoutExpired) as e:
-            failure = [str(e)]
+        failure = run_tool(command, FORMAT_SECONDS)
         if failure is None:
             log.info("formatted: %s", " ".join(command))
             return
-        self.stop_requested = True
-        self._signal_worker(signal.SIGTERM)
+        self._stop_worker()
         self._wait_worker(worker_pid)
-        raise UserError(f"{' '.join(command)} failed: {failure[0] if failure else 'no reason given'}")
+        raise UserError(f"{' '.join(command)} failed: {failure}")
 
     def _start_exporter(self) -> None:
         """The OTLP export's own process (otlp.main), if asked for: it
@@ -481,6 +473,18 @@ class Supervisor:
             log.error("DEL_DEV failed: %s", e)
         state.remove(self.dev_id)
         log.info("device %d deleted", self.dev_id)
+
+
+def run_tool(command: list[str], timeout: float) -> str | None:
+    """Run mkswap, swapoff and the like: None once it succeeded, else why
+    not in one line (the last of its stderr)."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip().splitlines() or ["no reason given"])[-1]
 
 
 def recovery_flags(kernel_features: int, cfg: DeviceConfig, fd_store: bool) -> int:

@@ -1,4 +1,4 @@
-"""procfs.users_of: what a systemd stop runs before it stops the device."""
+"""procfs.users_of and supervisor.run_tool: what a systemd stop runs before it stops the device."""
 from trueno_ublk import procfs
 
 SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
@@ -33,3 +33,12 @@ def test_a_mount_point_with_a_space(tmp_path):
 def test_an_unused_device_needs_nothing(tmp_path):
     assert users(tmp_path, "/dev/ublkb3") == []
     assert users(tmp_path, "Filename") == []      # the header is no device
+
+
+def test_run_tool_says_why_in_one_line():
+    from trueno_ublk.supervisor import run_tool
+    assert run_tool(["true"], 10) is None
+    assert run_tool(["sh", "-c", "echo first >&2; echo 'swapoff: last' >&2; exit 1"], 10) == "swapoff: last"
+    assert run_tool(["false"], 10) == "no reason given"
+    assert "no-such-tool" in run_tool(["no-such-tool"], 10)
+    assert "timed out" in run_tool(["sleep", "5"], 0.2)
