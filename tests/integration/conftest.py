@@ -31,8 +31,18 @@ def sh(cmd: str, timeout=600) -> str:
     # In /tmp: fio leaves verify state files in its working directory.
     result = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout,
                             cwd="/tmp")
-    assert result.returncode == 0, f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
+                                    f"{devices_state()}")
     return result.stdout
+
+
+def devices_state() -> str:
+    """What a failed command leaves to read: each device's figures (a write
+    the store failed shows there) and the kernel's last words."""
+    names = sorted(p for p in os.listdir("/dev") if p.startswith("ublkb"))
+    parts = [run_cli("stat", "--json", f"/dev/{name}", check=False).stdout for name in names]
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
+    return "\n".join(parts + dmesg[-20:])
 
 
 def _device_maker():

@@ -24,11 +24,12 @@ def list_entry(dev) -> dict | None:
     return next((d for d in json.loads(out)["devices"] if d["name"] == dev), None)
 
 
-def wait_for(predicate, timeout=30.0, what="condition"):
+def wait_for(predicate, timeout=30.0, what="condition", detail=None):
+    """`detail`: what to show when it times out (called only then)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n{detail()}" if detail else ""))
         time.sleep(0.1)
 
 

@@ -4,10 +4,14 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from trueno_ublk.benchmark import device
 
 from conftest import CLI, run_cli
 from one_line_error import assert_one_line_error
+
+pytestmark = pytest.mark.same_on_every_kernel
 
 SHORT = ("--size", "16M", "--runtime", "1", "--repeats", "1")
 

@@ -8,10 +8,14 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from trueno_ublk import admin
 
 from conftest import CLI, run_cli, sh
 from faults import FIO, PATTERN, record, start_fio, wait_for
+
+pytestmark = pytest.mark.same_on_every_kernel
 
 MiB = 1 << 20
 PAGES_PER_MIB = MiB // 4096

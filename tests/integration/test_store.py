@@ -15,6 +15,8 @@ from trueno_ublk import state
 
 from conftest import run_cli, sh
 
+pytestmark = pytest.mark.same_on_every_kernel
+
 BLKDISCARD = 0x1277
 
 

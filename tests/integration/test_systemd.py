@@ -35,6 +35,10 @@ CONFIG = Path("/etc/trueno-ublk.conf")
 TARGET = Path("/run/systemd/system/trueno-ublk-test.target")
 WORKLOAD_CGROUP = Path("/sys/fs/cgroup/trueno-ublk-test-workload")
 HERE = Path(__file__).parent
+TEMPLATE = HERE.parents[1] / "systemd/trueno-ublk@.service"
+UNIT = Path("/etc/systemd/system") / TEMPLATE.name
+GENERATOR = Path("/etc/systemd/system-generators/trueno-ublk-generator")
+CLI = Path(sys.executable).with_name("trueno-ublk")
 
 if not os.environ.get("TRUENO_UBLK_GUEST") or not os.path.exists(SYSTEMD):
     pytest.skip("needs systemd and a guest to hand it (scripts/test runs it in one)",
@@ -85,6 +89,13 @@ class Systemd:
 @pytest.fixture(scope="module")
 def systemd():
     assert not CONFIG.exists(), f"{CONFIG} exists in the guest: the test would overwrite it"
+    # The units systemd starts run this checkout, whichever one the machine's
+    # set-up installed them for (the guest's /etc is a throwaway overlay).
+    for path in (UNIT, GENERATOR):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    UNIT.write_text(TEMPLATE.read_text().replace("/usr/local/bin/trueno-ublk", str(CLI)))
+    GENERATOR.unlink(missing_ok=True)
+    GENERATOR.symlink_to(CLI.with_name(GENERATOR.name))
     CONFIG.write_text(f"[{NAME}]\nsize = 256\n\n"
                       f"[{FS_DEV.removeprefix('/dev/')}]\nsize = 128\nfs-type = ext4\nmount-point = {MOUNT_POINT}\n")
     TARGET.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +170,8 @@ class Workload:
 
 
 def test_restart_and_kill_9_of_the_unit_keep_every_swapped_page(systemd):
-    wait_for(lambda: swap_used_kib(DEV) is not None, timeout=120, what=f"{SWAP} to swap on {DEV}")
+    wait_for(lambda: swap_used_kib(DEV) is not None, timeout=120, what=f"{SWAP} to swap on {DEV}",
+             detail=systemd.log)
     swap_invocation = systemd.show(SWAP, "InvocationID")
     workload = Workload(mib=128, memory_max=32 << 20)
     try:
@@ -173,7 +185,7 @@ def test_restart_and_kill_9_of_the_unit_keep_every_swapped_page(systemd):
                 systemd.ctl("kill", "--signal=KILL", SERVICE)
             wait_for(lambda: systemd.show(SERVICE, "ActiveState") == "active"
                      and systemd.show(SERVICE, "MainPID") not in (before, "0"),
-                     timeout=120, what=f"the service back after {how}")
+                     timeout=120, what=f"the service back after {how}", detail=systemd.log)
             # The swap never went off: no swapoff pulled the pages back first.
             assert systemd.show(SWAP, "InvocationID") == swap_invocation, systemd.log()
             assert swap_used_kib(DEV) > 64 << 10, systemd.log()
@@ -200,7 +212,7 @@ def test_restart_and_kill_9_of_the_unit_keep_every_swapped_page(systemd):
 def test_a_mounted_filesystem_keeps_its_files_through_a_restart_and_the_stop_unmounts_it(systemd):
     # The mount is in systemd's mount namespace: reach it through its root.
     data_path = Path(f"/proc/{systemd.pid}/root{MOUNT_POINT}/data")
-    wait_for(lambda: systemd.show(MOUNT, "ActiveState") == "active", timeout=120, what=f"{MOUNT}")
+    wait_for(lambda: systemd.show(MOUNT, "ActiveState") == "active", timeout=120, what=f"{MOUNT}", detail=systemd.log)
     data = os.urandom(16 << 20)
     data_path.write_bytes(data)
     os.sync()

@@ -5,10 +5,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from trueno_ublk import state
 
 from conftest import CLI, run_cli, sh
 from otlp_receiver import Receiver, decoded
+
+pytestmark = pytest.mark.same_on_every_kernel
 
 
 def tmux(*args, check=True) -> subprocess.CompletedProcess:
