@@ -122,10 +122,11 @@ uint32_t page_entropy(const void *page)
 
 struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level)
 {
-    struct ps_scratch *w = calloc(1, sizeof(*w));
+    struct ps_scratch *w = aligned_alloc(PAGE_SIZE, sizeof(*w));
 
     if (!w)
         return NULL;
+    memset(w, 0, sizeof(*w));
     w->ps = ps;
     w->codec = codec;
     w->level = codec == PS_CODEC_LZ4HC && !level ? LZ4HC_CLEVEL_DEFAULT : level;

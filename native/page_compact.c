@@ -372,6 +372,8 @@ int rebuild(struct page_store *ps)
         if (!e)
             continue;
         ps->st.pages_stored++;
+        if (entry_backed(e))
+            continue;                   /* its block: ps_set_backing */
         if (e & ENTRY_SAME) {
             ps->st.same_pages++;
             continue;

@@ -331,7 +331,9 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
     __atomic_store_n(&ps->entries[index], entry, __ATOMIC_RELEASE);
     if (entry) {
         ps->st.pages_stored++;
-        if (entry & ENTRY_SAME) {
+        if (entry_backed(entry)) {
+            /* its block was counted when taken */
+        } else if (entry & ENTRY_SAME) {
             ps->st.same_pages++;
         } else if (entry_codec(entry) == ENTRY_FRAME) {
             ps->st.recompressed_pages++;
@@ -348,6 +350,10 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
     if (!old)
         return;
     ps->st.pages_stored--;
+    if (entry_backed(old)) {
+        free_block(ps, entry_block(old));
+        return;
+    }
     if (old & ENTRY_SAME) {
         ps->st.same_pages--;
         return;
@@ -440,6 +446,8 @@ static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
         fill_words(dest, ps->fills[index], PAGE_SIZE / 8);
         return 0;
     }
+    if (entry_backed(e))
+        return read_backed(w, e, dest);
     note_access(ps, index);
     if (entry_codec(e) == ENTRY_FRAME)
         return load_frame(w, index, e, dest);
@@ -859,6 +867,7 @@ void ps_close(struct page_store *ps)
     recompressor_quiesce(ps);
     compaction_stop(ps);
     recompressor_free(ps);
+    backing_free(ps);
     if (ps->refill_running) {
         pthread_mutex_lock(&ps->alloc_lock);
         ps->closing = true;

@@ -27,6 +27,12 @@
 #define PS_RECOMPRESS_HUGE 1           /* stored raw */
 #define PS_RECOMPRESS_ALL  2
 
+/* Which pages ps_writeback takes. */
+#define PS_WRITEBACK_IDLE  0           /* marked idle, or not used for age_seconds */
+#define PS_WRITEBACK_HUGE  1           /* stored raw */
+#define PS_WRITEBACK_INCOMPRESSIBLE 2  /* stored raw and never worth another try */
+#define PS_WRITEBACK_ALL   3
+
 struct page_store;
 /* Per-thread scratch: codec state and a page buffer, allocated up front so
  * that serving I/O allocates nothing. */
@@ -60,6 +66,13 @@ struct ps_stats {
     uint64_t entropy_pages[PS_ENTROPY_BUCKETS];  /* pages written, by whole bits of entropy a byte */
     uint64_t background_ns;             /* CPU time of the background thread's moves */
     uint64_t background_paused;         /* its periods left out for the device's I/O */
+    /* The backing device's (page_backing.c), zram's bd_stat in 4 KiB pages */
+    uint64_t bd_blocks;                 /* its size */
+    uint64_t bd_count;                  /* pages on it now */
+    uint64_t bd_reads;                  /* pages read from it, ever */
+    uint64_t bd_writes;                 /* pages written to it, ever */
+    uint64_t bd_read_errors;            /* reads it failed: that page's read failed */
+    uint64_t bd_write_errors;           /* writes it failed: their pages stayed in RAM */
 };
 
 /* The memfd length ps_open needs for a device of `pages` 4 KiB pages. */
@@ -126,6 +139,24 @@ uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds);
 int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_t max_pages,
                   uint64_t *done, uint64_t *saved);
 int ps_zstd_max_level(void);
+
+/*
+ * The backing device (page_backing.c). ps_set_backing: `fd` (opened
+ * O_DIRECT) of `blocks` pages holds written-back pages from now on; the
+ * pages the map says are on it (a previous worker's) are counted. 0,
+ * -EBUSY when one is set already, -EUCLEAN when the map names blocks the
+ * device cannot hold. The store does not close `fd`.
+ */
+int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks);
+/* Write up to `max_pages` pages of `type` (PS_WRITEBACK_*) to the backing
+ * device and free their memory: *done pages moved. 0; -EIO when the device
+ * failed a write (those pages stayed in RAM); -ENODEV without a device. A
+ * full device, or the limit spent, ends it early with 0. */
+int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t max_pages, uint64_t *done);
+/* zram's writeback_limit: with `enabled`, writebacks stop once `pages`
+ * more have been written; ps_writeback_limit says what is left. */
+void ps_set_writeback_limit(struct page_store *ps, int enabled, uint64_t pages);
+uint64_t ps_writeback_limit(struct page_store *ps);
 
 /*
  * The page codec on its own (trueno_ublk.pagecodec): a context per thread,

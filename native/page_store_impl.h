@@ -6,6 +6,7 @@
  *   page_compact.c    compaction, the background thread, and the rebuild of
  *                     the allocator on attach
  *   page_recompress.c access times, idle marks and recompression
+ *   page_backing.c    the backing device: writeback, and reads from it
  * The layout and locking rules are described at the top of page_store.c.
  */
 #ifndef TRUENO_PAGE_STORE_IMPL_H
@@ -53,6 +54,10 @@
 #define ENTRY_SETTLED   (1ull << 58)
 /* What compaction and recompression keep when they move a payload. */
 #define ENTRY_FLAGS     (ENTRY_PADDED | ENTRY_CODEC | ENTRY_SETTLED)
+/* On the backing device (page_backing.c): ENTRY_BACKED without
+ * ENTRY_STORED (a combination no slot's entry has), the block below. */
+#define ENTRY_BACKED    ENTRY_PADDED
+#define ENTRY_BLOCK_MASK ((1ull << ENTRY_CODEC_SHIFT) - 1)
 #define ENTRY_CHUNK_SHIFT 24
 #define ENTRY_CHUNK_MASK ((1ull << 34) - 1)    /* 2^31 chunks and a class's worth more: 64 TiB raw */
 #define ENTRY_SLOT_SHIFT  12
@@ -71,9 +76,22 @@
 #define FRAME_PAGES     8
 #define FRAME_HEADER    2
 
-#define ARENA_MAGIC     "TRUENOA8"
-#define ARENA_VERSION   8   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
-                               7: frames; 8: the store's codec */
+#define ARENA_MAGIC     "TRUENOA9"
+#define ARENA_VERSION   9   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
+                               7: frames; 8: the store's codec; 9: pages on a backing device */
+
+#define WRITEBACK_BATCH 32                      /* pages a writeback gathers, then writes */
+
+struct backing {
+    int fd;                             /* O_DIRECT: reads and writes of whole, aligned pages */
+    uint64_t blocks;                    /* the device's size in pages */
+    uint64_t *used;                     /* a bit a block (alloc_lock) */
+    uint64_t next;                      /* where take_block() looks first */
+    pthread_mutex_t lock;               /* one writeback at a time */
+    struct ps_scratch *scratch;         /* the writeback's decoding */
+    char *batch;                        /* WRITEBACK_BATCH pages, aligned */
+    uint64_t index[WRITEBACK_BATCH], entry[WRITEBACK_BATCH], block[WRITEBACK_BATCH];
+};
 
 struct arena_header {
     char magic[8];
@@ -129,10 +147,16 @@ struct page_store {
     bool closing_passes;                /* ps_close: passes by hand stop */
     uint32_t entropy_threshold;         /* ENTROPY_ONE a bit: stored raw from here up; 0: never */
     uint64_t mem_limit;
+    struct backing *backing;            /* page_backing.c; NULL: none */
+    bool writeback_limit_enabled;       /* then writebacks stop after writeback_limit pages */
+    uint64_t writeback_limit;
     struct ps_stats st;
 };
 
 struct ps_scratch {
+    /* Read-modify-write of partial pages; direct reads from the backing
+     * device (aligned, as O_DIRECT wants: scratch_new aligns the struct). */
+    char page[PAGE_SIZE] __attribute__((aligned(PS_PAGE_SIZE)));
     struct page_store *ps;
     int codec, level;                   /* what it compresses with */
     struct ps_scratch *next;            /* in ps->scratches */
@@ -142,7 +166,6 @@ struct ps_scratch {
     LZ4_streamHC_t *lz4hc_stream;
     ZSTD_CCtx *zc;
     ZSTD_DCtx *zd;
-    char page[PAGE_SIZE];               /* read-modify-write of partial pages */
     char out[PAGE_SIZE + 64];           /* compressed payloads before their slot */
     /* The last frame decoded (load_frame()): valid while its entry is the
      * same and no frame slot has been freed since (ps->frames_freed). */
@@ -196,6 +219,12 @@ static inline uint64_t entry_stored(uint64_t chunk, uint32_t slot, uint32_t len)
 {
     return ENTRY_STORED | chunk << ENTRY_CHUNK_SHIFT | (uint64_t)slot << ENTRY_SLOT_SHIFT | (len - 1);
 }
+static inline bool entry_backed(uint64_t e)
+{
+    return (e & (ENTRY_SAME | ENTRY_STORED | ENTRY_BACKED)) == ENTRY_BACKED;
+}
+static inline uint64_t entry_backed_at(uint64_t block) { return ENTRY_BACKED | block; }
+static inline uint64_t entry_block(uint64_t e) { return e & ENTRY_BLOCK_MASK; }
 static inline unsigned entry_codec(uint64_t e) { return (unsigned)((e & ENTRY_CODEC) >> ENTRY_CODEC_SHIFT); }
 static inline uint64_t entry_chunk(uint64_t e) { return (e >> ENTRY_CHUNK_SHIFT) & ENTRY_CHUNK_MASK; }
 static inline uint32_t entry_slot(uint64_t e) { return (e >> ENTRY_SLOT_SHIFT) & ENTRY_FIELD_MASK; }
@@ -297,5 +326,11 @@ PS_INTERNAL void recompressor_free(struct page_store *ps);
 /* Whether a sweep that moved pages ended in it (their old slots left
  * chunks sparse: worth a compaction pass). */
 PS_INTERNAL bool recompress_slice(struct page_store *ps);
+
+/* page_backing.c: a written-back page read (its stripe lock held), 0 or
+ * -EIO; a block given back (alloc_lock held); the device let go. */
+PS_INTERNAL int read_backed(struct ps_scratch *w, uint64_t e, void *dest);
+PS_INTERNAL void free_block(struct page_store *ps, uint64_t block);
+PS_INTERNAL void backing_free(struct page_store *ps);
 
 #endif

@@ -35,6 +35,7 @@ ENTROPY_BITS = (0.0, 8.0)
 DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
 SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 RECOMPRESS_TYPES = ("idle", "huge", "all")  # `recompress --type`, as PS_RECOMPRESS_*
+WRITEBACK_TYPES = ("idle", "huge", "incompressible", "all")    # `writeback --type`, as PS_WRITEBACK_*
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import os
 
 from trueno_ublk import limits
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.policy import RECOMPRESS_TYPES, Policy, recompress_codec
+from trueno_ublk.policy import RECOMPRESS_TYPES, WRITEBACK_TYPES, Policy, recompress_codec
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
 from trueno_ublk.stores.base import Store
 from trueno_ublk.units import PAGE_SIZE, format_size
@@ -96,6 +96,33 @@ class CompressedRamStore(Store):
             raise OSError(-ret, f"recompressing: {os.strerror(-ret)}")
         return done[0], saved[0]
 
+    def set_backing(self, fd: int, size: int) -> None:
+        """Write pages back to `fd` (backing.open_backing's) of `size` bytes;
+        a recovered worker finds the pages its predecessor left there."""
+        ret = lib.ps_set_backing(self.handle, fd, size // PAGE_SIZE)
+        if ret == -errno.EUCLEAN:
+            raise ValueError("the page map names blocks past the backing device's end: "
+                             "it is not the device these pages were written to")
+        if ret < 0:
+            raise OSError(-ret, f"setting the backing device: {os.strerror(-ret)}")
+
+    def writeback(self, kind: str, max_pages: int, age: int = 0) -> int:
+        """Write up to `max_pages` pages of `kind` (WRITEBACK_TYPES) back;
+        idle ones are those marked idle or unused for `age` seconds. The
+        pages moved; OSError(EIO) when the device failed a write (those
+        pages stayed in RAM)."""
+        done = ffi.new("uint64_t *")
+        ret = lib.ps_writeback(self.handle, WRITEBACK_TYPES.index(kind), age, max_pages, done)
+        if ret == -errno.ENODEV:
+            raise ValueError("the device has no backing device (create --backing-dev)")
+        if ret < 0:
+            raise OSError(-ret, f"writing back after {done[0]} pages: {os.strerror(-ret)}")
+        return done[0]
+
+    def set_writeback_limit(self, pages: int | None) -> None:
+        """zram's writeback_limit: None for none."""
+        lib.ps_set_writeback_limit(self.handle, pages is not None, pages or 0)
+
     def _resize(self, size: int) -> None:
         ret = lib.ps_resize(self.handle, pages_for(size))
         if ret == -errno.EFBIG:
@@ -145,4 +172,11 @@ class CompressedRamStore(Store):
             "entropy_pages": list(st.entropy_pages),
             "background_cpu_seconds": round(st.background_ns / 1e9, 3),
             "background_paused": st.background_paused,
+            # zram's bd_stat, in 4 KiB pages, and the device's size
+            "bd_count": st.bd_count,
+            "bd_reads": st.bd_reads,
+            "bd_writes": st.bd_writes,
+            "bd_read_errors": st.bd_read_errors,
+            "bd_write_errors": st.bd_write_errors,
+            "backing_bytes": st.bd_blocks * PAGE_SIZE,
         }

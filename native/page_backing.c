@@ -1,0 +1,311 @@
+/*
+ * The backing device: pages written out of RAM to a block device, as
+ * zram's backing_dev, so that their memory goes back at once.
+ *
+ * A page written back keeps its place in the page map: its entry becomes
+ * ENTRY_BACKED with the device block (4 KiB, the page itself, uncompressed:
+ * a read is then one direct read, as zram's). Which blocks are in use is
+ * known only from the entries, so a new I/O worker rebuilds the free map
+ * from them (ps_set_backing) and a worker killed during a writeback leaks
+ * no block: a block is counted once its page's entry names it, and until
+ * then it was only written, never published.
+ *
+ * A writeback copies a batch of pages out under their stripe locks, writes
+ * the batch with no lock held (one write per run of neighbouring blocks),
+ * then publishes each page whose entry did not change meanwhile; a page
+ * rewritten in between keeps its new data and its block is freed. A write
+ * the device fails leaves every page of the batch in RAM. Blocks are taken
+ * and freed under alloc_lock, as slots are.
+ *
+ * Reads of written-back pages happen on the I/O path: the device is another
+ * device than this one, so its reads never wait on this store's reclaim.
+ * Writebacks are background work (their caller is an IO_FLUSHER thread).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "page_store_impl.h"
+
+#define BITS 64u
+
+static bool block_used(const struct backing *b, uint64_t block)
+{
+    return b->used[block / BITS] >> (block % BITS) & 1;
+}
+
+static void mark_block(struct backing *b, uint64_t block, bool used)
+{
+    if (used)
+        b->used[block / BITS] |= 1ull << (block % BITS);
+    else
+        b->used[block / BITS] &= ~(1ull << (block % BITS));
+}
+
+/* A free block, the first at or after the last one taken (runs of writes
+ * stay neighbours), or UINT64_MAX when the device is full. alloc_lock held. */
+static uint64_t take_block(struct page_store *ps)
+{
+    struct backing *b = ps->backing;
+
+    if (ps->st.bd_count >= b->blocks)
+        return UINT64_MAX;
+    for (uint64_t n = 0; n < b->blocks; n++) {
+        uint64_t block = (b->next + n) % b->blocks;
+        if (!block_used(b, block)) {
+            mark_block(b, block, true);
+            b->next = block + 1;
+            ps->st.bd_count++;
+            return block;
+        }
+    }
+    return UINT64_MAX;
+}
+
+void free_block(struct page_store *ps, uint64_t block)
+{
+    struct backing *b = ps->backing;
+
+    if (b && block < b->blocks && block_used(b, block)) {
+        mark_block(b, block, false);
+        ps->st.bd_count--;
+    }
+}
+
+int read_backed(struct ps_scratch *w, uint64_t e, void *dest)
+{
+    struct page_store *ps = w->ps;
+    struct backing *b = ps->backing;
+    uint64_t block = entry_block(e);
+
+    if (!b || block >= b->blocks) {
+        __atomic_fetch_add(&ps->st.bd_read_errors, 1, __ATOMIC_RELAXED);
+        return -EIO;
+    }
+    /* O_DIRECT wants an aligned buffer: the scratch page is one. */
+    if (pread(b->fd, w->page, PAGE_SIZE, (off_t)(block * PAGE_SIZE)) != PAGE_SIZE) {
+        __atomic_fetch_add(&ps->st.bd_read_errors, 1, __ATOMIC_RELAXED);
+        return -EIO;
+    }
+    __atomic_fetch_add(&ps->st.bd_reads, 1, __ATOMIC_RELAXED);
+    if (dest != w->page)
+        copy_bytes(dest, w->page, PAGE_SIZE);
+    return 0;
+}
+
+int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)
+{
+    struct backing *b;
+    int ret = 0;
+
+    if (ps->backing)
+        return -EBUSY;
+    if (!blocks || blocks > ENTRY_BLOCK_MASK)
+        return -EINVAL;
+    if (!(b = calloc(1, sizeof(*b))))
+        return -ENOMEM;
+    b->fd = fd;
+    b->blocks = blocks;
+    b->used = calloc((blocks + BITS - 1) / BITS, sizeof(uint64_t));
+    b->batch = aligned_alloc(PAGE_SIZE, WRITEBACK_BATCH * PAGE_SIZE);
+    b->scratch = scratch_new(ps, ps->codec, ps->level);
+    if (!b->used || !b->batch || !b->scratch) {
+        ret = -ENOMEM;
+        goto fail;
+    }
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_lock(&ps->alloc_lock);
+    ps->st.bd_count = 0;
+    for (uint64_t i = 0; i < ps->max_pages && !ret; i++) {
+        uint64_t e = ps->entries[i];
+        if (!entry_backed(e))
+            continue;
+        /* Another device than the one written to, or two pages on one block. */
+        if (entry_block(e) >= blocks || block_used(b, entry_block(e)))
+            ret = -EUCLEAN;
+        else
+            mark_block(b, entry_block(e), true), ps->st.bd_count++;
+    }
+    ps->st.bd_blocks = ret ? 0 : blocks;
+    if (!ret)
+        ps->backing = b;
+    pthread_mutex_unlock(&ps->alloc_lock);
+    if (!ret)
+        return 0;
+    pthread_mutex_destroy(&b->lock);
+fail:
+    if (b->scratch)
+        ps_scratch_free(b->scratch);
+    free(b->batch);
+    free(b->used);
+    free(b);
+    return ret;
+}
+
+void backing_free(struct page_store *ps)
+{
+    struct backing *b = ps->backing;
+
+    if (!b)
+        return;
+    pthread_mutex_destroy(&b->lock);
+    ps_scratch_free(b->scratch);
+    free(b->batch);
+    free(b->used);
+    free(b);
+    ps->backing = NULL;
+}
+
+void ps_set_writeback_limit(struct page_store *ps, int enabled, uint64_t pages)
+{
+    pthread_mutex_lock(&ps->alloc_lock);
+    ps->writeback_limit_enabled = enabled;
+    ps->writeback_limit = pages;
+    pthread_mutex_unlock(&ps->alloc_lock);
+}
+
+uint64_t ps_writeback_limit(struct page_store *ps)
+{
+    return __atomic_load_n(&ps->writeback_limit, __ATOMIC_RELAXED);
+}
+
+/* Whether stored entry `e`, last accessed at `atime`, is one of `type`. */
+static bool writeback_wanted(uint64_t e, uint64_t atime, int type, uint64_t now, uint32_t age)
+{
+    if (!(e & ENTRY_STORED))
+        return false;
+    switch (type) {
+    case PS_WRITEBACK_IDLE:
+        return atime == 0 || (age && atime <= now && now - atime >= age);
+    case PS_WRITEBACK_HUGE:
+        return entry_codec(e) != ENTRY_FRAME && entry_len(e) == PAGE_SIZE && !(e & ENTRY_PADDED);
+    case PS_WRITEBACK_INCOMPRESSIBLE:      /* raw for its entropy, or no codec shrank it */
+        return entry_codec(e) != ENTRY_FRAME && entry_len(e) == PAGE_SIZE && !(e & ENTRY_PADDED)
+               && (e & ENTRY_SETTLED);
+    default:
+        return true;
+    }
+}
+
+/* Copy page `index` (entry `e`) into the batch, decoded; its stripe lock
+ * held. Reads it without counting an access: written back, not used. */
+static int copy_out(struct page_store *ps, struct ps_scratch *w, uint64_t index, uint64_t e, char *dest)
+{
+    if (entry_codec(e) == ENTRY_FRAME) {
+        const uint8_t *payload = (const uint8_t *)slot_addr(ps, entry_chunk(e), entry_slot(e));
+        uint32_t first = payload[0], count = payload[1], len = entry_len(e);
+        uint32_t at = (uint32_t)(index % FRAME_PAGES) - first;
+
+        if (count > FRAME_PAGES || at >= count || len <= FRAME_HEADER)
+            return -EIO;
+        if (ZSTD_decompressDCtx(w->zd, w->frame, count * PAGE_SIZE, payload + FRAME_HEADER,
+                                len - FRAME_HEADER) != count * PAGE_SIZE)
+            return -EIO;
+        copy_bytes(dest, w->frame + at * PAGE_SIZE, PAGE_SIZE);
+        return 0;
+    }
+    return decode_payload(w, e, slot_addr(ps, entry_chunk(e), entry_slot(e)), dest);
+}
+
+/* Write the batch's pages [0, n) to their blocks, one write per run of
+ * neighbouring blocks: 0 or -EIO. */
+static int write_batch(struct backing *b, uint32_t n)
+{
+    for (uint32_t i = 0, end; i < n; i = end) {
+        for (end = i + 1; end < n && b->block[end] == b->block[end - 1] + 1; end++)
+            ;
+        size_t len = (size_t)(end - i) * PAGE_SIZE;
+        if (pwrite(b->fd, b->batch + (size_t)i * PAGE_SIZE, len, (off_t)(b->block[i] * PAGE_SIZE))
+            != (ssize_t)len)
+            return -EIO;
+    }
+    return 0;
+}
+
+/* Publish the written batch: each page whose entry is still the one
+ * copied takes its block; the others' blocks go back. */
+static uint64_t publish_batch(struct page_store *ps, struct backing *b, uint32_t n, int written)
+{
+    uint64_t done = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        pthread_mutex_t *lock = stripe(ps, b->index[i]);
+        pthread_mutex_lock(lock);
+        pthread_mutex_lock(&ps->alloc_lock);
+        if (written == 0 && ps->entries[b->index[i]] == b->entry[i]) {
+            publish(ps, b->index[i], entry_backed_at(b->block[i]));
+            ps->st.bd_writes++;
+            done++;
+        } else {
+            free_block(ps, b->block[i]);
+        }
+        pthread_mutex_unlock(&ps->alloc_lock);
+        pthread_mutex_unlock(lock);
+    }
+    return done;
+}
+
+int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t max_pages, uint64_t *done)
+{
+    struct backing *b = ps->backing;
+    uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED);
+    int ret = 0;
+
+    *done = 0;
+    if (!b)
+        return -ENODEV;
+    if (type < 0 || type > PS_WRITEBACK_ALL)
+        return -EINVAL;
+    pthread_mutex_lock(&b->lock);              /* one writeback at a time */
+    for (uint64_t i = 0; i < ps->pages && *done < max_pages && !ret; ) {
+        uint32_t n = 0;
+        bool full = false;
+
+        /* Gather a batch: pages of the type, each with a block. */
+        for (; i < ps->pages && n < WRITEBACK_BATCH && *done + n < max_pages; i++) {
+            uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED);
+            if (!writeback_wanted(e, __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), type, now, age_seconds))
+                continue;
+            pthread_mutex_t *lock = stripe(ps, i);
+            pthread_mutex_lock(lock);
+            e = ps->entries[i];
+            if (writeback_wanted(e, ps->fills[i], type, now, age_seconds)) {
+                pthread_mutex_lock(&ps->alloc_lock);
+                uint64_t block = ps->writeback_limit_enabled && ps->writeback_limit <= n
+                                 ? UINT64_MAX : take_block(ps);
+                pthread_mutex_unlock(&ps->alloc_lock);
+                if (block == UINT64_MAX) {
+                    full = true;
+                } else if (copy_out(ps, b->scratch, i, e, b->batch + (size_t)n * PAGE_SIZE) == 0) {
+                    b->index[n] = i;
+                    b->entry[n] = e;
+                    b->block[n++] = block;
+                } else {
+                    pthread_mutex_lock(&ps->alloc_lock);
+                    free_block(ps, block);
+                    pthread_mutex_unlock(&ps->alloc_lock);
+                }
+            }
+            pthread_mutex_unlock(lock);
+            if (full)
+                break;
+        }
+        if (n) {
+            int written = write_batch(b, n);
+            uint64_t moved = publish_batch(ps, b, n, written);
+            pthread_mutex_lock(&ps->alloc_lock);
+            if (written)
+                ps->st.bd_write_errors++;
+            if (ps->writeback_limit_enabled)
+                ps->writeback_limit -= moved < ps->writeback_limit ? moved : ps->writeback_limit;
+            pthread_mutex_unlock(&ps->alloc_lock);
+            *done += moved;
+            ret = written;
+        }
+        if (full)
+            break;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return ret;
+}

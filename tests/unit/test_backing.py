@@ -1,0 +1,193 @@
+"""The backing device under the ram store, against a bytearray model:
+pages written back, read from it, rewritten, discarded, the worker
+replaced (the free map rebuilt from the page map); its failures; and which
+paths `open_backing` takes."""
+import os
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trueno_ublk.backing import BackingError, open_backing
+from trueno_ublk.codecs import codec_for
+from trueno_ublk.stores import open_store
+from trueno_ublk.stores.direct import DirectClient
+
+PAGE = 4096
+PAGES = 16
+
+
+def backing_file(path, pages) -> tuple[int, int]:
+    subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=4096", f"count={pages}", "conv=fsync",
+                    "status=none"], check=True)
+    return open_backing(str(path))
+
+
+def page(kind: str, seed: int) -> bytes:
+    if kind == "zero":
+        return bytes(PAGE)
+    if kind == "text":
+        return (f"page {seed} of text\n".encode() * PAGE)[:PAGE]
+    return os.urandom(PAGE)
+
+
+operation = st.tuples(st.sampled_from(["write", "read", "discard", "writeback", "idle", "recompress", "reattach"]),
+                      st.integers(0, PAGES - 1), st.sampled_from(["zero", "text", "random"]),
+                      st.integers(0, 3))
+
+
+@pytest.fixture(scope="module")
+def backing(tmp_path_factory):
+    fd, size = backing_file(tmp_path_factory.mktemp("backing") / "dev", PAGES // 2)
+    yield fd, size
+    os.close(fd)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=st.lists(operation, max_size=40))
+def test_pages_written_back_read_the_same(backing, ops):
+    fd, size = backing
+    store = open_store("ram", PAGES * PAGE, codec_for("lz4"))
+    store.set_backing(fd, size)
+    client = DirectClient(store)
+    model = bytearray(PAGES * PAGE)
+    arenas = []
+    for op, index, kind, seed in ops:
+        at = index * PAGE
+        if op == "write":
+            data = page(kind, seed)
+            client.write(at, data)
+            model[at:at + PAGE] = data
+        elif op == "read":
+            assert client.read(at, PAGE) == model[at:at + PAGE]
+        elif op == "discard":
+            client.discard(at, PAGE)
+            model[at:at + PAGE] = bytes(PAGE)
+        elif op == "writeback":
+            store.writeback(("idle", "huge", "incompressible", "all")[seed], PAGES)
+        elif op == "idle":
+            store.mark_idle(0)
+        elif op == "recompress":
+            store.recompress("idle", "zstd:6", 0)
+        else:                               # a new worker: the free map rebuilt from the page map
+            arena = os.dup(store.fd)
+            store.close()
+            store = open_store("ram", PAGES * PAGE, codec_for("lz4"), arena_fd=arena, attach=True)
+            store.set_backing(fd, size)
+            client = DirectClient(store)
+            arenas.append(arena)
+        stats = store.stats()
+        assert stats["bd_count"] <= size // PAGE
+    assert client.read(0, PAGES * PAGE) == model
+    # Every block in use is a page's: discarding everything frees them all.
+    client.discard(0, PAGES * PAGE)
+    assert store.stats()["bd_count"] == 0
+    store.close()
+    for arena in arenas:
+        os.close(arena)
+
+
+def test_writeback_frees_memory_and_counts_like_bd_stat(tmp_path):
+    fd, size = backing_file(tmp_path / "dev", 64)
+    store = open_store("ram", 256 * PAGE, codec_for("lz4"))
+    store.set_backing(fd, size)
+    client = DirectClient(store)
+    data = [os.urandom(PAGE) for _ in range(100)]
+    for i, d in enumerate(data):
+        client.write(i * PAGE, d)
+    held = store.stats()["compr_data_size"]
+    assert store.writeback("huge", 1000) == 64               # the device is full at 64
+    stats = store.stats()
+    assert (stats["bd_count"], stats["bd_writes"], stats["backing_bytes"]) == (64, 64, size)
+    assert stats["compr_data_size"] == held - 64 * PAGE
+    assert store.writeback("huge", 1000) == 0               # full: stops, nothing fails
+    assert all(client.read(i * PAGE, PAGE) == d for i, d in enumerate(data))
+    assert store.stats()["bd_reads"] == 64
+    client.write(0, bytes(PAGE))                            # a rewrite frees its block
+    assert store.stats()["bd_count"] == 63
+    store.close()
+    os.close(fd)
+
+
+def test_writeback_limit_is_a_budget(tmp_path):
+    fd, size = backing_file(tmp_path / "dev", 64)
+    store = open_store("ram", 64 * PAGE, codec_for("lz4"))
+    store.set_backing(fd, size)
+    client = DirectClient(store)
+    for i in range(40):
+        client.write(i * PAGE, os.urandom(PAGE))
+    store.set_writeback_limit(10)
+    assert store.writeback("all", 1000) == 10
+    assert store.writeback("all", 1000) == 0 and lib_limit(store) == 0
+    store.set_writeback_limit(None)
+    assert store.writeback("all", 1000) == 30
+    store.close()
+    os.close(fd)
+
+
+def lib_limit(store) -> int:
+    from trueno_ublk._native import lib
+    return lib.ps_writeback_limit(store.handle)
+
+
+def test_a_store_without_backing_refuses_writeback():
+    store = open_store("ram", 64 * PAGE, codec_for("lz4"))
+    with pytest.raises(ValueError, match="no backing device"):
+        store.writeback("all", 10)
+    store.close()
+
+
+def test_a_map_past_the_device_is_refused(tmp_path):
+    fd, size = backing_file(tmp_path / "dev", 8)
+    store = open_store("ram", 16 * PAGE, codec_for("lz4"))
+    store.set_backing(fd, size)
+    client = DirectClient(store)
+    for i in range(8):
+        client.write(i * PAGE, os.urandom(PAGE))
+    assert store.writeback("all", 8) == 8
+    arena = os.dup(store.fd)
+    store.close()
+    small_fd, small = backing_file(tmp_path / "small", 4)
+    store = open_store("ram", 16 * PAGE, codec_for("lz4"), arena_fd=arena, attach=True)
+    with pytest.raises(ValueError, match="not the device these pages were written to"):
+        store.set_backing(small_fd, small)
+    store.close()
+    for f in (fd, small_fd, arena):
+        os.close(f)
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda p: subprocess.run(["truncate", "-s", "1M", p], check=True), "holes"),
+    (lambda p: subprocess.run(["fallocate", "-l", "1M", p], check=True), "unwritten"),
+    (lambda p: None, "No such file"),
+])
+def test_files_a_write_would_allocate_in_are_refused(tmp_path, make, why):
+    path = str(tmp_path / "f")
+    make(path)
+    with pytest.raises(BackingError, match=why):
+        open_backing(path)
+
+
+def test_a_character_device_is_refused():
+    with pytest.raises(BackingError, match="not a block device or a regular file"):
+        open_backing("/dev/null")
+
+
+def test_a_failed_write_leaves_every_page_in_ram(tmp_path):
+    fd, size = backing_file(tmp_path / "dev", 16)
+    read_only = os.open(tmp_path / "dev", os.O_RDONLY | os.O_DIRECT)   # every write fails
+    store = open_store("ram", 16 * PAGE, codec_for("lz4"))
+    store.set_backing(read_only, size)
+    client = DirectClient(store)
+    data = [os.urandom(PAGE) for _ in range(16)]
+    for i, d in enumerate(data):
+        client.write(i * PAGE, d)
+    with pytest.raises(OSError, match="writing back after 0 pages"):
+        store.writeback("all", 16)
+    stats = store.stats()
+    assert (stats["bd_write_errors"], stats["bd_count"], stats["huge_pages"]) == (1, 0, 16)
+    assert all(client.read(i * PAGE, PAGE) == d for i, d in enumerate(data))
+    store.close()
+    for f in (fd, read_only):
+        os.close(f)
