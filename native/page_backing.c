@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "page_store_impl.h"
@@ -257,6 +258,8 @@ int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t
         return -ENODEV;
     if (type < 0 || type > PS_WRITEBACK_ALL)
         return -EINVAL;
+    /* It frees memory reclaim may be waiting for: it must not wait on it. */
+    prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&b->lock);              /* one writeback at a time */
     for (uint64_t i = 0; i < ps->pages && *done < max_pages && !ret; ) {
         uint32_t n = 0;

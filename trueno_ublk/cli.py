@@ -22,6 +22,7 @@ from trueno_ublk.policy import (
     DEFAULT_RECOMPRESS_AFTER,
     DEFAULT_RECOMPRESS_ALGORITHM,
     RECOMPRESS_TYPES,
+    WRITEBACK_TYPES,
     parse_duration,
     parse_entropy,
     recompress_codec,
@@ -130,6 +131,11 @@ def cli():
 @click.option("--entropy-threshold", type=EntropyType, default=DEFAULT_ENTROPY_THRESHOLD, show_default=True,
               help="Pages with this many bits of entropy a byte or more (already compressed or "
                    "encrypted) are stored raw without trying the codec; 0: never.")
+@click.option("--backing-dev", metavar="PATH", default="",
+              help="Block device (or fully written file on ext4/xfs) that `writeback` moves pages to, "
+                   "freeing their memory, as zram's backing_dev.")
+@click.option("--writeback-limit", type=SizeType(), default=None,
+              help="Bytes writebacks may write in all, as zram's writeback_limit (default: no limit).")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="If the I/O worker dies, serve the device on with a new one, every page kept.")
 @click.option("--io-without-server", type=click.Choice(IO_WITHOUT_SERVER), default="auto", show_default=True,
@@ -152,8 +158,8 @@ def cli():
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
 def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold,
-           recompress_algorithm, recompress_after, entropy_threshold, recovery, io_without_server,
-           from_config, config_file,
+           recompress_algorithm, recompress_after, entropy_threshold, backing_dev, writeback_limit,
+           recovery, io_without_server, from_config, config_file,
            metrics_listen, otlp_endpoint, otlp_interval, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
@@ -175,6 +181,10 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             recompress_after = section.policy.recompress_after
         if source("entropy_threshold") != ParameterSource.COMMANDLINE:
             entropy_threshold = section.policy.entropy_threshold
+        if source("backing_dev") != ParameterSource.COMMANDLINE:
+            backing_dev = section.backing_dev
+        if source("writeback_limit") != ParameterSource.COMMANDLINE:
+            writeback_limit = section.writeback_limit
         if source("otlp_endpoint") != ParameterSource.COMMANDLINE:
             otlp_endpoint = section.otlp_endpoint
         if source("otlp_interval") != ParameterSource.COMMANDLINE:
@@ -208,6 +218,16 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
     from trueno_ublk.supervisor import DeviceConfig, Supervisor
     if mem_limit and not STORES[store].holds_memory:
         raise UserError(f"--mem-limit needs a store that holds memory: the {store} store holds none")
+    if backing_dev:
+        if not STORES[store].holds_memory:
+            raise UserError(f"--backing-dev needs a store that holds memory: the {store} store holds none")
+        from trueno_ublk.backing import BackingError, open_backing
+        try:
+            os.close(open_backing(backing_dev)[0])      # the worker opens it for itself
+        except BackingError as e:
+            raise UserError(str(e)) from None
+    elif writeback_limit is not None:
+        raise UserError("--writeback-limit goes with --backing-dev")
     if metrics_listen:
         try:
             metrics.parse_address(metrics_listen)
@@ -232,6 +252,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery, io_without_server=io_without_server,
                           policy=Policy(recompress_algorithm, recompress_after, entropy_threshold),
+                          backing_dev=backing_dev, writeback_limit=writeback_limit,
                           metrics_listen=metrics_listen, otlp_endpoint=otlp_endpoint, otlp_interval=otlp_interval,
                           format_command=format_command)
     if foreground:
@@ -452,7 +473,8 @@ def _live_device(text: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--mm-stat", is_flag=True, help="zram's mm_stat line.")
 @click.option("--io-stat", is_flag=True, help="zram's io_stat line.")
-def stat(device, as_json, mm_stat, io_stat):
+@click.option("--bd-stat", is_flag=True, help="zram's bd_stat line: pages on the backing device, read, written.")
+def stat(device, as_json, mm_stat, io_stat, bd_stat):
     """Memory and I/O statistics of a device, with zram's meanings."""
     import json
 
@@ -466,7 +488,9 @@ def stat(device, as_json, mm_stat, io_stat):
         click.echo(" ".join(str(mm.get(k, 0)) for k in stats.MM_STAT))
     if io_stat:
         click.echo(" ".join(str(io[k]) for k in stats.IO_STAT))
-    if mm_stat or io_stat:
+    if bd_stat:
+        click.echo(" ".join(str(mm.get(k, 0)) for k in stats.BD_STAT))
+    if mm_stat or io_stat or bd_stat:
         return
     features = reply["device"].get("features", [])      # what ADD_DEV negotiated
     policy, tiers = reply.get("policy", {}), stats.tiers(mm) if mm else {}
@@ -549,6 +573,23 @@ def recompress(device, kind, algorithm, max_pages):
                           max_pages=max_pages, timeout=None)
     click.echo(f"/dev/ublkb{parse_device(device)}: {reply['pages']} pages recompressed, "
                f"{format_size(reply['saved'])} saved")
+
+
+@cli.command()
+@click.argument("device")
+@click.option("--type", "kind", type=click.Choice(WRITEBACK_TYPES), default="idle", show_default=True,
+              help="idle: pages marked idle (see `idle`); huge: pages stored raw; incompressible: "
+                   "raw pages no codec shrinks; all: every stored page.")
+@click.option("--limit", type=SizeType(), default=0, help="Stop after this much (default: no limit).")
+def writeback(device, kind, limit):
+    """Write stored pages to the backing device (create --backing-dev) now,
+    freeing their memory; read back from it when asked for."""
+    require_root()
+    from trueno_ublk import admin
+    reply = admin.request(_live_device(device), "writeback", kind=kind, max_pages=-(-limit // PAGE_SIZE),
+                          timeout=None)
+    click.echo(f"/dev/ublkb{parse_device(device)}: {reply['pages']} pages written back "
+               f"({format_size(reply['pages'] * PAGE_SIZE)})")
 
 
 @cli.command("metrics")

@@ -67,6 +67,8 @@ class DeviceSection:
     policy: Policy = Policy()           # recompress-algorithm, recompress-after, entropy-threshold
     otlp_endpoint: str = ""             # otlp-endpoint: OTLP export (otlp.py); empty: off
     otlp_interval: int = 60
+    backing_dev: str = ""               # writeback-device (zram-generator's name); empty: none
+    writeback_limit: int | None = None  # writeback-limit, bytes; None: no limit
 
     @property
     def is_swap(self) -> bool:
@@ -240,6 +242,12 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
         dev.policy = dataclasses.replace(dev.policy, recompress_after=parse_duration(value, "recompress-after"))
     elif key == "entropy-threshold":
         dev.policy = dataclasses.replace(dev.policy, entropy_threshold=parse_entropy(value))
+    elif key == "writeback-device":
+        if not value.startswith("/") or CONTROL_CHARS.search(value):
+            raise ValueError(f"writeback-device must be an absolute path, not {_shown(value)}")
+        dev.backing_dev = value
+    elif key == "writeback-limit":
+        dev.writeback_limit = parse_size(value)
     elif key == "otlp-endpoint":
         from trueno_ublk.otlp import metrics_url
         try:

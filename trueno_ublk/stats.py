@@ -27,6 +27,7 @@ from trueno_ublk.units import PAGE_SIZE
 MM_STAT = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max",
            "same_pages", "pages_compacted", "huge_pages")
 IO_STAT = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
+BD_STAT = ("bd_count", "bd_reads", "bd_writes")
 
 
 def tiers(mm: dict) -> dict:

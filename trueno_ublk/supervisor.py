@@ -121,6 +121,8 @@ class DeviceConfig:
     mem_limit: int = 0
     huge_threshold: int = DEFAULT_HUGE_THRESHOLD
     policy: Policy = Policy()       # cold pages and entropy routing
+    backing_dev: str = ""           # where pages are written back (backing.py); empty: nowhere
+    writeback_limit: int | None = None  # bytes writebacks may write, zram's writeback_limit; None: no limit
     recovery: bool = True
     io_without_server: str = "auto"     # auto, hold or fail: recovery_flags
     metrics_listen: str = ""        # HOST:PORT for GET /metrics; empty: off

@@ -22,11 +22,12 @@ import prctl
 from trueno_ublk import limits, procfs, state
 from trueno_ublk._native import ffi, lib
 from trueno_ublk.admin import AdminServer
+from trueno_ublk.backing import open_backing
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control, ControlError
 from trueno_ublk.errors import UserError
 from trueno_ublk.metrics import render
-from trueno_ublk.policy import RECOMPRESS_AFTER, RECOMPRESS_TYPES
+from trueno_ublk.policy import RECOMPRESS_AFTER, RECOMPRESS_TYPES, WRITEBACK_TYPES
 from trueno_ublk.queue import IO_COUNTERS, Queue
 from trueno_ublk.report import Report
 from trueno_ublk.stores import open_store
@@ -105,6 +106,13 @@ class Worker:
                            self.arena_fd, attach=self.recovering, policy=cfg.policy)
         if cfg.mem_limit and not self.recovering:   # a recovered store keeps the limit last set
             store.set_mem_limit(cfg.mem_limit)
+        if cfg.backing_dev:
+            # Opened anew by each worker (O_EXCL: a dead one's is closed); a
+            # recovered one finds the pages its predecessor wrote there.
+            backing_fd, backing_size = open_backing(cfg.backing_dev)
+            store.set_backing(backing_fd, backing_size)
+            if cfg.writeback_limit is not None and not self.recovering:
+                store.set_writeback_limit(cfg.writeback_limit // PAGE_SIZE)
         with Control() as ctrl:
             cdev_fd = open_char_device(dev_id)
             fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)
@@ -255,8 +263,15 @@ class Worker:
                 state.save(record)
             return {"size": size}
 
+        def writeback(kind="all", max_pages=0):
+            if kind not in WRITEBACK_TYPES:
+                raise ValueError(f"kind must be one of {', '.join(WRITEBACK_TYPES)}")
+            if type(max_pages) is not int or not 0 <= max_pages < 2**64:
+                raise ValueError("max_pages must be a whole number >= 0 (0: no limit)")
+            return {"pages": store.writeback(kind, max_pages or 2**64 - 1)}
+
         return {"stat": stat, "set": set_, "compact": compact, "resize": resize, "idle": idle,
-                "recompress": recompress}
+                "recompress": recompress, "writeback": writeback}
 
 
 def drain(fd: int) -> None:
