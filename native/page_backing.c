@@ -30,6 +30,12 @@
 #include "page_store_impl.h"
 
 #define BITS 64u
+#define SLICE_PAGES     65536           /* entries a background period looks at */
+#define SLICE_MAX_PAGES 4096            /* pages it writes back: 16 MiB */
+#define SPILL_SHARE     8               /* spill from 7/8 of the memory limit up */
+#define SPILL_PAGES     4096            /* pages a period spills */
+#define SPILL_AGE_MAX   3600            /* without writeback-after: from an hour idle down */
+#define SPILL_WAIT_MS   2000            /* a write at the limit waits this long for room */
 
 static bool block_used(const struct backing *b, uint64_t block)
 {
@@ -232,9 +238,9 @@ static uint64_t publish_batch(struct page_store *ps, struct backing *b, uint32_t
 
     for (uint32_t i = 0; i < n; i++) {
         pthread_mutex_t *lock = stripe(ps, b->index[i]);
-        pthread_mutex_lock(lock);
+        bool locked = pthread_mutex_trylock(lock) == 0;     /* in use: it stays in RAM */
         pthread_mutex_lock(&ps->alloc_lock);
-        if (written == 0 && ps->entries[b->index[i]] == b->entry[i]) {
+        if (locked && written == 0 && ps->entries[b->index[i]] == b->entry[i]) {
             publish(ps, b->index[i], entry_backed_at(b->block[i]));
             ps->st.bd_writes++;
             done++;
@@ -242,44 +248,42 @@ static uint64_t publish_batch(struct page_store *ps, struct backing *b, uint32_t
             free_block(ps, b->block[i]);
         }
         pthread_mutex_unlock(&ps->alloc_lock);
-        pthread_mutex_unlock(lock);
+        if (locked)
+            pthread_mutex_unlock(lock);
     }
     return done;
 }
 
-int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t max_pages, uint64_t *done)
+/* Write back pages of `type` in [*cursor, end), up to `max_pages`, batch
+ * by batch; *cursor ends where it stopped. b->lock held. 0, or -EIO. */
+static int writeback_range(struct page_store *ps, int type, uint32_t age, uint64_t *cursor, uint64_t end,
+                           uint64_t max_pages, uint64_t *done, bool *full)
 {
     struct backing *b = ps->backing;
     uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED);
+    uint64_t i = *cursor;
     int ret = 0;
 
-    *done = 0;
-    if (!b)
-        return -ENODEV;
-    if (type < 0 || type > PS_WRITEBACK_ALL)
-        return -EINVAL;
-    /* It frees memory reclaim may be waiting for: it must not wait on it. */
-    prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
-    pthread_mutex_lock(&b->lock);              /* one writeback at a time */
-    for (uint64_t i = 0; i < ps->pages && *done < max_pages && !ret; ) {
+    while (i < end && *done < max_pages && !ret && !*full) {
         uint32_t n = 0;
-        bool full = false;
 
         /* Gather a batch: pages of the type, each with a block. */
-        for (; i < ps->pages && n < WRITEBACK_BATCH && *done + n < max_pages; i++) {
+        for (; i < end && n < WRITEBACK_BATCH && *done + n < max_pages && !*full; i++) {
             uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED);
-            if (!writeback_wanted(e, __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), type, now, age_seconds))
+            if (!writeback_wanted(e, __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), type, now, age))
                 continue;
             pthread_mutex_t *lock = stripe(ps, i);
-            pthread_mutex_lock(lock);
+            if (pthread_mutex_trylock(lock))
+                continue;               /* in use now: not cold, and never waited for */
             e = ps->entries[i];
-            if (writeback_wanted(e, ps->fills[i], type, now, age_seconds)) {
+            if (writeback_wanted(e, ps->fills[i], type, now, age)) {
                 pthread_mutex_lock(&ps->alloc_lock);
                 uint64_t block = ps->writeback_limit_enabled && ps->writeback_limit <= n
                                  ? UINT64_MAX : take_block(ps);
                 pthread_mutex_unlock(&ps->alloc_lock);
                 if (block == UINT64_MAX) {
-                    full = true;
+                    *full = true;
+                    i--;                /* this page is still to do */
                 } else if (copy_out(ps, b->scratch, i, e, b->batch + (size_t)n * PAGE_SIZE) == 0) {
                     b->index[n] = i;
                     b->entry[n] = e;
@@ -291,8 +295,6 @@ int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t
                 }
             }
             pthread_mutex_unlock(lock);
-            if (full)
-                break;
         }
         if (n) {
             int written = write_batch(b, n);
@@ -306,9 +308,99 @@ int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t
             *done += moved;
             ret = written;
         }
-        if (full)
-            break;
     }
+    *cursor = i;
+    return ret;
+}
+
+int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t max_pages, uint64_t *done)
+{
+    struct backing *b = ps->backing;
+    uint64_t cursor = 0;
+    bool full = false;
+    int ret;
+
+    *done = 0;
+    if (!b)
+        return -ENODEV;
+    if (type < 0 || type > PS_WRITEBACK_ALL)
+        return -EINVAL;
+    /* It frees memory reclaim may be waiting for: it must not wait on it. */
+    prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+    pthread_mutex_lock(&b->lock);              /* one writeback at a time */
+    ret = writeback_range(ps, type, age_seconds, &cursor, ps_pages(ps), max_pages, done, &full);
     pthread_mutex_unlock(&b->lock);
     return ret;
+}
+
+int wait_for_spill(struct page_store *ps)
+{
+    struct backing *b = ps->backing;
+    struct timespec until;
+    int ret = -ENOSPC;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += SPILL_WAIT_MS % 1000 * 1000000L;
+    until.tv_sec += SPILL_WAIT_MS / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&ps->alloc_lock);
+    /* Only with a device that has room; while a wait has timed out the
+     * others fail at once, as for the reserve. */
+    if (b && !ps->spill_starved && ps->st.bd_count < b->blocks) {
+        while (at_mem_limit(ps))
+            if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &until))
+                break;
+        ps->spill_starved = at_mem_limit(ps);
+        ret = ps->spill_starved ? -ENOSPC : 0;
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return ret;
+}
+
+void ps_set_writeback_after(struct page_store *ps, uint32_t after_seconds)
+{
+    __atomic_store_n(&ps->writeback_after, after_seconds, __ATOMIC_RELAXED);
+}
+
+/* Whether the store holds more than SPILL_AT of its memory limit. */
+static bool near_mem_limit(struct page_store *ps)
+{
+    uint64_t limit = __atomic_load_n(&ps->mem_limit, __ATOMIC_RELAXED);
+
+    return limit && __atomic_load_n(&ps->st.live_chunks, __ATOMIC_RELAXED) * CHUNK_SIZE
+                    >= limit / SPILL_SHARE * (SPILL_SHARE - 1);
+}
+
+bool writeback_slice(struct page_store *ps)
+{
+    struct backing *b = ps->backing;
+    uint32_t after = __atomic_load_n(&ps->writeback_after, __ATOMIC_RELAXED);
+    uint64_t pages = ps_pages(ps), done = 0, end;
+    bool full = false, spill;
+
+    if (!b || pthread_mutex_trylock(&b->lock))
+        return false;                   /* none, or a writeback by hand is running */
+    spill = near_mem_limit(ps);
+    if (b->cursor >= pages)
+        b->cursor = 0;
+    end = b->cursor + SLICE_PAGES < pages ? b->cursor + SLICE_PAGES : pages;
+    if (spill) {
+        /* Near the memory limit: out with the coldest pages first, so that
+         * writes find room (then compaction gives the chunks back). */
+        for (uint32_t age = after ? after : SPILL_AGE_MAX; !done && !full; age /= 2) {
+            uint64_t cursor = 0;
+            writeback_range(ps, age ? PS_WRITEBACK_IDLE : PS_WRITEBACK_ALL, age, &cursor, pages,
+                            SPILL_PAGES, &done, &full);
+            if (!age)
+                break;
+        }
+    } else if (after) {
+        uint64_t from = b->cursor;
+        writeback_range(ps, PS_WRITEBACK_IDLE, after, &from, end, SLICE_MAX_PAGES, &done, &full);
+        from = b->cursor;
+        writeback_range(ps, PS_WRITEBACK_INCOMPRESSIBLE, 0, &from, end, SLICE_MAX_PAGES, &done, &full);
+        b->cursor = end;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return done > 0;
 }

@@ -294,6 +294,7 @@ static void *background_main(void *arg)
 
         tick_clock(ps);
         bool swept = recompress_slice(ps);
+        swept |= writeback_slice(ps);
         uint64_t gain = chunks_to_gain(ps);
         uint64_t live = __atomic_load_n(&ps->st.live_chunks, __ATOMIC_RELAXED);
         bool pressed = reclaiming(k);
@@ -301,6 +302,9 @@ static void *background_main(void *arg)
         if (gain >= (pressed || swept ? 1 : COMPACT_MIN_CHUNKS) && (pressed || swept || gain * COMPACT_SHARE >= live))
             ps_compact(ps);
         pthread_mutex_lock(&ps->alloc_lock);
+        if (ps->spill_starved && !at_mem_limit(ps))
+            ps->spill_starved = false;
+        pthread_cond_broadcast(&ps->reserve_filled);    /* writes waiting for spilled room */
         ps->st.background_ns += thread_cpu_ns() - start;
         pthread_mutex_unlock(&ps->alloc_lock);
     }

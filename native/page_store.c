@@ -158,7 +158,7 @@ static int wait_for_reserve(struct page_store *ps)
     return ps->n_ready ? 0 : -ENOMEM;
 }
 
-static bool at_mem_limit(const struct page_store *ps)
+bool at_mem_limit(const struct page_store *ps)
 {
     return ps->mem_limit && (ps->st.live_chunks + 1) * CHUNK_SIZE > ps->mem_limit;
 }
@@ -604,12 +604,19 @@ int ps_write(struct ps_scratch *w, uint64_t offset, uint32_t len, const void *sr
         int ret;
 
         w->pages_served++;
-        if (n == PAGE_SIZE) {
-            pthread_mutex_lock(stripe(w->ps, index));
-            ret = store_page(w, index, in);
-            pthread_mutex_unlock(stripe(w->ps, index));
-        } else {
-            ret = patch_page(w, index, start, n, in);
+        for (bool waited = false; ; waited = true) {
+            if (n == PAGE_SIZE) {
+                pthread_mutex_lock(stripe(w->ps, index));
+                ret = store_page(w, index, in);
+                pthread_mutex_unlock(stripe(w->ps, index));
+            } else {
+                ret = patch_page(w, index, start, n, in);
+            }
+            /* At the memory limit with a backing device, the background
+             * thread spills cold pages there: wait for it once, holding no
+             * page's lock (page_backing.c). */
+            if (ret != -ENOSPC || waited || wait_for_spill(w->ps) < 0)
+                break;
         }
         if (ret)
             return ret;

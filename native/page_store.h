@@ -156,6 +156,10 @@ int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t
 /* zram's writeback_limit: with `enabled`, writebacks stop once `pages`
  * more have been written; ps_writeback_limit says what is left. */
 void ps_set_writeback_limit(struct page_store *ps, int enabled, uint64_t pages);
+/* The background writes back pages idle `after_seconds` (0: none) and
+ * incompressible ones; near the memory limit (7/8 of it) it spills the
+ * coldest pages whatever this says, and a write at the limit waits for it. */
+void ps_set_writeback_after(struct page_store *ps, uint32_t after_seconds);
 uint64_t ps_writeback_limit(struct page_store *ps);
 
 /*

@@ -90,6 +90,7 @@ struct backing {
     pthread_mutex_t lock;               /* one writeback at a time */
     struct ps_scratch *scratch;         /* the writeback's decoding */
     char *batch;                        /* WRITEBACK_BATCH pages, aligned */
+    uint64_t cursor;                    /* where the background's next slice starts */
     uint64_t index[WRITEBACK_BATCH], entry[WRITEBACK_BATCH], block[WRITEBACK_BATCH];
 };
 
@@ -150,6 +151,8 @@ struct page_store {
     struct backing *backing;            /* page_backing.c; NULL: none */
     bool writeback_limit_enabled;       /* then writebacks stop after writeback_limit pages */
     uint64_t writeback_limit;
+    uint32_t writeback_after;           /* seconds idle before the background writes a page back; 0: never */
+    bool spill_starved;                 /* a wait for spilled room timed out: fail fast until room */
     struct ps_stats st;
 };
 
@@ -332,5 +335,13 @@ PS_INTERNAL bool recompress_slice(struct page_store *ps);
 PS_INTERNAL int read_backed(struct ps_scratch *w, uint64_t e, void *dest);
 PS_INTERNAL void free_block(struct page_store *ps, uint64_t block);
 PS_INTERNAL void backing_free(struct page_store *ps);
+/* The background's share (page_compact.c's thread): pages idle
+ * writeback_after and incompressible ones written back, and near the memory
+ * limit the coldest spilled; whether it moved any. */
+PS_INTERNAL bool writeback_slice(struct page_store *ps);
+/* A write at the memory limit, holding no lock: 0 once the background
+ * has spilled room, -ENOSPC when it cannot. */
+PS_INTERNAL int wait_for_spill(struct page_store *ps);
+PS_INTERNAL bool at_mem_limit(const struct page_store *ps);
 
 #endif

@@ -21,6 +21,7 @@ from trueno_ublk.policy import (
     DEFAULT_ENTROPY_THRESHOLD,
     DEFAULT_RECOMPRESS_AFTER,
     DEFAULT_RECOMPRESS_ALGORITHM,
+    DEFAULT_WRITEBACK_AFTER,
     RECOMPRESS_TYPES,
     WRITEBACK_TYPES,
     parse_duration,
@@ -134,6 +135,10 @@ def cli():
 @click.option("--backing-dev", metavar="PATH", default="",
               help="Block device (or fully written file on ext4/xfs) that `writeback` moves pages to, "
                    "freeing their memory, as zram's backing_dev.")
+@click.option("--writeback-after", type=DurationType, default=DEFAULT_WRITEBACK_AFTER, show_default=True,
+              help="With --backing-dev: seconds (or 10m, 2h) a page stays unused before the background "
+                   "writes it back; incompressible pages go at once; 0: only by hand and to stay "
+                   "under --mem-limit.")
 @click.option("--writeback-limit", type=SizeType(), default=None,
               help="Bytes writebacks may write in all, as zram's writeback_limit (default: no limit).")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
@@ -158,7 +163,7 @@ def cli():
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
 def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold,
-           recompress_algorithm, recompress_after, entropy_threshold, backing_dev, writeback_limit,
+           recompress_algorithm, recompress_after, entropy_threshold, backing_dev, writeback_after, writeback_limit,
            recovery, io_without_server, from_config, config_file,
            metrics_listen, otlp_endpoint, otlp_interval, foreground):
     """Create a device; prints its path once it is live."""
@@ -183,6 +188,8 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             entropy_threshold = section.policy.entropy_threshold
         if source("backing_dev") != ParameterSource.COMMANDLINE:
             backing_dev = section.backing_dev
+        if source("writeback_after") != ParameterSource.COMMANDLINE:
+            writeback_after = section.policy.writeback_after
         if source("writeback_limit") != ParameterSource.COMMANDLINE:
             writeback_limit = section.writeback_limit
         if source("otlp_endpoint") != ParameterSource.COMMANDLINE:
@@ -251,7 +258,8 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
                           io_commands=io_commands,
                           depth=depth, dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery, io_without_server=io_without_server,
-                          policy=Policy(recompress_algorithm, recompress_after, entropy_threshold),
+                          policy=Policy(recompress_algorithm, recompress_after, entropy_threshold,
+                                        writeback_after),
                           backing_dev=backing_dev, writeback_limit=writeback_limit,
                           metrics_listen=metrics_listen, otlp_endpoint=otlp_endpoint, otlp_interval=otlp_interval,
                           format_command=format_command)

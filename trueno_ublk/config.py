@@ -246,6 +246,8 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
         if not value.startswith("/") or CONTROL_CHARS.search(value):
             raise ValueError(f"writeback-device must be an absolute path, not {_shown(value)}")
         dev.backing_dev = value
+    elif key == "writeback-after":
+        dev.policy = dataclasses.replace(dev.policy, writeback_after=parse_duration(value, "writeback-after"))
     elif key == "writeback-limit":
         dev.writeback_limit = parse_size(value)
     elif key == "otlp-endpoint":

@@ -30,6 +30,9 @@ from trueno_ublk.codecs import codec_for
 DEFAULT_RECOMPRESS_ALGORITHM = "zstd:6"
 DEFAULT_RECOMPRESS_AFTER = 120              # seconds
 DEFAULT_ENTROPY_THRESHOLD = 7.5             # bits a byte; 0: never route by entropy
+# With a backing device: pages idle this long leave RAM for it (recompressed
+# first, at recompress-after); incompressible pages leave at once.
+DEFAULT_WRITEBACK_AFTER = 600               # seconds
 RECOMPRESS_AFTER = limits.Range(0, 2**32 - 1, "0: never")
 ENTROPY_BITS = (0.0, 8.0)
 DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
@@ -43,6 +46,7 @@ class Policy:
     recompress_algorithm: str = DEFAULT_RECOMPRESS_ALGORITHM
     recompress_after: int = DEFAULT_RECOMPRESS_AFTER        # seconds idle; 0: never
     entropy_threshold: float = DEFAULT_ENTROPY_THRESHOLD    # bits a byte; 0: never
+    writeback_after: int = DEFAULT_WRITEBACK_AFTER          # seconds idle; 0: never (backing device only)
 
 
 def parse_duration(text: str, what: str) -> int:

@@ -191,3 +191,38 @@ def test_a_failed_write_leaves_every_page_in_ram(tmp_path):
     store.close()
     for f in (fd, read_only):
         os.close(f)
+
+
+def test_writes_past_the_memory_limit_spill_to_the_backing_device(tmp_path):
+    """Four times the limit written, no write fails: the background spills
+    the coldest pages while writes at the limit wait for room."""
+    from trueno_ublk.policy import Policy
+    fd, size = backing_file(tmp_path / "dev", 4096)                 # 16 MiB
+    store = open_store("ram", 4096 * PAGE, codec_for("lz4"), policy=Policy(writeback_after=0))
+    store.set_backing(fd, size)
+    store.set_mem_limit(4 << 20)
+    client = DirectClient(store)
+    data = [os.urandom(PAGE) for _ in range(4096)]
+    for i in range(0, 4096, 32):
+        client.write(i * PAGE, b"".join(data[i:i + 32]))            # raises on a failed write
+    stats = store.stats()
+    assert stats["bd_count"] >= 4096 - (4 << 20) // PAGE and stats["compr_data_size"] <= 4 << 20
+    assert all(client.read(i * PAGE, PAGE) == d for i, d in enumerate(data))
+    store.close()
+    os.close(fd)
+
+
+def test_without_room_on_the_device_writes_at_the_limit_fail(tmp_path):
+    from trueno_ublk.policy import Policy
+    from trueno_ublk.stores.direct import StoreError
+    fd, size = backing_file(tmp_path / "dev", 64)
+    store = open_store("ram", 4096 * PAGE, codec_for("lz4"), policy=Policy(writeback_after=0))
+    store.set_backing(fd, size)
+    store.set_mem_limit(1 << 20)
+    client = DirectClient(store)
+    with pytest.raises(StoreError):
+        for i in range(0, 4096, 32):
+            client.write(i * PAGE, os.urandom(32 * PAGE))
+    assert store.stats()["bd_count"] == 64
+    store.close()
+    os.close(fd)

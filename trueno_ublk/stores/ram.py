@@ -67,6 +67,7 @@ class CompressedRamStore(Store):
             self.close()
             raise OSError(errno.ENOMEM, "no memory for the recompression codec")
         lib.ps_set_entropy_threshold(self.handle, self.policy.entropy_threshold)
+        lib.ps_set_writeback_after(self.handle, self.policy.writeback_after)
 
     def close(self) -> None:
         super().close()
