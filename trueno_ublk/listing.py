@@ -3,7 +3,7 @@ import os
 
 from trueno_ublk import admin, state, stats
 from trueno_ublk.errors import UserError
-from trueno_ublk.units import format_size
+from trueno_ublk.units import PAGE_SIZE, format_size
 
 DEFAULT_COLUMNS = ["NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "STREAMS", "MOUNTPOINT"]
 # column -> (JSON key, is a byte size)
@@ -22,6 +22,7 @@ COLUMNS = {
     "HUGE-PAGES": ("huge-pages", False),
     "RECOMPRESSED": ("recompressed", True),
     "IDLE-PAGES": ("idle-pages", False),
+    "BACKING": ("backing", True),
     "COMP-RATIO": ("comp-ratio", False),
     "QUEUES": ("queues", False),
     "STATE": ("state", False),
@@ -121,6 +122,7 @@ def device_rows() -> list[dict]:
                                "zero-pages": mm["same_pages"], "mem-limit": mm["mem_limit"],
                                "mem-used": mm["mem_used_max"], "huge-pages": mm["huge_pages"],
                                "recompressed": mm.get("recompressed_bytes"), "idle-pages": mm.get("idle_pages"),
+                               "backing": mm.get("bd_count", 0) * PAGE_SIZE,
                                "comp-ratio": stats.comp_ratio(mm)})
         rows.append(row)
     return rows

@@ -33,18 +33,23 @@ BD_STAT = ("bd_count", "bd_reads", "bd_writes")
 def tiers(mm: dict) -> dict:
     """Where the stored pages are, {tier: {"pages", "bytes"}}: same-filled
     (one word), the store's fast codec, raw (huge), recompressed one by one
-    (the cold-page policy's codec) and in frames of several cold pages."""
+    (the cold-page policy's codec), in frames of several cold pages, and,
+    with a backing device, on it (its bytes there, not in RAM)."""
     raw = mm["huge_pages"]
     recompressed = mm.get("recompressed_pages", 0)
     framed, frame_bytes = mm.get("frame_pages", 0), mm.get("frame_bytes", 0)
-    return {
+    backed = mm.get("bd_count", 0)
+    tiers = {
         "same": {"pages": mm["same_pages"], "bytes": 0},
-        "fast": {"pages": mm["pages_stored"] - mm["same_pages"] - raw - recompressed,
+        "fast": {"pages": mm["pages_stored"] - mm["same_pages"] - raw - recompressed - backed,
                  "bytes": mm["compr_data_size"] - raw * PAGE_SIZE - mm.get("recompressed_bytes", 0)},
         "raw": {"pages": raw, "bytes": raw * PAGE_SIZE},
         "recompressed": {"pages": recompressed - framed, "bytes": mm.get("recompressed_bytes", 0) - frame_bytes},
         "framed": {"pages": framed, "bytes": frame_bytes},
     }
+    if mm.get("backing_bytes"):
+        tiers["backing"] = {"pages": backed, "bytes": backed * PAGE_SIZE}
+    return tiers
 
 
 def comp_ratio(mm: dict) -> float:

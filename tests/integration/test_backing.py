@@ -1,0 +1,161 @@
+"""The backing device on the real driver: pages written back and read
+again under fio verify; faults from real device-mapper targets over a loop
+device (a table switched to `error` fails reads, then writes); a full
+device; kill -9 of the worker in the middle of a writeback; writes past
+--mem-limit spilled instead of failed."""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import CLI, run_cli, sh
+from faults import FIO, PATTERN, record, start_fio, wait_for
+from one_line_error import assert_one_line_error
+
+MiB = 1 << 20
+SECTOR = 512
+
+
+def stat(dev) -> dict:
+    return json.loads(run_cli("stat", "--json", dev).stdout)
+
+
+def verify(region: str, pattern: str = PATTERN) -> str:
+    return f"--bs=4k --iodepth=16 {region} --verify=crc32c --verify_fatal=1 {pattern}"
+
+
+class Backing:
+    """A device-mapper device over a loop device over a file in the guest:
+    its table switches between the loop device (linear) and `error`."""
+
+    def __init__(self, name: str, size: int, tmp_path):
+        self.name, self.size = name, size
+        self.file = tmp_path / f"{name}.img"
+        sh(f"dd if=/dev/zero of={self.file} bs=1M count={size // MiB} status=none")
+        self.loop = sh(f"losetup --find --show {self.file}").strip()
+        self.path = f"/dev/mapper/{name}"
+        sh(f"dmsetup create {name} --table '{self.table('linear')}'")
+
+    def table(self, target: str) -> str:
+        sectors = self.size // SECTOR
+        return f"0 {sectors} linear {self.loop} 0" if target == "linear" else f"0 {sectors} error"
+
+    def switch(self, target: str) -> None:
+        sh(f"dmsetup suspend {self.name} && dmsetup load {self.name} --table '{self.table(target)}' "
+           f"&& dmsetup resume {self.name}")
+
+    def remove(self) -> None:
+        subprocess.run(["dmsetup", "remove", "--retry", self.name], capture_output=True)
+        subprocess.run(["losetup", "-d", self.loop], capture_output=True)
+        self.file.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def backing(tmp_path):
+    """make(size) -> a Backing; each removed after the test (after its ublk
+    device: make_device's clean-up runs first, being set up later)."""
+    subprocess.run(["modprobe", "dm-mod"], capture_output=True)
+    made = []
+
+    def make(size=64 * MiB):
+        made.append(Backing(f"trueno-backing-{len(made)}", size, tmp_path))
+        return made[-1]
+    yield make
+    for b in made:
+        b.remove()
+
+
+def test_pages_move_to_the_backing_device_and_back_under_fio_verify(backing, make_device):
+    bk = backing()
+    dev = make_device("--queues", "2", "--backing-dev", bk.path, "--writeback-after", "0", size="128M")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--offset=0 --size=32M')}")
+    # Pages leave for the device while fio rewrites and reads others.
+    job = start_fio(dev, f"--rw=randrw --numjobs=2 --time_based --runtime=20 {verify('--offset=64M --size=32M')}")
+    moved = 0
+    while job.poll() is None:
+        run_cli("idle", dev)
+        moved += int(run_cli("writeback", dev, "--type", "all").stdout.split()[1])
+    assert job.returncode == 0, job.stderr.read()
+    assert moved > 0
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--offset=0 --size=32M')}")
+    count, reads, writes = map(int, run_cli("stat", "--bd-stat", dev).stdout.split())
+    assert writes >= count > 0 and reads > 0
+    assert stat(dev)["bd_read_errors"] == stat(dev)["bd_write_errors"] == 0
+
+
+def test_a_failing_backing_device_loses_no_page_and_is_counted(backing, make_device):
+    bk = backing()
+    dev = make_device("--backing-dev", bk.path, "--writeback-after", "0")
+    data = os.urandom(4 * MiB)
+    with open(dev, "r+b", buffering=0) as f:
+        f.write(data)
+    os.sync()
+    assert run_cli("writeback", dev, "--type", "huge").stdout.split()[1] == "1024"
+    # Reads fail: only those of pages on the device, with EIO.
+    bk.switch("error")
+    sh(f"dd if=/dev/urandom of={dev} bs=1M seek=8 count=1 oflag=direct status=none")
+    failed = subprocess.run(["dd", f"if={dev}", "of=/dev/null", "bs=4k", "count=1", "iflag=direct"],
+                            capture_output=True, text=True)
+    assert failed.returncode != 0 and "Input/output error" in failed.stderr
+    sh(f"dd if={dev} of=/dev/null bs=1M skip=8 count=1 iflag=direct status=none")
+    assert stat(dev)["bd_read_errors"] >= 1 and stat(dev)["failed_reads"] >= 1
+    # Writes fail: the pages stay in RAM, the command says so.
+    result = run_cli("writeback", dev, "--type", "huge", check=False)
+    assert_one_line_error(result, "Input/output error")
+    after = stat(dev)
+    assert after["bd_write_errors"] == 1 and after["bd_count"] == 1024 and after["huge_pages"] == 256
+    # The device back: every page as written.
+    bk.switch("linear")
+    with open(dev, "rb", buffering=0) as f:
+        assert f.read(4 * MiB) == data
+
+
+def test_a_full_backing_device_stops_writeback_not_io(backing, make_device):
+    bk = backing(1 * MiB)
+    dev = make_device("--backing-dev", bk.path, "--writeback-after", "0")
+    sh(f"{FIO} --filename={dev} --rw=write --buffer_compress_percentage=0 {verify('--size=8M', '')}")
+    assert run_cli("writeback", dev, "--type", "all").stdout.split()[1] == "256"
+    assert run_cli("writeback", dev, "--type", "all").stdout.split()[1] == "0"
+    sh(f"{FIO} --filename={dev} --rw=randrw --buffer_compress_percentage=0 {verify('--size=8M', '')}")
+
+
+def test_kill_9_during_writeback_loses_no_page_and_leaks_no_block(backing, make_device):
+    bk = backing(128 * MiB)
+    dev = make_device("--backing-dev", bk.path, "--writeback-after", "0")
+    sh(f"{FIO} --filename={dev} --rw=write {verify('--size=96M')}")
+    worker = record(dev)["worker_pid"]
+    writeback = subprocess.Popen([CLI, "writeback", dev, "--type", "all"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: stat(dev)["bd_count"] > 0, what="the writeback to begin")
+    os.kill(worker, signal.SIGKILL)
+    writeback.wait(timeout=60)
+    wait_for(lambda: record(dev)["state"] == "live" and record(dev)["worker_pid"] != worker,
+             timeout=60, what="the worker recovered")
+    sh(f"{FIO} --filename={dev} --rw=write --verify_only {verify('--size=96M')}")
+    backed = stat(dev)["bd_count"]
+    assert backed > 0
+    # Every block counted is a page's: discarding every page frees them all.
+    sh(f"blkdiscard {dev}")
+    assert stat(dev)["bd_count"] == 0
+
+
+def test_writes_past_the_memory_limit_spill_and_none_fails(backing, make_device):
+    bk = backing(96 * MiB)
+    dev = make_device("--mem-limit", "16M", "--backing-dev", bk.path, "--writeback-after", "0")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--size=64M')}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--size=64M')}")
+    figures = stat(dev)
+    assert figures["failed_writes"] == 0 and figures["bd_count"] > 0
+    assert figures["mem_used_total"] <= 32 * MiB, figures
+
+
+def test_backing_dev_errors_are_one_line(tmp_path):
+    result = run_cli("create", "--size", "64M", "--backing-dev", "/dev/nonexistent", check=False)
+    assert_one_line_error(result, "backing device /dev/nonexistent", "No such file")
+    sparse = tmp_path / "sparse"
+    sparse.write_bytes(b"")
+    os.truncate(sparse, MiB)
+    result = run_cli("create", "--size", "64M", "--backing-dev", sparse, check=False)
+    assert_one_line_error(result, str(sparse))
