@@ -56,7 +56,8 @@ class Backing:
 def backing(tmp_path):
     """make(size) -> a Backing; each removed after the test (after its ublk
     device: make_device's clean-up runs first, being set up later)."""
-    subprocess.run(["modprobe", "dm-mod"], capture_output=True)
+    for module in ("loop", "dm-mod"):
+        subprocess.run(["modprobe", module], capture_output=True)
     made = []
 
     def make(size=64 * MiB):
@@ -72,7 +73,7 @@ def test_pages_move_to_the_backing_device_and_back_under_fio_verify(backing, mak
     dev = make_device("--queues", "2", "--backing-dev", bk.path, "--writeback-after", "0", size="128M")
     sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--offset=0 --size=32M')}")
     # Pages leave for the device while fio rewrites and reads others.
-    job = start_fio(dev, f"--rw=randrw --numjobs=2 --time_based --runtime=20 {verify('--offset=64M --size=32M')}")
+    job = start_fio(dev, f"--rw=randrw --time_based --runtime=20 {verify('--offset=64M --size=32M')}")
     moved = 0
     while job.poll() is None:
         run_cli("idle", dev)
