@@ -753,7 +753,8 @@ static int read_header(int memfd, struct arena_header *h)
     struct stat st;
 
     if (pread(memfd, h, sizeof(*h), 0) != (ssize_t)sizeof(*h) || fstat(memfd, &st) < 0 ||
-        memcmp(h->magic, ARENA_MAGIC, 8) || h->version != ARENA_VERSION ||
+        !((memcmp(h->magic, ARENA_MAGIC, 8) == 0 && h->version == ARENA_VERSION) ||
+          (memcmp(h->magic, ARENA_MAGIC_8, 8) == 0 && h->version == 8)) ||
         h->chunk_size != CHUNK_SIZE || !h->pages || h->pages > h->max_pages ||
         h->max_pages > PS_MAX_PAGES || arena_length(h->max_pages) > (uint64_t)st.st_size)
         return -EUCLEAN;
@@ -843,6 +844,8 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     if (attach) {
         if ((ret = rebuild(ps)) < 0)
             goto fail;
+        memcpy(h->magic, ARENA_MAGIC, 8);
+        h->version = ARENA_VERSION;
     } else {
         memcpy(h->magic, ARENA_MAGIC, 8);
         h->version = ARENA_VERSION;

@@ -79,6 +79,9 @@
 #define ARENA_MAGIC     "TRUENOA9"
 #define ARENA_VERSION   9   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
                                7: frames; 8: the store's codec; 9: pages on a backing device */
+/* Version 8 differs only in having no page on a backing device: an arena
+ * of it is taken (an upgrade from it keeps every page) and made version 9. */
+#define ARENA_MAGIC_8   "TRUENOA8"
 
 #define WRITEBACK_BATCH 32                      /* pages a writeback gathers, then writes */
 

@@ -111,7 +111,7 @@ class Worker:
             # recovered one finds the pages its predecessor wrote there.
             backing_fd, backing_size = open_backing(cfg.backing_dev)
             store.set_backing(backing_fd, backing_size)
-            if cfg.writeback_limit is not None and not self.recovering:
+            if cfg.writeback_limit is not None:     # the budget is the worker's: a new one starts it again
                 store.set_writeback_limit(cfg.writeback_limit // PAGE_SIZE)
         with Control() as ctrl:
             cdev_fd = open_char_device(dev_id)
