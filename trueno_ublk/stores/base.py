@@ -97,3 +97,8 @@ class Store:
         """Recompress up to max_pages (0: all) pages of `kind` (policy.
         RECOMPRESS_TYPES) with `algorithm` (None: the policy's): (pages, bytes saved)."""
         raise ValueError(f"the {self.name} store keeps no pages to recompress")
+
+    def writeback(self, kind: str, max_pages: int, age: int = 0) -> int:
+        """Write up to max_pages pages of `kind` (policy.WRITEBACK_TYPES) to
+        the backing device, freeing their memory: how many."""
+        raise ValueError(f"the {self.name} store keeps no pages to write back")

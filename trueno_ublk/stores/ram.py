@@ -108,10 +108,8 @@ class CompressedRamStore(Store):
             raise OSError(-ret, f"setting the backing device: {os.strerror(-ret)}")
 
     def writeback(self, kind: str, max_pages: int, age: int = 0) -> int:
-        """Write up to `max_pages` pages of `kind` (WRITEBACK_TYPES) back;
-        idle ones are those marked idle or unused for `age` seconds. The
-        pages moved; OSError(EIO) when the device failed a write (those
-        pages stayed in RAM)."""
+        """Idle pages are those marked idle or unused for `age` seconds.
+        OSError(EIO) when the device failed a write (those pages stayed in RAM)."""
         done = ffi.new("uint64_t *")
         ret = lib.ps_writeback(self.handle, WRITEBACK_TYPES.index(kind), age, max_pages, done)
         if ret == -errno.ENODEV:
