@@ -1,5 +1,5 @@
 /*
- * The page store's insides, shared by its four files (not parsed by cffi):
+ * The page store's insides, shared by its five files (not parsed by cffi):
  *   page_store.c      the arena: layout, allocator, reserve, page map, the
  *                     store's operations, opening and closing
  *   page_codec.c      the codecs, entropy estimates and each thread's scratch
