@@ -12,7 +12,7 @@ in place; FIEMAP tells.
 """
 import array
 import ctypes
-import ctypes.util
+import errno
 import fcntl
 import os
 import stat
@@ -28,7 +28,7 @@ FIEMAP_EXTENT_LAST = 0x1
 # Extents a write to would allocate, move or encode: not in place.
 FIEMAP_NOT_IN_PLACE = {
     0x2: "its place is not known yet (delayed allocation)",
-    0x4: "it is being written (unknown)",
+    0x4: "its place is unknown",
     0x8: "it is encoded (compressed)",
     0x80: "it is encrypted",
     0x100: "it is not aligned",
@@ -63,7 +63,7 @@ def open_backing(path: str) -> tuple[int, int]:
     try:
         fd = os.open(path, flags)
     except OSError as e:
-        why = "in use (mounted, swap, or held by another device)" if e.errno == 16 else e.strerror
+        why = "in use (mounted, swap, or held by another device)" if e.errno == errno.EBUSY else e.strerror
         raise BackingError(f"backing device {path}: {why}") from None
     size = os.lseek(fd, 0, os.SEEK_END) // PAGE_SIZE * PAGE_SIZE
     if size == 0:
@@ -98,8 +98,7 @@ def _fs_magic(path: str) -> int:
     """f_type of statfs(2), which os.statvfs leaves out (the first field:
     a long on Linux's 64-bit ABIs)."""
     buf = ctypes.create_string_buffer(256)
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.statfs(path.encode(), buf) != 0:
+    if ctypes.CDLL(None).statfs(path.encode(), buf) != 0:      # libc, already loaded
         return 0
     return struct.unpack_from("=q", buf.raw)[0] & 0xFFFFFFFF
 
