@@ -268,7 +268,11 @@ class Worker:
                 raise ValueError(f"kind must be one of {', '.join(WRITEBACK_TYPES)}")
             if type(max_pages) is not int or not 0 <= max_pages < 2**64:
                 raise ValueError("max_pages must be a whole number >= 0 (0: no limit)")
-            return {"pages": store.writeback(kind, max_pages or 2**64 - 1)}
+            try:
+                return {"pages": store.writeback(kind, max_pages or 2**64 - 1)}
+            except OSError as e:                # a fault of the device, not of the daemon
+                raise ValueError(f"the backing device failed a write ({e.strerror}): "
+                                 "those pages stay in RAM") from None
 
         return {"stat": stat, "set": set_, "compact": compact, "resize": resize, "idle": idle,
                 "recompress": recompress, "writeback": writeback}
