@@ -85,7 +85,7 @@ def units_for(dev: config.DeviceSection, sources: list[Path]) -> dict[str, str |
                 f"Wants={service}\nAfter={service}\nBefore={target}\n\n"
                 f"[Mount]\nWhat={node}\nWhere={unit_value(dev.mount_point)}\n"
                 f"Type={dev.fs_type}\nOptions={unit_value(dev.options)}\n")
-    return {
+    units = {
         name: header + unit,
         f"{target}.wants/{name}": None,
         f"{service}.d/wants.conf": (
@@ -94,6 +94,16 @@ def units_for(dev: config.DeviceSection, sources: list[Path]) -> dict[str, str |
             "# over with every page, or makes and formats a new one.\n"
             f"Wants={name}\n"),
     }
+    if dev.backing_dev:
+        # The daemon opens the backing device as it starts: a block device's
+        # unit (or a file's filesystem) must be there first.
+        if dev.backing_dev.startswith("/dev/"):
+            device = f"{escape_path(dev.backing_dev)}.device"
+            needs = f"Requires={device}\nAfter={device}\n"
+        else:
+            needs = f"RequiresMountsFor={unit_value(dev.backing_dev)}\n"
+        units[f"{service}.d/backing.conf"] = header + "[Unit]\n" + needs
+    return units
 
 
 def generate(out_dir: Path, devices: list[config.DeviceSection], sources: list[Path]) -> None:
