@@ -191,8 +191,8 @@ static bool writeback_wanted(uint64_t e, uint64_t atime, int type, uint64_t now,
     if (!(e & ENTRY_STORED))
         return false;
     switch (type) {
-    case PS_WRITEBACK_IDLE:
-        return atime == 0 || (age && atime <= now && now - atime >= age);
+    case PS_WRITEBACK_IDLE:                 /* age 0: marked idle only */
+        return atime == 0 || (age && is_idle(atime, now, age));
     case PS_WRITEBACK_HUGE:
         return entry_codec(e) != ENTRY_FRAME && entry_len(e) == PAGE_SIZE && !(e & ENTRY_PADDED);
     case PS_WRITEBACK_INCOMPRESSIBLE:      /* raw for its entropy, or no codec shrank it */
@@ -207,19 +207,8 @@ static bool writeback_wanted(uint64_t e, uint64_t atime, int type, uint64_t now,
  * held. Reads it without counting an access: written back, not used. */
 static int copy_out(struct page_store *ps, struct ps_scratch *w, uint64_t index, uint64_t e, char *dest)
 {
-    if (entry_codec(e) == ENTRY_FRAME) {
-        const uint8_t *payload = (const uint8_t *)slot_addr(ps, entry_chunk(e), entry_slot(e));
-        uint32_t first = payload[0], count = payload[1], len = entry_len(e);
-        uint32_t at = (uint32_t)(index % FRAME_PAGES) - first;
-
-        if (count > FRAME_PAGES || at >= count || len <= FRAME_HEADER)
-            return -EIO;
-        if (ZSTD_decompressDCtx(w->zd, w->frame, count * PAGE_SIZE, payload + FRAME_HEADER,
-                                len - FRAME_HEADER) != count * PAGE_SIZE)
-            return -EIO;
-        copy_bytes(dest, w->frame + at * PAGE_SIZE, PAGE_SIZE);
-        return 0;
-    }
+    if (entry_codec(e) == ENTRY_FRAME)
+        return load_frame(w, index, e, dest);
     return decode_payload(w, e, slot_addr(ps, entry_chunk(e), entry_slot(e)), dest);
 }
 
@@ -347,10 +336,7 @@ int wait_for_spill(struct page_store *ps)
     struct timespec until;
     int ret = -ENOSPC;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += SPILL_WAIT_MS % 1000 * 1000000L;
-    until.tv_sec += SPILL_WAIT_MS / 1000 + until.tv_nsec / 1000000000L;
-    until.tv_nsec %= 1000000000L;
+    deadline_after(&until, SPILL_WAIT_MS);
     pthread_mutex_lock(&ps->alloc_lock);
     /* Only with a device that has room; while a wait has timed out the
      * others fail at once, as for the reserve. */

@@ -97,11 +97,6 @@ void tick_clock(struct page_store *ps)
     __atomic_store_n(&ps->now, clock_now(), __ATOMIC_RELAXED);
 }
 
-static bool is_idle(uint64_t atime, uint64_t now, uint32_t age)
-{
-    return atime == 0 || (atime <= now && now - atime >= age);
-}
-
 /* Whether entry `e`, last accessed at `atime`, is one to recompress. */
 static bool wanted(uint64_t e, uint64_t atime, int type, uint64_t now, uint32_t after)
 {

@@ -138,6 +138,14 @@ static uint32_t unused_chunk(struct page_store *ps)
     return NO_CHUNK;                    /* fragmentation beyond the reservation */
 }
 
+void deadline_after(struct timespec *until, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, until);
+    until->tv_nsec += (long)(ms % 1000) * 1000000L;
+    until->tv_sec += ms / 1000 + until->tv_nsec / 1000000000L;
+    until->tv_nsec %= 1000000000L;
+}
+
 static int wait_for_reserve(struct page_store *ps)
 {
     struct timespec until;
@@ -146,10 +154,7 @@ static int wait_for_reserve(struct page_store *ps)
      * once, so that the batch completes and reclaim sees its errors soon. */
     if (ps->starved)
         return -ENOMEM;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += RESERVE_WAIT_MS * 1000000L;
-    until.tv_sec += until.tv_nsec / 1000000000L;
-    until.tv_nsec %= 1000000000L;
+    deadline_after(&until, RESERVE_WAIT_MS);
     pthread_cond_signal(&ps->reserve_low);
     while (!ps->n_ready && (ps->n_refilling || unused_chunks_left(ps)))
         if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &until))
@@ -411,7 +416,7 @@ int decode_payload(struct ps_scratch *w, uint64_t e, const char *payload, void *
 
 /* Page `index` out of the frame of entry `e`: decoded whole into w->frame,
  * where the next page of the run is found without decoding it again. */
-static int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest)
+int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest)
 {
     struct page_store *ps = w->ps;
     const uint8_t *payload = (const uint8_t *)slot_addr(ps, entry_chunk(e), entry_slot(e));

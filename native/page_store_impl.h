@@ -241,6 +241,12 @@ static inline char *slot_addr(struct page_store *ps, uint64_t chunk, uint32_t sl
     return ps->chunks + chunk * CHUNK_SIZE + (uint64_t)slot * slot_size(ps->meta[chunk].cls);
 }
 
+/* Idle: marked (atime 0), or not accessed for `age` seconds by `now`. */
+static inline bool is_idle(uint64_t atime, uint64_t now, uint32_t age)
+{
+    return atime == 0 || (atime <= now && now - atime >= age);
+}
+
 /* A page's lock, shared with its group's pages: a frame's pages change together. */
 static inline pthread_mutex_t *stripe(struct page_store *ps, uint64_t index)
 {
@@ -301,6 +307,11 @@ PS_INTERNAL uint32_t page_entropy(const void *page);
 /* page_store.c: one page's payload and its entry (its stripe lock held) */
 /* A stored entry's payload (`payload`: where it is, or a copy) decoded. */
 PS_INTERNAL int decode_payload(struct ps_scratch *w, uint64_t e, const char *payload, void *dest);
+/* Page `index` out of the frame of entry `e`, the decoded frame kept in
+ * w->frame for the run's next page. */
+PS_INTERNAL int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest);
+/* CLOCK_MONOTONIC `ms` from now, for the timed waits on alloc_lock's conditions. */
+PS_INTERNAL void deadline_after(struct timespec *until, uint32_t ms);
 /* Copy a payload into a free slot, as put_payload() does for writes; for
  * a background move (`background`), never from a larger class's slot nor
  * by waiting for the reserve: -EAGAIN instead. alloc_lock held. */

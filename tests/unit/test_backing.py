@@ -24,6 +24,14 @@ def backing_file(path, pages) -> tuple[int, int]:
     return open_backing(str(path))
 
 
+def backed_store(fd: int, size: int, pages: int, **options):
+    """A ram store of `pages` pages writing back to `fd` (`size` bytes), and
+    a client serving it."""
+    store = open_store("ram", pages * PAGE, codec_for("lz4"), **options)
+    store.set_backing(fd, size)
+    return store, DirectClient(store)
+
+
 def page(kind: str, seed: int) -> bytes:
     if kind == "zero":
         return bytes(PAGE)
@@ -48,9 +56,7 @@ def backing(tmp_path_factory):
 @given(ops=st.lists(operation, max_size=40))
 def test_pages_written_back_read_the_same(backing, ops):
     fd, size = backing
-    store = open_store("ram", PAGES * PAGE, codec_for("lz4"))
-    store.set_backing(fd, size)
-    client = DirectClient(store)
+    store, client = backed_store(fd, size, PAGES)
     model = bytearray(PAGES * PAGE)
     arenas = []
     for op, index, kind, seed in ops:
@@ -73,9 +79,7 @@ def test_pages_written_back_read_the_same(backing, ops):
         else:                               # a new worker: the free map rebuilt from the page map
             arena = os.dup(store.fd)
             store.close()
-            store = open_store("ram", PAGES * PAGE, codec_for("lz4"), arena_fd=arena, attach=True)
-            store.set_backing(fd, size)
-            client = DirectClient(store)
+            store, client = backed_store(fd, size, PAGES, arena_fd=arena, attach=True)
             arenas.append(arena)
         stats = store.stats()
         assert stats["bd_count"] <= size // PAGE
@@ -90,9 +94,7 @@ def test_pages_written_back_read_the_same(backing, ops):
 
 def test_writeback_frees_memory_and_counts_like_bd_stat(tmp_path):
     fd, size = backing_file(tmp_path / "dev", 64)
-    store = open_store("ram", 256 * PAGE, codec_for("lz4"))
-    store.set_backing(fd, size)
-    client = DirectClient(store)
+    store, client = backed_store(fd, size, 256)
     data = [os.urandom(PAGE) for _ in range(100)]
     for i, d in enumerate(data):
         client.write(i * PAGE, d)
@@ -112,9 +114,7 @@ def test_writeback_frees_memory_and_counts_like_bd_stat(tmp_path):
 
 def test_writeback_limit_is_a_budget(tmp_path):
     fd, size = backing_file(tmp_path / "dev", 64)
-    store = open_store("ram", 64 * PAGE, codec_for("lz4"))
-    store.set_backing(fd, size)
-    client = DirectClient(store)
+    store, client = backed_store(fd, size, 64)
     for i in range(40):
         client.write(i * PAGE, os.urandom(PAGE))
     store.set_writeback_limit(10)
@@ -140,9 +140,7 @@ def test_a_store_without_backing_refuses_writeback():
 
 def test_a_map_past_the_device_is_refused(tmp_path):
     fd, size = backing_file(tmp_path / "dev", 8)
-    store = open_store("ram", 16 * PAGE, codec_for("lz4"))
-    store.set_backing(fd, size)
-    client = DirectClient(store)
+    store, client = backed_store(fd, size, 16)
     for i in range(8):
         client.write(i * PAGE, os.urandom(PAGE))
     assert store.writeback("all", 8) == 8
@@ -177,9 +175,7 @@ def test_a_character_device_is_refused():
 def test_a_failed_write_leaves_every_page_in_ram(tmp_path):
     fd, size = backing_file(tmp_path / "dev", 16)
     read_only = os.open(tmp_path / "dev", os.O_RDONLY | os.O_DIRECT)   # every write fails
-    store = open_store("ram", 16 * PAGE, codec_for("lz4"))
-    store.set_backing(read_only, size)
-    client = DirectClient(store)
+    store, client = backed_store(read_only, size, 16)
     data = [os.urandom(PAGE) for _ in range(16)]
     for i, d in enumerate(data):
         client.write(i * PAGE, d)
@@ -198,10 +194,8 @@ def test_writes_past_the_memory_limit_spill_to_the_backing_device(tmp_path):
     the coldest pages while writes at the limit wait for room."""
     from trueno_ublk.policy import Policy
     fd, size = backing_file(tmp_path / "dev", 4096)                 # 16 MiB
-    store = open_store("ram", 4096 * PAGE, codec_for("lz4"), policy=Policy(writeback_after=0))
-    store.set_backing(fd, size)
+    store, client = backed_store(fd, size, 4096, policy=Policy(writeback_after=0))
     store.set_mem_limit(4 << 20)
-    client = DirectClient(store)
     data = [os.urandom(PAGE) for _ in range(4096)]
     for i in range(0, 4096, 32):
         client.write(i * PAGE, b"".join(data[i:i + 32]))            # raises on a failed write
@@ -216,10 +210,8 @@ def test_without_room_on_the_device_writes_at_the_limit_fail(tmp_path):
     from trueno_ublk.policy import Policy
     from trueno_ublk.stores.direct import StoreError
     fd, size = backing_file(tmp_path / "dev", 64)
-    store = open_store("ram", 4096 * PAGE, codec_for("lz4"), policy=Policy(writeback_after=0))
-    store.set_backing(fd, size)
+    store, client = backed_store(fd, size, 4096, policy=Policy(writeback_after=0))
     store.set_mem_limit(1 << 20)
-    client = DirectClient(store)
     with pytest.raises(StoreError):
         for i in range(0, 4096, 32):
             client.write(i * PAGE, os.urandom(32 * PAGE))
