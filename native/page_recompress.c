@@ -36,8 +36,8 @@
  * and each page's entry published in turn only if none changed meanwhile
  * -- at every instant each entry points at a whole copy of its page.
  *
- * Background moves never wait for the reserve: a move that would need a
- * new chunk while the reserve is empty waits for the next period instead.
+ * Background moves never wait for the reserve, nor take it below half: a
+ * move that would need a new chunk then waits for the next period instead.
  */
 #define _GNU_SOURCE
 #include <errno.h>

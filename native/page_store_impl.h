@@ -314,7 +314,7 @@ PS_INTERNAL int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, voi
 PS_INTERNAL void deadline_after(struct timespec *until, uint32_t ms);
 /* Copy a payload into a free slot, as put_payload() does for writes; for
  * a background move (`background`), never from a larger class's slot nor
- * by waiting for the reserve: -EAGAIN instead. alloc_lock held. */
+ * from the reserve's lower half: -EAGAIN instead. alloc_lock held. */
 PS_INTERNAL int put_payload(struct page_store *ps, const void *page, const void *payload, uint32_t len,
                             bool background, uint64_t *entry);
 PS_INTERNAL void publish(struct page_store *ps, uint64_t index, uint64_t entry);
