@@ -2,8 +2,11 @@
 a churn of about twice the machine's RAM (swap_workload.py), the hung-task
 detector armed to panic. Runs in its own small guest (scripts/test boots one
 with 512 MiB); on a bigger machine it would not press anything, so it is
-skipped there. scripts/bench swap runs the same workload beside kernel zram."""
+skipped there. scripts/bench swap runs the same workload beside kernel zram.
+With an empty disk (scripts/vm --disk) the churn runs a second time through
+a memory limit below it, the rest spilled to the disk."""
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -14,11 +17,12 @@ import pytest
 
 from trueno_ublk.state import record_path
 
-from conftest import run_cli, sh
+from conftest import devices_state, run_cli, sh
 
 MEM_TOTAL_MB = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
 WORKLOAD = Path(__file__).with_name("swap_workload.py")
 MiB = 1 << 20
+DISK = os.environ.get("TRUENO_UBLK_DISK")
 
 pytestmark = pytest.mark.skipif(MEM_TOTAL_MB > 1024, reason="needs a machine with <= 1 GiB RAM "
                                 "(scripts/test boots one)")
@@ -63,7 +67,7 @@ def test_churn_twice_ram_through_our_swap(make_device):
         # Pages really went through the device, and none failed: a write that
         # found the reserve empty (reserve_misses) took a larger free slot.
         assert stats["writes"] > 0 and stats["reads"] > 0
-        assert stats["failed_writes"] == 0 and stats["failed_reads"] == 0, stats
+        assert stats["failed_writes"] == 0 and stats["failed_reads"] == 0, devices_state()
         assert stats["recompressions"] > 0, stats
         assert stats["mem_used_max"] > 64 * MiB
         # Nobody ran `compact`: the store compacted itself as swap freed slots,
@@ -83,4 +87,36 @@ def test_churn_twice_ram_through_our_swap(make_device):
         churning.set()
         if by_hand.is_alive():
             by_hand.join()
+        sh(f"swapoff {dev}", timeout=1800)
+
+
+@pytest.mark.skipif(not DISK, reason="needs an empty disk to write back to (scripts/test gives "
+                    "the guest one: scripts/vm --disk)")
+def test_churn_through_a_memory_limit_below_it_spills_to_the_backing_device(make_device):
+    sh("sysctl -q kernel.hung_task_timeout_secs=20 kernel.hung_task_panic=1")
+    sh("swapoff -a")
+    # As much as RAM: about half of it goes to swap, taking some 80 MiB of
+    # store at its peak, held in 32 MiB of RAM, the rest written back by
+    # the default policy.
+    limit = 32 * MiB
+    dev = make_device("--mem-limit", str(limit), "--backing-dev", DISK, size="2G")
+    fixed = mm_stat(dev)["mem_used_total"]
+    sh(f"mkswap {dev} && swapon --discard {dev}")
+    try:
+        result = subprocess.run([sys.executable, str(WORKLOAD), str(MEM_TOTAL_MB)],
+                                capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, f"workload failed: {result.stdout} {result.stderr}"
+        assert " bad 0 " in result.stdout
+        stats = mm_stat(dev)
+        print(f"through a {limit // MiB} MiB limit: peak {stats['mem_used_max'] / MiB:.1f} MiB in RAM; "
+              f"{stats['bd_writes']} pages written back, {stats['bd_reads']} read back; "
+              f"{result.stdout.strip()}")
+        # Pages went out to the disk and came back from it, and no write
+        # failed: each found room the spill made.
+        assert stats["bd_writes"] > 0 and stats["bd_reads"] > 0, stats
+        assert stats["failed_writes"] == 0 and stats["failed_reads"] == 0, devices_state()
+        assert stats["bd_read_errors"] == stats["bd_write_errors"] == 0, devices_state()
+        assert stats["mem_used_max"] <= fixed + limit, devices_state()
+        assert "Killed process" not in sh("dmesg")
+    finally:
         sh(f"swapoff {dev}", timeout=1800)
