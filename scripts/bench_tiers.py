@@ -11,6 +11,13 @@ and cold, pages stored raw (huge) and recompressed, write and read times
 (ratios to kernel zram of the same codec), random 4K read latency of the
 cold pages and the CPU time spent in the background. Needs root, ublk_drv
 and zram.
+
+Given an empty disk ($TRUENO_UBLK_DISK: scripts/bench gives the guest
+one), two more rows write the corpus with the disk as backing device: kernel
+zram lz4 with its own writeback as its users ask for it (`huge` at once,
+then `idle` once the corpus has been left idle as long), and trueno-ublk
+lz4 with its default policy (writeback-after as long). Reported: RAM held
+hot and cold, blocks on the disk, and reads that now hit the disk.
 """
 import argparse
 import glob
@@ -38,6 +45,7 @@ KINDS = {
 # it; the guest copies it to its own /tmp before writing it anywhere.
 BUILT = TOP / "bench-results" / "scratch"
 CORPUS = Path("/tmp/trueno-corpus")
+DISK = os.environ.get("TRUENO_UBLK_DISK")
 
 
 def build_corpus(mib: int, path: Path) -> dict[str, int]:
@@ -98,18 +106,41 @@ def measure_zram(size: str, algorithm: str) -> dict:
         zram.close()
 
 
+def measure_zram_backed(size: str, after: int) -> dict:
+    """zram lz4 over DISK, written back as its users do by hand: the pages
+    that did not compress at once, the rest once idle for `after` s."""
+    try:
+        zram = Zram(size, "lz4", backing=DISK)
+    except OSError as e:
+        return {"missing": f"kernel zram takes no backing device here ({e.strerror}: CONFIG_ZRAM_WRITEBACK)"}
+    try:
+        write, read = write_and_read(zram.path)
+        zram.writeback("huge")
+        hot = zram.mm_stat()[2]
+        time.sleep(after)
+        zram.mark_idle()
+        zram.writeback("idle")
+        return {"held": zram.mm_stat()[2], "held_hot": hot, "backed": zram.bd_stat()[0] * 4096,
+                "write": write, "read": read, "cold_read": read_all(zram.path), "latency": read_latency(zram.path)}
+    finally:
+        zram.close()
+        sh(f"blkdiscard {DISK}")
+
+
 def settle(dev: Trueno, after: int) -> float:
     """Wait until the policy has acted on the corpus, last read now: `after`
     seconds, then until a sweep has found the pages idle and recompression
-    has stopped (no move for 5 s); at most 15 minutes. Returns the seconds
-    waited."""
+    and writeback have stopped (no move for 5 s); at most 15 minutes.
+    Returns the seconds waited."""
     start = time.monotonic()
     time.sleep(after)
-    seen, still = -1, 0
+    seen, still = None, 0
     while still < 5 and time.monotonic() - start < after + 900:
         st = dev.stat()
-        still = still + 1 if st["recompressions"] == seen and st["idle_pages"] else 0
-        seen = st["recompressions"]
+        moves = (st["recompressions"], st.get("bd_writes"))
+        swept = st["idle_pages"] or st.get("bd_count")     # written back: no longer stored
+        still = still + 1 if moves == seen and swept else 0
+        seen = moves
         time.sleep(1)
     return time.monotonic() - start
 
@@ -126,6 +157,7 @@ def measure_trueno(size: str, options: str, after: int) -> dict:
         waited = settle(dev, after) if after else 0.0
         st = dev.stat()
         return {"held": st["mem_used_total"], "held_hot": hot["mem_used_total"], "compr": st["compr_data_size"],
+                "backed": st.get("bd_count", 0) * 4096,
                 "huge": st["huge_pages"], "same": st["same_pages"], "write": write, "read": read,
                 "rss_growth": worker.memory_info().rss - empty, "reserve": st["mem_reserve"], "map": st["mem_map"],
                 "recompressed": st["recompressed_pages"], "entropy_raw": st["entropy_raw_pages"],
@@ -160,6 +192,11 @@ def main() -> None:
     for threshold in filter(None, args.huge_thresholds.split(",")):
         rows[f"trueno lz4 huge>{threshold}"] = measure_trueno(
             size, f"--algorithm lz4 --huge-threshold {threshold}", after)
+    backed = {}
+    if DISK:
+        backed = {"zram lz4 +disk": measure_zram_backed(size, after),
+                  "trueno lz4 +disk": measure_trueno(
+                      size, f"--algorithm lz4 --backing-dev {DISK} --writeback-after {after}", after)}
     CORPUS.unlink()
 
     lz4, zstd = rows["zram lz4"], rows["zram zstd"]
@@ -183,6 +220,27 @@ def main() -> None:
             print(f"{name}: daemon RSS growth {r['rss_growth'] / MiB:.1f} MiB; of the memory held, "
                   f"reserve {r['reserve'] / MiB:.1f} MiB, page map {r['map'] / MiB:.1f} MiB; "
                   f"{r['entropy_raw']} pages raw by entropy; waited {r['waited']:.0f} s for the policy")
+
+    if backed:
+        print_backed(backed, lz4, after)
+
+
+def print_backed(rows: dict, lz4: dict, after: int) -> None:
+    """The rows with a backing device; x lz4: RAM held against kernel zram
+    lz4's without one; reads: of the whole corpus, cold, mostly from the disk."""
+    print(f"with a backing device ({DISK}, a virtio disk of the guest): hot: just written (zram: and its huge "
+          f"pages written back); cold: left idle {after} s (zram: then marked idle and its idle pages written "
+          "back); x lz4: RAM held against zram lz4 without a disk; cold rd x: zram +disk's time over ours")
+    print(f"{'target':<18}{'hot MiB':>8}{'cold MiB':>9}{'x lz4':>7}{'disk MiB':>9}{'cold rd x':>10}"
+          f"{'4K p50 us':>10}{'p99 us':>8}")
+    zram = rows["zram lz4 +disk"]
+    for name, r in rows.items():
+        if "missing" in r:
+            print(f"{name:<18}{r['missing']}")
+            continue
+        vs = f"{zram['cold_read'] / r['cold_read']:>10.2f}" if "cold_read" in zram else f"{'-':>10}"
+        print(f"{name:<18}{r['held_hot'] / MiB:>8.1f}{r['held'] / MiB:>9.1f}{r['held'] / lz4['held']:>7.2f}"
+              f"{r['backed'] / MiB:>9.1f}{vs}{r['latency']['p50']:>10.0f}{r['latency']['p99']:>8.0f}")
 
 
 if __name__ == "__main__":

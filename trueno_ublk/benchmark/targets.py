@@ -32,15 +32,19 @@ def fio(dev: str, options: str) -> dict:
 
 
 class Zram:
-    """A kernel zram device of `size`, made through zram-control, removed by close()."""
+    """A kernel zram device of `size`, made through zram-control, removed by
+    close(); with `backing`, that block device as its backing_dev (kernels
+    built with CONFIG_ZRAM_WRITEBACK)."""
 
-    def __init__(self, size: str | int, algorithm: str = "lz4"):
+    def __init__(self, size: str | int, algorithm: str = "lz4", backing: str | None = None):
         sh("modprobe zram num_devices=0")
         self.id = int(Path("/sys/class/zram-control/hot_add").read_text())
         self.sysfs = Path(f"/sys/block/zram{self.id}")
         self.path = f"/dev/zram{self.id}"
         try:
             (self.sysfs / "comp_algorithm").write_text(algorithm)
+            if backing:
+                (self.sysfs / "backing_dev").write_text(backing)
             (self.sysfs / "disksize").write_text(str(size))
         except OSError:
             self.close()
@@ -52,6 +56,18 @@ class Zram:
     def memory(self) -> dict:
         """Stored, compressed and held bytes, under `stat`'s (and mm_stat's) names."""
         return dict(zip(MEMORY, self.mm_stat(), strict=False))
+
+    def bd_stat(self) -> list[int]:
+        """bd_count, bd_reads, bd_writes: 4K pages."""
+        return [int(x) for x in (self.sysfs / "bd_stat").read_text().split()]
+
+    def writeback(self, kind: str) -> None:
+        """zram's own writeback, as its users ask for it: `huge` (pages that
+        did not compress), `idle` (pages marked idle, see mark_idle)."""
+        (self.sysfs / "writeback").write_text(kind)
+
+    def mark_idle(self) -> None:
+        (self.sysfs / "idle").write_text("all")
 
     def close(self) -> None:
         (self.sysfs / "reset").write_text("1")
