@@ -36,10 +36,23 @@ def mm_stat(dev) -> dict:
     return json.loads(run_cli("stat", "--json", dev).stdout)
 
 
-def test_churn_twice_ram_through_our_swap(make_device):
-    # A deadlock shows as a task blocked for 20 s: panic, failing the run.
+def swap_only_on(dev):
+    """Make `dev` the machine's only swap, the hung-task detector armed: a
+    deadlock shows as a task blocked for 20 s, a panic failing the run."""
     sh("sysctl -q kernel.hung_task_timeout_secs=20 kernel.hung_task_panic=1")
-    sh("swapoff -a")
+    sh(f"swapoff -a && mkswap {dev} && swapon --discard {dev}")
+
+
+def churn(mib: int) -> str:
+    """Run the workload over `mib` MiB; its line of figures, every page right."""
+    result = subprocess.run([sys.executable, str(WORKLOAD), str(mib)], capture_output=True, text=True,
+                            timeout=1800)
+    assert result.returncode == 0, f"workload failed: {result.stdout} {result.stderr}"
+    assert " bad 0 " in result.stdout
+    return result.stdout.strip()
+
+
+def test_churn_twice_ram_through_our_swap(make_device):
     # The cold-page policy at work throughout: the background's moves on a
     # one-second idle time, and passes by hand, all under reclaim.
     dev = make_device("--recompress-after", "1", size="2G")
@@ -47,7 +60,7 @@ def test_churn_twice_ram_through_our_swap(make_device):
     rec = json.loads(record_path(int(n)).read_text())
     rss_empty = rss_kb(rec["worker_pid"])
     fixed = mm_stat(dev)["mem_used_total"]          # the map, the reserve, bookkeeping
-    sh(f"mkswap {dev} && swapon --discard {dev}")
+    swap_only_on(dev)
     churning = threading.Event()
 
     def recompress_by_hand():
@@ -56,12 +69,9 @@ def test_churn_twice_ram_through_our_swap(make_device):
     by_hand = threading.Thread(target=recompress_by_hand)
     try:
         by_hand.start()
-        result = subprocess.run([sys.executable, str(WORKLOAD), str(2 * MEM_TOTAL_MB)],
-                                capture_output=True, text=True, timeout=1800)
+        figures = churn(2 * MEM_TOTAL_MB)
         churning.set()
         by_hand.join()
-        assert result.returncode == 0, f"workload failed: {result.stdout} {result.stderr}"
-        assert " bad 0 " in result.stdout
         time.sleep(3)                   # swap's discards of the clusters freed at exit
         stats = mm_stat(dev)
         # Pages really went through the device, and none failed: a write that
@@ -77,7 +87,7 @@ def test_churn_twice_ram_through_our_swap(make_device):
         held = stats["mem_used_total"] - fixed
         print(f"after the churn: {held / MiB:.1f} MiB held for {stats['compr_data_size'] / MiB:.1f} MiB "
               f"compressed; peak {stats['mem_used_max'] / MiB:.1f} MiB; reserve misses "
-              f"{stats['reserve_misses']}; {result.stdout.strip()}")
+              f"{stats['reserve_misses']}; {figures}")
         assert held <= 1.25 * stats["compr_data_size"] + 4 * MiB, stats
         # The daemon survived (no OOM kill) and holds little beyond what it stores.
         assert run_cli("list", "--json", "-o", "NAME,STATE").stdout.count('"live"') == 1
@@ -90,27 +100,21 @@ def test_churn_twice_ram_through_our_swap(make_device):
         sh(f"swapoff {dev}", timeout=1800)
 
 
-@pytest.mark.skipif(not DISK, reason="needs an empty disk to write back to (scripts/test gives "
-                    "the guest one: scripts/vm --disk)")
+@pytest.mark.skipif(not DISK, reason="needs an empty disk to write back to: scripts/vm --disk 1G")
 def test_churn_through_a_memory_limit_below_it_spills_to_the_backing_device(make_device):
-    sh("sysctl -q kernel.hung_task_timeout_secs=20 kernel.hung_task_panic=1")
-    sh("swapoff -a")
     # As much as RAM: about half of it goes to swap, taking some 80 MiB of
     # store at its peak, held in 32 MiB of RAM, the rest written back by
     # the default policy.
     limit = 32 * MiB
     dev = make_device("--mem-limit", str(limit), "--backing-dev", DISK, size="2G")
     fixed = mm_stat(dev)["mem_used_total"]
-    sh(f"mkswap {dev} && swapon --discard {dev}")
+    swap_only_on(dev)
     try:
-        result = subprocess.run([sys.executable, str(WORKLOAD), str(MEM_TOTAL_MB)],
-                                capture_output=True, text=True, timeout=1800)
-        assert result.returncode == 0, f"workload failed: {result.stdout} {result.stderr}"
-        assert " bad 0 " in result.stdout
+        figures = churn(MEM_TOTAL_MB)
         stats = mm_stat(dev)
         print(f"through a {limit // MiB} MiB limit: peak {stats['mem_used_max'] / MiB:.1f} MiB in RAM; "
               f"{stats['bd_writes']} pages written back, {stats['bd_reads']} read back; "
-              f"{result.stdout.strip()}")
+              f"{figures}")
         # Pages went out to the disk and came back from it, and no write
         # failed: each found room the spill made.
         assert stats["bd_writes"] > 0 and stats["bd_reads"] > 0, stats
