@@ -43,7 +43,7 @@ ffibuilder.set_source(
     + "".join(f'#include "{h}"\n' for h in HEADERS) + '#include "store.h"\n' + store_table(),
     sources=["native/ublk_transport.c", "native/queue_server.c",
              "native/page_store.c", "native/page_codec.c", "native/page_compact.c",
-             "native/page_recompress.c", "native/page_backing.c",
+             "native/page_recompress.c", "native/page_backing.c", "native/page_zram.c",
              *(f"native/stores/{s}.c" for s in STORES)],
     include_dirs=["native"],
     libraries=["uring", "lz4", "zstd", "m"],

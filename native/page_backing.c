@@ -34,8 +34,9 @@
 #define SLICE_MAX_PAGES 4096            /* pages it writes back: 16 MiB */
 #define SPILL_SHARE     8               /* spill from 7/8 of the memory limit up */
 #define SPILL_PAGES     4096            /* pages a period spills */
-#define SPILL_AGE_MAX   3600            /* without writeback-after: from an hour idle down */
-#define SPILL_WAIT_MS   2000            /* a write at the limit waits this long for room */
+#define SPILL_PERIODS   2               /* a write at the limit waits for this many periods to end */
+#define SPILL_WAIT_MS   5000            /* ... and never longer than this */
+#define AGE_BUCKETS     34              /* idle 0 s, [1, 2), [2, 4) ... [2^32, ...), marked */
 
 static bool block_used(const struct backing *b, uint64_t block)
 {
@@ -134,7 +135,7 @@ int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)
     ps->st.bd_count = 0;
     for (uint64_t i = 0; i < ps->max_pages && !ret; i++) {
         uint64_t e = ps->entries[i];
-        if (!entry_backed(e))
+        if (!entry_backed(e) || entry_in_zram(e))
             continue;
         /* Another device than the one written to, or two pages on one block. */
         if (entry_block(e) >= blocks || block_used(b, entry_block(e)))
@@ -339,9 +340,13 @@ int wait_for_spill(struct page_store *ps)
     deadline_after(&until, SPILL_WAIT_MS);
     pthread_mutex_lock(&ps->alloc_lock);
     /* Only with a device that has room; while a wait has timed out the
-     * others fail at once, as for the reserve. */
+     * others fail at once, as for the reserve. The background's periods
+     * take what they take (seconds under emulation): the write waits for
+     * one to run whole after it asked, not for a fixed time. */
     if (b && !ps->spill_starved && ps->st.bd_count < b->blocks) {
-        while (at_mem_limit(ps))
+        uint64_t until_period = ps->background_periods + SPILL_PERIODS;
+        background_wake(ps);
+        while (at_mem_limit(ps) && ps->background_periods < until_period)
             if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &until))
                 break;
         ps->spill_starved = at_mem_limit(ps);
@@ -354,6 +359,29 @@ int wait_for_spill(struct page_store *ps)
 void ps_set_writeback_after(struct page_store *ps, uint32_t after_seconds)
 {
     __atomic_store_n(&ps->writeback_after, after_seconds, __ATOMIC_RELAXED);
+}
+
+/* The idle age from which the coldest `want` stored pages on are taken,
+ * in powers of two seconds (0: any page, hot ones too): one look at every
+ * page's access time. */
+static uint32_t spill_age(struct page_store *ps, uint64_t pages, uint64_t want)
+{
+    uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), count[AGE_BUCKETS] = { 0 }, sum = 0;
+
+    for (uint64_t i = 0; i < pages; i++) {
+        if (!(__atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) & ENTRY_STORED))
+            continue;
+        uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
+        uint64_t age = atime <= now ? now - atime : 0;
+        uint64_t k = age ? 64 - (uint64_t)__builtin_clzll(age) : 0;
+        count[atime == 0 ? AGE_BUCKETS - 1 : k < AGE_BUCKETS - 2 ? k : AGE_BUCKETS - 2]++;
+    }
+    /* Bucket k > 0 holds ages from 2^(k-1) on; the last, the pages marked
+     * idle, which is_idle takes at any age. */
+    for (int k = AGE_BUCKETS - 1; k > 0; k--)
+        if ((sum += count[k]) >= want)
+            return k == AGE_BUCKETS - 1 ? UINT32_MAX : 1u << (k - 1);
+    return 0;
 }
 
 /* Whether the store holds more than SPILL_AT of its memory limit. */
@@ -381,13 +409,10 @@ bool writeback_slice(struct page_store *ps)
     if (spill) {
         /* Near the memory limit: out with the coldest pages first, so that
          * writes find room (then compaction gives the chunks back). */
-        for (uint32_t age = after ? after : SPILL_AGE_MAX; !done && !full; age /= 2) {
-            uint64_t cursor = 0;
-            writeback_range(ps, age ? PS_WRITEBACK_IDLE : PS_WRITEBACK_ALL, age, &cursor, pages,
-                            SPILL_PAGES, &done, &full);
-            if (!age)
-                break;
-        }
+        uint32_t age = spill_age(ps, pages, SPILL_PAGES);
+        uint64_t cursor = 0;
+        writeback_range(ps, age ? PS_WRITEBACK_IDLE : PS_WRITEBACK_ALL, age, &cursor, pages, SPILL_PAGES,
+                        &done, &full);
     } else if (after) {
         uint64_t from = b->cursor;
         writeback_range(ps, PS_WRITEBACK_IDLE, after, &from, end, SLICE_MAX_PAGES, &done, &full);

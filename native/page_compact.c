@@ -49,7 +49,8 @@ struct compaction {
     pthread_t thread;
     bool running;
     volatile bool stopping;
-    int stop_fd;                        /* an eventfd: ps_close wakes the thread */
+    int wake_fd;                        /* an eventfd: ps_close stops the thread, a write at
+                                           the memory limit starts its next period at once */
     uint64_t reclaim_seen;              /* the vmstat counters at the last look */
     uint8_t *is_source;                 /* per chunk: to be emptied this pass */
     uint32_t *plan;                     /* per class, its chunks, fullest first */
@@ -280,15 +281,18 @@ static void *background_main(void *arg)
 {
     struct page_store *ps = arg;
     struct compaction *k = ps->compaction;
-    struct pollfd stop = { .fd = k->stop_fd, .events = POLLIN };
+    struct pollfd wake = { .fd = k->wake_fd, .events = POLLIN };
 
     prctl(PR_SET_NAME, "ublk-background");
     /* It gives memory back to reclaim: it must not wait on it. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     reclaiming(k);
     for (;;) {
-        int n = poll(&stop, 1, COMPACT_PERIOD_MS);
-        if (n > 0 || (n < 0 && errno != EINTR))
+        eventfd_t woken;
+        int n = poll(&wake, 1, COMPACT_PERIOD_MS);
+        if (n > 0)
+            eventfd_read(k->wake_fd, &woken);
+        if (k->stopping || (n < 0 && errno != EINTR))
             break;
         uint64_t start = thread_cpu_ns();
 
@@ -304,6 +308,7 @@ static void *background_main(void *arg)
         pthread_mutex_lock(&ps->alloc_lock);
         if (ps->spill_starved && !at_mem_limit(ps))
             ps->spill_starved = false;
+        ps->background_periods++;
         pthread_cond_broadcast(&ps->reserve_filled);    /* writes waiting for spilled room */
         ps->st.background_ns += thread_cpu_ns() - start;
         pthread_mutex_unlock(&ps->alloc_lock);
@@ -320,17 +325,23 @@ int compaction_start(struct page_store *ps)
         return -ENOMEM;
     ps->compaction = k;
     pthread_mutex_init(&k->lock, NULL);
-    k->stop_fd = eventfd(0, EFD_CLOEXEC);
+    k->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     k->is_source = reserve_array(ps, sizeof(*k->is_source));
     k->plan = reserve_array(ps, sizeof(*k->plan));
-    if (k->stop_fd < 0 || !k->is_source || !k->plan)
-        return k->stop_fd < 0 ? -errno : -ENOMEM;
+    if (k->wake_fd < 0 || !k->is_source || !k->plan)
+        return k->wake_fd < 0 ? -errno : -ENOMEM;
     memset(k->vmstat, 0, sizeof(k->vmstat));
     compaction_grow(ps, 0, ps->chunk_limit);
     if ((ret = -pthread_create(&k->thread, NULL, background_main, ps)))
         return ret;
     k->running = true;
     return 0;
+}
+
+void background_wake(struct page_store *ps)
+{
+    if (ps->compaction && ps->compaction->running)
+        eventfd_write(ps->compaction->wake_fd, 1);
 }
 
 void compaction_stop(struct page_store *ps)
@@ -341,11 +352,11 @@ void compaction_stop(struct page_store *ps)
         return;
     if (k->running) {
         k->stopping = true;
-        eventfd_write(k->stop_fd, 1);
+        eventfd_write(k->wake_fd, 1);
         pthread_join(k->thread, NULL);
     }
-    if (k->stop_fd >= 0)
-        close(k->stop_fd);
+    if (k->wake_fd >= 0)
+        close(k->wake_fd);
     release_array(ps, k->is_source, sizeof(*k->is_source));
     release_array(ps, k->plan, sizeof(*k->plan));
     free(k);

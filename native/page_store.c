@@ -336,7 +336,9 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
     __atomic_store_n(&ps->entries[index], entry, __ATOMIC_RELEASE);
     if (entry) {
         ps->st.pages_stored++;
-        if (entry_backed(entry)) {
+        if (entry_in_zram(entry)) {
+            ps->st.zram_pages++;
+        } else if (entry_backed(entry)) {
             /* its block was counted when taken */
         } else if (entry & ENTRY_SAME) {
             ps->st.same_pages++;
@@ -355,6 +357,10 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
     if (!old)
         return;
     ps->st.pages_stored--;
+    if (entry_in_zram(old)) {
+        ps->st.zram_pages--;            /* its caller discards its block (leave_zram) */
+        return;
+    }
     if (entry_backed(old)) {
         free_block(ps, entry_block(old));
         return;
@@ -451,6 +457,8 @@ static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
         fill_words(dest, ps->fills[index], PAGE_SIZE / 8);
         return 0;
     }
+    if (entry_in_zram(e))
+        return read_zram(w, index, dest);
     if (entry_backed(e))
         return read_backed(w, e, dest);
     note_access(ps, index);
@@ -523,17 +531,29 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
     uint32_t len = 0;
     int ret;
 
+    bool was_in_zram = entry_in_zram(ps->entries[index]);
+
     if (page_is_filled(page)) {
         pthread_mutex_lock(&ps->alloc_lock);
         memcpy(&ps->fills[index], page, 8);
         publish(ps, index, ENTRY_SAME);
         pthread_mutex_unlock(&ps->alloc_lock);
+        if (was_in_zram)
+            leave_zram(ps, index);
+        return 0;
+    }
+    entropy = page_entropy(page);
+    bits = entropy / ENTROPY_ONE;
+    /* Routed to kernel zram: written there, over its old copy if any. */
+    if (zram_wanted(ps, index, entropy) && write_zram(w, index, page) == 0) {
+        pthread_mutex_lock(&ps->alloc_lock);
+        publish(ps, index, entry_zram(index));
+        ps->st.entropy_pages[bits < PS_ENTROPY_BUCKETS ? bits : PS_ENTROPY_BUCKETS - 1]++;
+        pthread_mutex_unlock(&ps->alloc_lock);
         return 0;
     }
     /* Already compressed or encrypted data: raw at once, no codec tried,
      * and never worth recompressing. */
-    entropy = page_entropy(page);
-    bits = entropy / ENTROPY_ONE;
     raw = ps->entropy_threshold && entropy >= ps->entropy_threshold;
     if (!raw)
         len = compress_page(w, page, ps->huge_threshold);
@@ -549,6 +569,8 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
         ps->st.entropy_pages[bits < PS_ENTROPY_BUCKETS ? bits : PS_ENTROPY_BUCKETS - 1]++;
     }
     pthread_mutex_unlock(&ps->alloc_lock);
+    if (ret == 0 && was_in_zram)
+        leave_zram(ps, index);
     return ret;
 }
 
@@ -641,12 +663,15 @@ static void drop_page(struct page_store *ps, uint64_t index)
     if (!ps->entries[index])
         return;
     pthread_mutex_lock(lock);
+    bool was_in_zram = entry_in_zram(ps->entries[index]);
     pthread_mutex_lock(&ps->alloc_lock);
     if (ps->entries[index]) {
         publish(ps, index, 0);
         ps->st.notify_free++;
     }
     pthread_mutex_unlock(&ps->alloc_lock);
+    if (was_in_zram)
+        leave_zram(ps, index);
     pthread_mutex_unlock(lock);
 }
 
@@ -753,6 +778,21 @@ void ps_reset_peak(struct page_store *ps)
 
 /* -- opening: format or attach --------------------------------------------- */
 
+/* Versions 8 and 9 differ only in having no page on a backing device (8)
+ * nor in kernel zram (both): their arenas are taken (an upgrade keeps
+ * every page) and made the current version. */
+static bool known_arena(const struct arena_header *h)
+{
+    static const struct { char magic[9]; uint32_t version; } known[] = {
+        { ARENA_MAGIC, ARENA_VERSION }, { "TRUENOA9", 9 }, { "TRUENOA8", 8 },
+    };
+
+    for (size_t i = 0; i < sizeof(known) / sizeof(*known); i++)
+        if (memcmp(h->magic, known[i].magic, 8) == 0 && h->version == known[i].version)
+            return true;
+    return false;
+}
+
 /* The size an arena holds (attach): its header read before it is mapped,
  * checked against the memfd, or -EUCLEAN. */
 static int read_header(int memfd, struct arena_header *h)
@@ -760,8 +800,7 @@ static int read_header(int memfd, struct arena_header *h)
     struct stat st;
 
     if (pread(memfd, h, sizeof(*h), 0) != (ssize_t)sizeof(*h) || fstat(memfd, &st) < 0 ||
-        !((memcmp(h->magic, ARENA_MAGIC, 8) == 0 && h->version == ARENA_VERSION) ||
-          (memcmp(h->magic, ARENA_MAGIC_8, 8) == 0 && h->version == 8)) ||
+        !known_arena(h) ||
         h->chunk_size != CHUNK_SIZE || !h->pages || h->pages > h->max_pages ||
         h->max_pages > PS_MAX_PAGES || arena_length(h->max_pages) > (uint64_t)st.st_size)
         return -EUCLEAN;
@@ -795,6 +834,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
         goto fail;
     codec_init();
     ps->fd = memfd;
+    ps->zram_fd = -1;
     ps->codec = codec;
     ps->level = level;
     ps->huge_threshold = huge_threshold;

@@ -73,6 +73,13 @@ struct ps_stats {
     uint64_t bd_writes;                 /* pages written to it, ever */
     uint64_t bd_read_errors;            /* reads it failed: that page's read failed */
     uint64_t bd_write_errors;           /* writes it failed: their pages stayed in RAM */
+    /* The kernel zram tier's (page_zram.c), in 4 KiB pages */
+    uint64_t zram_pages;                /* pages in it now */
+    uint64_t zram_reads;                /* read from it, ever */
+    uint64_t zram_writes;               /* written to it, ever */
+    uint64_t zram_read_errors;          /* reads it failed: that page's read failed */
+    uint64_t zram_write_errors;         /* writes it failed: those pages went to RAM */
+    uint64_t zram_discard_errors;       /* discards it failed: zram held a stale copy */
 };
 
 /* The memfd length ps_open needs for a device of `pages` 4 KiB pages. */
@@ -161,6 +168,17 @@ void ps_set_writeback_limit(struct page_store *ps, int enabled, uint64_t pages);
  * coldest pages whatever this says, and a write at the limit waits for it. */
 void ps_set_writeback_after(struct page_store *ps, uint32_t after_seconds);
 uint64_t ps_writeback_limit(struct page_store *ps);
+
+/*
+ * Kernel zram as a tier (page_zram.c): from now on, pages with less than
+ * `below_bits` bits of entropy a byte (8: every page) are written to the
+ * zram device `fd` (opened O_DIRECT, `pages` pages) at their own offset,
+ * not stored in RAM; same-filled pages stay in the map. The pages the map
+ * says are there (a previous worker's) are counted. 0, -EBUSY when one is
+ * set already, -EINVAL for `below_bits` outside (0, 8], -EUCLEAN when the
+ * map has pages there beyond `pages`. The store does not close `fd`.
+ */
+int ps_set_zram(struct page_store *ps, int fd, uint64_t pages, double below_bits);
 
 /*
  * The page codec on its own (trueno_ublk.pagecodec): a context per thread,

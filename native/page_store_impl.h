@@ -1,5 +1,5 @@
 /*
- * The page store's insides, shared by its five files (not parsed by cffi):
+ * The page store's insides, shared by its six files (not parsed by cffi):
  *   page_store.c      the arena: layout, allocator, reserve, page map, the
  *                     store's operations, opening and closing
  *   page_codec.c      the codecs, entropy estimates and each thread's scratch
@@ -7,6 +7,7 @@
  *                     the allocator on attach
  *   page_recompress.c access times, idle marks and recompression
  *   page_backing.c    the backing device: writeback, and reads from it
+ *   page_zram.c       kernel zram as a tier: pages routed there, read back
  * The layout and locking rules are described at the top of page_store.c.
  */
 #ifndef TRUENO_PAGE_STORE_IMPL_H
@@ -57,7 +58,10 @@
 /* On the backing device (page_backing.c): ENTRY_BACKED without
  * ENTRY_STORED (a combination no slot's entry has), the block below. */
 #define ENTRY_BACKED    ENTRY_PADDED
-#define ENTRY_BLOCK_MASK ((1ull << ENTRY_CODEC_SHIFT) - 1)
+/* ... or, with this bit too, in the kernel zram tier (page_zram.c), at
+ * the page's own index. */
+#define ENTRY_ZRAM      (1ull << 58)
+#define ENTRY_BLOCK_MASK (ENTRY_ZRAM - 1)
 #define ENTRY_CHUNK_SHIFT 24
 #define ENTRY_CHUNK_MASK ((1ull << 34) - 1)    /* 2^31 chunks and a class's worth more: 64 TiB raw */
 #define ENTRY_SLOT_SHIFT  12
@@ -76,12 +80,10 @@
 #define FRAME_PAGES     8
 #define FRAME_HEADER    2
 
-#define ARENA_MAGIC     "TRUENOA9"
-#define ARENA_VERSION   9   /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
-                               7: frames; 8: the store's codec; 9: pages on a backing device */
-/* Version 8 differs only in having no page on a backing device: an arena
- * of it is taken (an upgrade from it keeps every page) and made version 9. */
-#define ARENA_MAGIC_8   "TRUENOA8"
+#define ARENA_MAGIC     "TRUENO10"
+#define ARENA_VERSION   10  /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
+                               7: frames; 8: the store's codec; 9: pages on a backing device;
+                               10: pages in kernel zram */
 
 #define WRITEBACK_BATCH 32                      /* pages a writeback gathers, then writes */
 
@@ -156,6 +158,10 @@ struct page_store {
     uint64_t writeback_limit;
     uint32_t writeback_after;           /* seconds idle before the background writes a page back; 0: never */
     bool spill_starved;                 /* a wait for spilled room timed out: fail fast until room */
+    uint64_t background_periods;        /* ended, ever (alloc_lock): what a write at the limit waits on */
+    int zram_fd;                        /* page_zram.c: the kernel zram tier, O_DIRECT; -1: none */
+    uint64_t zram_blocks;               /* its size in pages */
+    uint32_t zram_below;                /* entropy (ENTROPY_ONE a bit) below which pages go there */
     struct ps_stats st;
 };
 
@@ -230,6 +236,8 @@ static inline bool entry_backed(uint64_t e)
     return (e & (ENTRY_SAME | ENTRY_STORED | ENTRY_BACKED)) == ENTRY_BACKED;
 }
 static inline uint64_t entry_backed_at(uint64_t block) { return ENTRY_BACKED | block; }
+static inline bool entry_in_zram(uint64_t e) { return entry_backed(e) && (e & ENTRY_ZRAM); }
+static inline uint64_t entry_zram(uint64_t index) { return ENTRY_BACKED | ENTRY_ZRAM | index; }
 static inline uint64_t entry_block(uint64_t e) { return e & ENTRY_BLOCK_MASK; }
 static inline unsigned entry_codec(uint64_t e) { return (unsigned)((e & ENTRY_CODEC) >> ENTRY_CODEC_SHIFT); }
 static inline uint64_t entry_chunk(uint64_t e) { return (e >> ENTRY_CHUNK_SHIFT) & ENTRY_CHUNK_MASK; }
@@ -332,6 +340,8 @@ PS_INTERNAL uint64_t compaction_bytes(const struct page_store *ps);
 /* Touch the compactor's scratch for chunks [from, to): before chunk_limit
  * rises to `to`. */
 PS_INTERNAL void compaction_grow(struct page_store *ps, uint64_t from, uint64_t to);
+/* Start the background thread's next period now, not at its time. */
+PS_INTERNAL void background_wake(struct page_store *ps);
 
 /* page_recompress.c: the access clock, ticked by the background thread;
  * the recompressor, made with the store and run a slice at a time by the
@@ -357,5 +367,13 @@ PS_INTERNAL bool writeback_slice(struct page_store *ps);
  * has spilled room, -ENOSPC when it cannot. */
 PS_INTERNAL int wait_for_spill(struct page_store *ps);
 PS_INTERNAL bool at_mem_limit(const struct page_store *ps);
+
+/* page_zram.c, the page's stripe lock held: whether a page of `entropy`
+ * goes to the zram tier; its write there (0, or -EIO: store it in RAM);
+ * its read from there (0 or -EIO); its block discarded, once it has left. */
+PS_INTERNAL bool zram_wanted(const struct page_store *ps, uint64_t index, uint32_t entropy);
+PS_INTERNAL int write_zram(struct ps_scratch *w, uint64_t index, const void *page);
+PS_INTERNAL int read_zram(struct ps_scratch *w, uint64_t index, void *dest);
+PS_INTERNAL void leave_zram(struct page_store *ps, uint64_t index);
 
 #endif

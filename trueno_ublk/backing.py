@@ -1,5 +1,7 @@
-"""The backing device a store writes cold and incompressible pages to, as
-zram's backing_dev: opened here, used by the C side (page_backing.c).
+"""The devices a store puts pages on outside its own RAM, opened here and
+used by the C side: the backing device it writes cold and incompressible
+pages to, as zram's backing_dev (page_backing.c), and the kernel zram
+device of the zram tier (page_zram.c).
 
 A block device (a partition, an LV, a namespace) is opened O_DIRECT and
 O_EXCL, so that no filesystem or second device can hold it meanwhile. A
@@ -70,6 +72,30 @@ def open_backing(path: str) -> tuple[int, int]:
         os.close(fd)
         raise BackingError(f"backing device {path}: smaller than a page")
     return fd, size
+
+
+def open_zram(path: str) -> tuple[int, int, str]:
+    """(fd, size in bytes, name) of the kernel zram device `path`, ready
+    for direct I/O, held exclusively (no swap or filesystem on it meanwhile);
+    BackingError when it cannot be used."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise BackingError(f"zram device {path}: {e.strerror}") from None
+    sysfs = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    name = os.path.basename(os.path.realpath(sysfs)) if stat.S_ISBLK(st.st_mode) else ""
+    if not name.startswith("zram"):
+        raise BackingError(f"zram device {path}: not a kernel zram device (/dev/zramN)")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_DIRECT | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as e:
+        why = "in use (swap, mounted, or held by another device)" if e.errno == errno.EBUSY else e.strerror
+        raise BackingError(f"zram device {path}: {why}") from None
+    size = os.lseek(fd, 0, os.SEEK_END) // PAGE_SIZE * PAGE_SIZE
+    if size == 0:
+        os.close(fd)
+        raise BackingError(f"zram device {path}: no disksize set (zramctl --size SIZE {path})")
+    return fd, size, name
 
 
 def _check_file(path: str, st: os.stat_result) -> None:

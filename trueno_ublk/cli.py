@@ -18,15 +18,18 @@ from click.core import ParameterSource
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.errors import UserError
 from trueno_ublk.policy import (
+    BACKENDS,
     DEFAULT_ENTROPY_THRESHOLD,
     DEFAULT_RECOMPRESS_AFTER,
     DEFAULT_RECOMPRESS_ALGORITHM,
     DEFAULT_WRITEBACK_AFTER,
+    DEFAULT_ZRAM_ENTROPY,
     RECOMPRESS_TYPES,
     WRITEBACK_TYPES,
     parse_duration,
     parse_entropy,
     recompress_codec,
+    zram_below,
 )
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
 from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
@@ -141,6 +144,15 @@ def cli():
                    "under --mem-limit.")
 @click.option("--writeback-limit", type=SizeType(), default=None,
               help="Bytes writebacks may write in all, as zram's writeback_limit (default: no limit).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="memory", show_default=True,
+              help="Where pages are kept: memory (this store), zram (every page in the kernel zram "
+                   "device --zram-device), or tiered (pages under --zram-entropy there, the rest here).")
+@click.option("--zram-device", metavar="PATH", default="",
+              help="With --backend zram or tiered: the kernel zram device (/dev/zramN, its disksize "
+                   "set, at least --size) pages go to.")
+@click.option("--zram-entropy", type=ParsedType("BITS", lambda text, _: parse_entropy(text, "--zram-entropy")),
+              default=DEFAULT_ZRAM_ENTROPY, show_default=True,
+              help="With --backend tiered: pages with fewer bits of entropy a byte than this go to zram.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="If the I/O worker dies, serve the device on with a new one, every page kept.")
 @click.option("--io-without-server", type=click.Choice(IO_WITHOUT_SERVER), default="auto", show_default=True,
@@ -164,7 +176,7 @@ def cli():
               help="Serve in this process (for systemd) instead of detaching.")
 def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold,
            recompress_algorithm, recompress_after, entropy_threshold, backing_dev, writeback_after, writeback_limit,
-           recovery, io_without_server, from_config, config_file,
+           backend, zram_device, zram_entropy, recovery, io_without_server, from_config, config_file,
            metrics_listen, otlp_endpoint, otlp_interval, foreground):
     """Create a device; prints its path once it is live."""
     if from_config:
@@ -235,6 +247,24 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             raise UserError(str(e)) from None
     elif writeback_limit is not None:
         raise UserError("--writeback-limit goes with --backing-dev")
+    if backend != "memory":
+        if not zram_device:
+            raise UserError(f"--backend {backend} needs --zram-device /dev/zramN")
+        if not STORES[store].holds_memory:
+            raise UserError(f"--backend {backend} needs a store that holds memory: the {store} store holds none")
+        if backend == "tiered" and not zram_entropy:
+            raise UserError("--backend tiered needs --zram-entropy above 0 (0 would send no page to zram)")
+        from trueno_ublk.backing import BackingError, open_zram
+        try:
+            fd, zram_size, _ = open_zram(zram_device)
+            os.close(fd)                                # the worker opens it for itself
+        except BackingError as e:
+            raise UserError(str(e)) from None
+        if zram_size < size:
+            raise UserError(f"--zram-device {zram_device} holds {format_size(zram_size)}, "
+                            f"less than --size {format_size(size)}")
+    elif zram_device:
+        raise UserError("--zram-device goes with --backend zram or tiered")
     if metrics_listen:
         try:
             metrics.parse_address(metrics_listen)
@@ -261,6 +291,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
                           policy=Policy(recompress_algorithm, recompress_after, entropy_threshold,
                                         writeback_after),
                           backing_dev=backing_dev, writeback_limit=writeback_limit,
+                          zram_device=zram_device, zram_below=zram_below(backend, zram_entropy),
                           metrics_listen=metrics_listen, otlp_endpoint=otlp_endpoint, otlp_interval=otlp_interval,
                           format_command=format_command)
     if foreground:

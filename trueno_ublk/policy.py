@@ -33,6 +33,12 @@ DEFAULT_ENTROPY_THRESHOLD = 7.5             # bits a byte; 0: never route by ent
 # With a backing device: pages idle this long leave RAM for it (recompressed
 # first, at recompress-after); incompressible pages leave at once.
 DEFAULT_WRITEBACK_AFTER = 600               # seconds
+# The store's backends (create --backend): pages in our RAM store, in a
+# kernel zram device, or split between them by entropy (tiered): pages below
+# DEFAULT_ZRAM_ENTROPY bits a byte go to zram, as the predecessor routed
+# them (text, tables: cheap for the kernel's codec), the rest to our store.
+BACKENDS = ("memory", "zram", "tiered")
+DEFAULT_ZRAM_ENTROPY = 6.0
 RECOMPRESS_AFTER = limits.Range(0, 2**32 - 1, "0: never")
 ENTROPY_BITS = (0.0, 8.0)
 DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
@@ -59,15 +65,21 @@ def parse_duration(text: str, what: str) -> int:
     return seconds
 
 
-def parse_entropy(text: str | float) -> float:
+def parse_entropy(text: str | float, what: str = "entropy-threshold") -> float:
     """Bits a byte, 0 (never) to 8; ValueError otherwise."""
     try:
         bits = float(text)
     except (TypeError, ValueError):
         bits = -1.0
     if not ENTROPY_BITS[0] <= bits <= ENTROPY_BITS[1]:
-        raise ValueError(f"entropy-threshold must be a number of bits a byte from 0 (never) to 8, not '{text}'")
+        raise ValueError(f"{what} must be a number of bits a byte from 0 (never) to 8, not '{text}'")
     return bits
+
+
+def zram_below(backend: str, zram_entropy: float) -> float:
+    """The bits of entropy a byte below which pages go to the zram tier:
+    every page for --backend zram, those under `zram_entropy` for tiered."""
+    return ENTROPY_BITS[1] if backend == "zram" else zram_entropy
 
 
 def recompress_codec(name: str):

@@ -34,14 +34,15 @@ def tiers(mm: dict) -> dict:
     """Where the stored pages are, {tier: {"pages", "bytes"}}: same-filled
     (one word), the store's fast codec, raw (huge), recompressed one by one
     (the cold-page policy's codec), in frames of several cold pages, and,
-    with a backing device, on it (its bytes there, not in RAM)."""
+    with a backing device, on it (its bytes there, not in RAM), and with
+    the zram tier, in kernel zram (its bytes: what zram holds compressed)."""
     raw = mm["huge_pages"]
     recompressed = mm.get("recompressed_pages", 0)
     framed, frame_bytes = mm.get("frame_pages", 0), mm.get("frame_bytes", 0)
-    backed = mm.get("bd_count", 0)
+    backed, in_zram = mm.get("bd_count", 0), mm.get("zram_pages", 0)
     tiers = {
         "same": {"pages": mm["same_pages"], "bytes": 0},
-        "fast": {"pages": mm["pages_stored"] - mm["same_pages"] - raw - recompressed - backed,
+        "fast": {"pages": mm["pages_stored"] - mm["same_pages"] - raw - recompressed - backed - in_zram,
                  "bytes": mm["compr_data_size"] - raw * PAGE_SIZE - mm.get("recompressed_bytes", 0)},
         "raw": {"pages": raw, "bytes": raw * PAGE_SIZE},
         "recompressed": {"pages": recompressed - framed, "bytes": mm.get("recompressed_bytes", 0) - frame_bytes},
@@ -49,6 +50,8 @@ def tiers(mm: dict) -> dict:
     }
     if mm.get("backing_bytes"):
         tiers["backing"] = {"pages": backed, "bytes": backed * PAGE_SIZE}
+    if mm.get("zram_mem_used_total"):
+        tiers["zram"] = {"pages": in_zram, "bytes": mm["zram_compr_data_size"]}
     return tiers
 
 

@@ -123,6 +123,8 @@ class DeviceConfig:
     policy: Policy = Policy()       # cold pages and entropy routing
     backing_dev: str = ""           # where pages are written back (backing.py); empty: nowhere
     writeback_limit: int | None = None  # bytes writebacks may write, zram's writeback_limit; None: no limit
+    zram_device: str = ""           # the kernel zram tier (--backend zram|tiered); empty: none
+    zram_below: float = 8.0         # bits of entropy a byte below which pages go there (8: all)
     recovery: bool = True
     io_without_server: str = "auto"     # auto, hold or fail: recovery_flags
     metrics_listen: str = ""        # HOST:PORT for GET /metrics; empty: off

@@ -22,7 +22,7 @@ import prctl
 from trueno_ublk import limits, procfs, state
 from trueno_ublk._native import ffi, lib
 from trueno_ublk.admin import AdminServer
-from trueno_ublk.backing import open_backing
+from trueno_ublk.backing import open_backing, open_zram
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.control import Control, ControlError
 from trueno_ublk.errors import UserError
@@ -113,6 +113,8 @@ class Worker:
             store.set_backing(backing_fd, backing_size)
             if cfg.writeback_limit is not None:     # the budget is the worker's: a new one starts it again
                 store.set_writeback_limit(cfg.writeback_limit // PAGE_SIZE)
+        if cfg.zram_device:
+            store.set_zram(*open_zram(cfg.zram_device), cfg.zram_below)
         with Control() as ctrl:
             cdev_fd = open_char_device(dev_id)
             fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)

@@ -8,14 +8,9 @@ import os
 import signal
 import subprocess
 
-import pytest
-
-from conftest import CLI, run_cli, sh
+from conftest import CLI, MiB, run_cli, sh
 from faults import FIO, PATTERN, record, start_fio, wait_for
 from one_line_error import assert_one_line_error
-
-MiB = 1 << 20
-SECTOR = 512
 
 
 def stat(dev) -> dict:
@@ -24,48 +19,6 @@ def stat(dev) -> dict:
 
 def verify(region: str, pattern: str = PATTERN) -> str:
     return f"--bs=4k --iodepth=16 {region} --verify=crc32c --verify_fatal=1 {pattern}"
-
-
-class Backing:
-    """A device-mapper device over a loop device over a file in the guest:
-    its table switches between the loop device (linear) and `error`."""
-
-    def __init__(self, name: str, size: int, tmp_path):
-        self.name, self.size = name, size
-        self.file = tmp_path / f"{name}.img"
-        sh(f"dd if=/dev/zero of={self.file} bs=1M count={size // MiB} status=none")
-        self.loop = sh(f"losetup --find --show {self.file}").strip()
-        self.path = f"/dev/mapper/{name}"
-        sh(f"dmsetup create {name} --table '{self.table('linear')}'")
-
-    def table(self, target: str) -> str:
-        sectors = self.size // SECTOR
-        return f"0 {sectors} linear {self.loop} 0" if target == "linear" else f"0 {sectors} error"
-
-    def switch(self, target: str) -> None:
-        sh(f"dmsetup suspend {self.name} && dmsetup load {self.name} --table '{self.table(target)}' "
-           f"&& dmsetup resume {self.name}")
-
-    def remove(self) -> None:
-        subprocess.run(["dmsetup", "remove", "--retry", self.name], capture_output=True)
-        subprocess.run(["losetup", "-d", self.loop], capture_output=True)
-        self.file.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def backing(tmp_path):
-    """make(size) -> a Backing; each removed after the test (after its ublk
-    device: make_device's clean-up runs first, being set up later)."""
-    for module in ("loop", "dm-mod"):
-        subprocess.run(["modprobe", module], capture_output=True)
-    made = []
-
-    def make(size=64 * MiB):
-        made.append(Backing(f"trueno-backing-{len(made)}", size, tmp_path))
-        return made[-1]
-    yield make
-    for b in made:
-        b.remove()
 
 
 def test_pages_move_to_the_backing_device_and_back_under_fio_verify(backing, make_device):

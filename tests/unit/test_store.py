@@ -328,17 +328,19 @@ def test_attach_refuses_an_arena_of_another_codec_and_the_check_says_so_first():
     store.close()
 
 
-def test_an_arena_of_version_8_is_taken_and_made_version_9():
-    """An upgrade from the code before the backing device keeps every page:
-    version 8 differs only in having none on one."""
+@pytest.mark.parametrize("magic, version", [(b"TRUENOA8", 8), (b"TRUENOA9", 9)])
+def test_an_arena_of_an_earlier_version_is_taken_and_made_the_current_one(magic, version):
+    """An upgrade from the code before the backing device (8) or the zram
+    tier (9) keeps every page: those versions differ only in having no page
+    there."""
     store, client = ram(1 << 20)
     _fill(client, [make_data("text", 4096, 1)])
-    os.pwrite(store.fd, b"TRUENOA8" + (8).to_bytes(4, "little"), 0)
+    os.pwrite(store.fd, magic + version.to_bytes(4, "little"), 0)
     again, client = ram(1 << 20, arena_fd=store.fd, attach=True)
     assert client.read(0, 4096) == make_data("text", 4096, 1)
-    assert os.pread(store.fd, 12, 0) == b"TRUENOA9" + (9).to_bytes(4, "little")
+    assert os.pread(store.fd, 12, 0) == b"TRUENO10" + (10).to_bytes(4, "little")
     again.close()
-    os.pwrite(store.fd, b"TRUENOA8" + (7).to_bytes(4, "little"), 0)        # older: not taken
+    os.pwrite(store.fd, magic + (version - 1).to_bytes(4, "little"), 0)        # another: not taken
     with pytest.raises(ValueError, match="does not hold"):
         ram(1 << 20, arena_fd=store.fd, attach=True)
     store.close()

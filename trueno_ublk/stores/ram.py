@@ -61,6 +61,7 @@ class CompressedRamStore(Store):
         self.max_size = lib.ps_max_pages(self.handle) * PAGE_SIZE
         self._stats = ffi.new("struct ps_stats *")
         self.mem_used_max = 0
+        self._zram_mm_stat = ""
         self.policy = policy or Policy()
         cold = recompress_codec(self.policy.recompress_algorithm)
         if lib.ps_set_recompression(self.handle, cold.kind, cold.level, self.policy.recompress_after) < 0:
@@ -107,6 +108,31 @@ class CompressedRamStore(Store):
         if ret < 0:
             raise OSError(-ret, f"setting the backing device: {os.strerror(-ret)}")
 
+    def set_zram(self, fd: int, size: int, name: str, below_bits: float) -> None:
+        """Put pages of less than `below_bits` bits of entropy a byte (8:
+        all) in kernel zram device `name` (backing.open_zram's `fd`, `size`
+        bytes) instead of RAM; a recovered worker finds its predecessor's
+        pages there."""
+        ret = lib.ps_set_zram(self.handle, fd, size // PAGE_SIZE, below_bits)
+        if ret == -errno.EUCLEAN:
+            raise ValueError(f"the page map has pages in zram past the end of {name}: "
+                             "it is not the device these pages were written to")
+        if ret < 0:
+            raise OSError(-ret, f"setting the zram tier: {os.strerror(-ret)}")
+        self._zram_mm_stat = f"/sys/block/{name}/mm_stat"
+
+    def _zram_held(self) -> tuple[int, int]:
+        """(compressed bytes, memory used) of the zram tier's device, from
+        its mm_stat; (0, 0) without one."""
+        if not self._zram_mm_stat:
+            return 0, 0
+        try:
+            with open(self._zram_mm_stat) as f:
+                fields = f.read().split()
+            return int(fields[1]), int(fields[2])
+        except (OSError, IndexError, ValueError):
+            return 0, 0
+
     def writeback(self, kind: str, max_pages: int, age: int = 0) -> int:
         """Idle pages are those marked idle or unused for `age` seconds.
         OSError(EIO) when the device failed a write (those pages stayed in RAM)."""
@@ -145,6 +171,7 @@ class CompressedRamStore(Store):
         # figure is taken as it is now.
         peak = mem_used + (st.peak_live_chunks - st.live_chunks) * lib.PS_CHUNK_SIZE
         self.mem_used_max = max(self.mem_used_max, mem_used, peak)
+        zram_compr, zram_used = self._zram_held()
         return {
             "orig_data_size": st.pages_stored * PAGE_SIZE,
             "compr_data_size": st.compr_data_size,
@@ -178,4 +205,14 @@ class CompressedRamStore(Store):
             "bd_read_errors": st.bd_read_errors,
             "bd_write_errors": st.bd_write_errors,
             "backing_bytes": st.bd_blocks * PAGE_SIZE,
+            # The kernel zram tier: its pages, and what its device holds
+            # for them (compressed, and in all: zram's mm_stat)
+            "zram_pages": st.zram_pages,
+            "zram_reads": st.zram_reads,
+            "zram_writes": st.zram_writes,
+            "zram_read_errors": st.zram_read_errors,
+            "zram_write_errors": st.zram_write_errors,
+            "zram_discard_errors": st.zram_discard_errors,
+            "zram_compr_data_size": zram_compr,
+            "zram_mem_used_total": zram_used,
         }
