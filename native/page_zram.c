@@ -77,14 +77,15 @@ int write_zram(struct ps_scratch *w, uint64_t index, const void *page)
 int read_zram(struct ps_scratch *w, uint64_t index, void *dest)
 {
     struct page_store *ps = w->ps;
+    char *into = (uintptr_t)dest % PAGE_SIZE ? w->page : dest;     /* aligned, for O_DIRECT */
 
-    if (ps->zram_fd < 0 || pread(ps->zram_fd, w->page, PAGE_SIZE, (off_t)(index * PAGE_SIZE)) != PAGE_SIZE) {
+    if (ps->zram_fd < 0 || pread(ps->zram_fd, into, PAGE_SIZE, (off_t)(index * PAGE_SIZE)) != PAGE_SIZE) {
         __atomic_fetch_add(&ps->st.zram_read_errors, 1, __ATOMIC_RELAXED);
         return -EIO;
     }
     __atomic_fetch_add(&ps->st.zram_reads, 1, __ATOMIC_RELAXED);
-    if (dest != w->page)
-        copy_bytes(dest, w->page, PAGE_SIZE);
+    if (into != dest)
+        copy_bytes(dest, into, PAGE_SIZE);
     return 0;
 }
 

@@ -18,10 +18,22 @@ zram lz4 with its own writeback as its users ask for it (`huge` at once,
 then `idle` once the corpus has been left idle as long), and trueno-ublk
 lz4 with its default policy (writeback-after as long). Reported: RAM held
 hot and cold, blocks on the disk, and reads that now hit the disk.
+
+Two shorter parts run alone (--only):
+- zram-tier: trueno-ublk lz4 with its pages in kernel zram (--backend zram)
+  and split by entropy (--backend tiered) beside its own store and kernel
+  zram lz4, just written: RAM held (ours and the zram device's together),
+  write and read times, random 4K read latency.
+- mem-limit: the corpus written page by page through a memory limit of half
+  what kernel zram lz4 holds for it: kernel zram lz4 with that mem_limit,
+  trueno-ublk lz4 with that --mem-limit and the disk as backing device.
+  Reported: writes failed, peak RAM, pages on the disk, whether every page
+  written reads back as written.
 """
 import argparse
 import glob
 import json
+import mmap
 import os
 import shutil
 import time
@@ -167,6 +179,105 @@ def measure_trueno(size: str, options: str, after: int) -> dict:
         dev.close()
 
 
+def measure_zram_tier(size: str) -> dict:
+    """Each row just written: RAM held by our store and the zram device."""
+    rows = {"zram lz4": measure_zram(size, "lz4")}
+    for name, backend in (("trueno lz4", "memory"), ("trueno lz4 zram", "zram"), ("trueno lz4 tiered", "tiered")):
+        zram = Zram(size, "lz4") if backend != "memory" else None
+        options = f"--algorithm lz4 --backend {backend}" + (f" --zram-device {zram.path}" if zram else "")
+        try:
+            dev = Trueno(size, f"{options} --recompress-after 0")
+            try:
+                write, read = write_and_read(dev.path)
+                st = dev.stat()
+                rows[name] = {"held": st["mem_used_total"] + st["zram_mem_used_total"],
+                              "in_zram": st["zram_pages"], "pages": st["pages_stored"], "write": write,
+                              "read": read, "latency": read_latency(dev.path)}
+            finally:
+                dev.close()
+        finally:
+            if zram:
+                zram.close()
+    return rows
+
+
+def print_zram_tier(rows: dict) -> None:
+    base = rows["zram lz4"]
+    print("kernel zram as a tier, just written: held: mem_used_total of our store plus that of the zram "
+          "device it puts pages in; x: against kernel zram lz4 alone; write/read x: zram's time over ours")
+    print(f"{'target':<20}{'held MiB':>9}{'x lz4':>7}{'in zram':>8}{'write x':>8}{'read x':>7}"
+          f"{'4K p50 us':>10}{'p99 us':>8}")
+    for name, r in rows.items():
+        share = f"{r['in_zram'] / r['pages']:>8.0%}" if "in_zram" in r else f"{'-':>8}"
+        print(f"{name:<20}{r['held'] / MiB:>9.1f}{r['held'] / base['held']:>7.2f}{share}"
+              f"{base['write'] / r['write']:>8.2f}{base['read'] / r['read']:>7.2f}"
+              f"{r['latency']['p50']:>10.0f}{r['latency']['p99']:>8.0f}")
+
+
+def write_pages(dev: str) -> int:
+    """The corpus written to `dev` a page at a time, as swap writes; the
+    writes that failed."""
+    failed = 0
+    buf = mmap.mmap(-1, 4096)                   # aligned, as O_DIRECT wants
+    fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
+    try:
+        with CORPUS.open("rb") as corpus:
+            for offset in range(0, CORPUS.stat().st_size, 4096):
+                buf[:] = corpus.read(4096)
+                try:
+                    os.pwrite(fd, buf, offset)
+                except OSError:
+                    failed += 1
+    finally:
+        os.close(fd)
+    return failed
+
+
+def reads_back(dev: str) -> bool:
+    with open(dev, "rb") as d, CORPUS.open("rb") as corpus:
+        return all(d.read(MiB) == corpus.read(MiB) for _ in range(0, CORPUS.stat().st_size, MiB))
+
+
+def measure_mem_limit(size: str) -> tuple[int, dict]:
+    """The limit (half of what zram lz4 holds for the corpus), and each
+    device's figures written through it."""
+    zram = Zram(size, "lz4")
+    try:
+        sh(f"dd if={CORPUS} of={zram.path} bs=1M oflag=direct status=none")
+        limit = zram.mm_stat()[2] // 2 // MiB * MiB
+    finally:
+        zram.close()
+    rows = {}
+    zram = Zram(size, "lz4")
+    try:
+        (zram.sysfs / "mem_limit").write_text(str(limit))
+        failed = write_pages(zram.path)
+        rows["zram lz4"] = {"failed": failed, "peak": zram.mm_stat()[4], "backed": 0,
+                            "intact": reads_back(zram.path)}
+    finally:
+        zram.close()
+    dev = Trueno(size, f"--algorithm lz4 --mem-limit {limit} --backing-dev {DISK}")
+    try:
+        failed = write_pages(dev.path)
+        st = dev.stat()
+        rows["trueno lz4 +disk"] = {"failed": failed, "peak": st["mem_used_max"], "backed": st["bd_count"] * 4096,
+                                    "intact": reads_back(dev.path)}
+    finally:
+        dev.close()
+        sh(f"blkdiscard {DISK}")
+    return limit, rows
+
+
+def print_mem_limit(limit: int, rows: dict) -> None:
+    print(f"the corpus written a page at a time through a memory limit of {limit / MiB:.0f} MiB (half of what "
+          "kernel zram lz4 holds for it): zram's mem_limit, ours --mem-limit with the disk as backing device; "
+          "peak: mem_used_max (ours: the page map and reserve included)")
+    print(f"{'target':<18}{'failed writes':>14}{'peak MiB':>9}{'disk MiB':>9}  every page reads back")
+    for name, r in rows.items():
+        print(f"{name:<18}{r['failed']:>14}{r['peak'] / MiB:>9.1f}{r['backed'] / MiB:>9.1f}  "
+              f"{'yes' if r['intact'] else 'no'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=int, default=192, metavar="MIB", help="corpus size in MiB")
@@ -175,6 +286,8 @@ def main() -> None:
     ap.add_argument("--huge-thresholds", metavar="LIST", default="",
                     help="also trueno lz4 with each of these --huge-threshold values (bytes, comma-separated)")
     ap.add_argument("--build-corpus", action="store_true", help="only build the corpus (natively)")
+    ap.add_argument("--only", choices=("zram-tier", "mem-limit"),
+                    help="only that part: kernel zram as a tier, or writes through a memory limit")
     args = ap.parse_args()
     built = BUILT / f"corpus-{args.corpus}M"
     if args.build_corpus or not built.exists():
@@ -186,6 +299,17 @@ def main() -> None:
     taken = json.loads((BUILT / f"corpus-{args.corpus}M.json").read_text())
     shutil.copyfile(built, CORPUS)
     size, after = f"{args.corpus + 64}M", args.recompress_after
+    print(f"tiers benchmark: kernel {sh('uname -r').strip()}, corpus of real files, "
+          + ", ".join(f"{kind} {n / MiB:.1f} MiB" for kind, n in taken.items()))
+    if args.only == "zram-tier":
+        print_zram_tier(measure_zram_tier(size))
+    elif args.only == "mem-limit":
+        if not DISK:
+            raise SystemExit("bench tiers --only mem-limit: needs an empty disk ($TRUENO_UBLK_DISK)")
+        print_mem_limit(*measure_mem_limit(size))
+    if args.only:
+        CORPUS.unlink()
+        return
     rows = {"zram lz4": measure_zram(size, "lz4"), "zram zstd": measure_zram(size, "zstd"),
             "trueno lz4": measure_trueno(size, "--algorithm lz4", after),
             "trueno zstd": measure_trueno(size, "--algorithm zstd", after)}
@@ -200,8 +324,6 @@ def main() -> None:
     CORPUS.unlink()
 
     lz4, zstd = rows["zram lz4"], rows["zram zstd"]
-    print(f"tiers benchmark: kernel {sh('uname -r').strip()}, corpus of real files, "
-          + ", ".join(f"{kind} {n / MiB:.1f} MiB" for kind, n in taken.items()))
     print(f"memory held: mem_used_total (ours: the arena, reserve and page map included), hot: just "
           f"written; cold: left idle {after} s and until recompression stopped (default policy otherwise); "
           "x: against kernel zram, same boot; write/read x: zram's time over ours, same codec")

@@ -7,6 +7,8 @@ Each command imports what it uses when it runs: every call pays for its
 imports in start-up time (`--help` needs none of the daemon), and in the
 test guest each module costs a trip over an emulated 9p share.
 """
+import functools
+import operator
 import os
 import re
 import sys
@@ -106,6 +108,37 @@ def cli():
     """A compressed RAM block device served from user space over ublk."""
 
 
+# create's options that a config section gives (--from-config), and where
+# in the section (config.DeviceSection) each is.
+FROM_CONFIG = {
+    "size": "size", "algorithm": "algorithm", "queues": "queues", "mem_limit": "mem_limit", "dev_id": "dev_id",
+    "recompress_algorithm": "policy.recompress_algorithm", "recompress_after": "policy.recompress_after",
+    "entropy_threshold": "policy.entropy_threshold", "writeback_after": "policy.writeback_after",
+    "backing_dev": "backing_dev", "writeback_limit": "writeback_limit", "backend": "backend",
+    "zram_device": "zram_device", "zram_entropy": "zram_entropy", "otlp_endpoint": "otlp_endpoint",
+    "otlp_interval": "otlp_interval",
+}
+
+
+def _with_config_section(command):
+    """--from-config NAME: the section's values for the options not given on
+    the command line, and the command that formats its new device."""
+    @functools.wraps(command)
+    def run(**options):
+        format_command = ()
+        if options["from_config"]:
+            section = _config_section(options["from_config"], options["config_file"])
+            given = click.get_current_context().get_parameter_source
+            for name, where in FROM_CONFIG.items():
+                if given(name) != ParameterSource.COMMANDLINE:
+                    options[name] = operator.attrgetter(where)(section)
+            format_command = section.format_command
+        elif options["config_file"]:
+            raise UserError("--config-file goes with --from-config NAME")
+        return command(**options, format_command=format_command)
+    return run
+
+
 @cli.command()
 @click.option("--size", "-s", type=SizeType(),
               help="Device size (uncompressed), e.g. 8G; a multiple of 4K.")
@@ -174,45 +207,12 @@ def cli():
               help="Seconds (or 5m) between OTLP exports.")
 @click.option("--foreground", "-f", is_flag=True,
               help="Serve in this process (for systemd) instead of detaching.")
+@_with_config_section
 def create(size, algorithm, store, queues, queue_threads, io_commands, depth, dev_id, mem_limit, huge_threshold,
            recompress_algorithm, recompress_after, entropy_threshold, backing_dev, writeback_after, writeback_limit,
            backend, zram_device, zram_entropy, recovery, io_without_server, from_config, config_file,
-           metrics_listen, otlp_endpoint, otlp_interval, foreground):
+           metrics_listen, otlp_endpoint, otlp_interval, foreground, format_command):
     """Create a device; prints its path once it is live."""
-    if from_config:
-        section = _config_section(from_config, config_file)
-        source = click.get_current_context().get_parameter_source
-        if source("size") != ParameterSource.COMMANDLINE:
-            size = section.size
-        if source("algorithm") != ParameterSource.COMMANDLINE:
-            algorithm = section.algorithm
-        if source("queues") != ParameterSource.COMMANDLINE:
-            queues = section.queues
-        if source("mem_limit") != ParameterSource.COMMANDLINE:
-            mem_limit = section.mem_limit
-        if source("dev_id") != ParameterSource.COMMANDLINE:
-            dev_id = section.dev_id
-        if source("recompress_algorithm") != ParameterSource.COMMANDLINE:
-            recompress_algorithm = section.policy.recompress_algorithm
-        if source("recompress_after") != ParameterSource.COMMANDLINE:
-            recompress_after = section.policy.recompress_after
-        if source("entropy_threshold") != ParameterSource.COMMANDLINE:
-            entropy_threshold = section.policy.entropy_threshold
-        if source("backing_dev") != ParameterSource.COMMANDLINE:
-            backing_dev = section.backing_dev
-        if source("writeback_after") != ParameterSource.COMMANDLINE:
-            writeback_after = section.policy.writeback_after
-        if source("writeback_limit") != ParameterSource.COMMANDLINE:
-            writeback_limit = section.writeback_limit
-        if source("otlp_endpoint") != ParameterSource.COMMANDLINE:
-            otlp_endpoint = section.otlp_endpoint
-        if source("otlp_interval") != ParameterSource.COMMANDLINE:
-            otlp_interval = section.otlp_interval
-        format_command = section.format_command
-    elif config_file:
-        raise UserError("--config-file goes with --from-config NAME")
-    else:
-        format_command = ()
     if size is None:
         raise UserError("missing --size (e.g. --size 8G), or --from-config NAME")
     _check_size("--size", size)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from trueno_ublk import limits, procfs
 from trueno_ublk.codecs import codec_for
-from trueno_ublk.policy import Policy, parse_duration, parse_entropy, recompress_codec
+from trueno_ublk.policy import BACKENDS, DEFAULT_ZRAM_ENTROPY, Policy, parse_duration, parse_entropy, recompress_codec
 from trueno_ublk.units import PAGE_SIZE, parse_size
 
 DEFAULT_MAIN_FILE = Path("/etc/trueno-ublk.conf")
@@ -69,6 +69,9 @@ class DeviceSection:
     otlp_interval: int = 60
     backing_dev: str = ""               # writeback-device (zram-generator's name); empty: none
     writeback_limit: int | None = None  # writeback-limit, bytes; None: no limit
+    backend: str = "memory"             # backend: policy.BACKENDS
+    zram_device: str = ""               # zram-device: the zram tier's device; empty: none
+    zram_entropy: float = DEFAULT_ZRAM_ENTROPY      # zram-entropy, bits a byte (tiered)
 
     @property
     def is_swap(self) -> bool:
@@ -250,6 +253,16 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
         dev.policy = dataclasses.replace(dev.policy, writeback_after=parse_duration(value, "writeback-after"))
     elif key == "writeback-limit":
         dev.writeback_limit = parse_size(value)
+    elif key == "backend":
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {_shown(value)}")
+        dev.backend = value
+    elif key == "zram-device":
+        if not value.startswith("/dev/") or CONTROL_CHARS.search(value):
+            raise ValueError(f"zram-device must be a device path like /dev/zram0, not {_shown(value)}")
+        dev.zram_device = value
+    elif key == "zram-entropy":
+        dev.zram_entropy = parse_entropy(value, "zram-entropy")
     elif key == "otlp-endpoint":
         from trueno_ublk.otlp import metrics_url
         try:
@@ -273,6 +286,11 @@ def _check_device(dev: DeviceSection, keys: dict, mount_points: dict) -> list[tu
     """Problems between the keys of one device, and with mount points
     other devices took, as (path, line, message)."""
     problems = []
+    if dev.backend != "memory" and not dev.zram_device:
+        problems.append((*keys["backend"][1:], f"[{dev.name}] has backend {dev.backend} but no zram-device"))
+    if dev.zram_device and dev.backend == "memory":
+        problems.append((*keys["zram-device"][1:], f"[{dev.name}] has a zram-device but backend memory "
+                                                   "(zram or tiered use it)"))
     if dev.fs_type and not dev.mount_point:
         problems.append((*keys["fs-type"][1:], f"[{dev.name}] has fs-type {dev.fs_type} "
                                                "but no mount-point"))

@@ -103,6 +103,10 @@ def units_for(dev: config.DeviceSection, sources: list[Path]) -> dict[str, str |
         else:
             needs = f"RequiresMountsFor={unit_value(dev.backing_dev)}\n"
         units[f"{service}.d/backing.conf"] = header + "[Unit]\n" + needs
+    if dev.zram_device:
+        # Its zram device, its disksize set (a udev rule does that as it appears).
+        device = f"{escape_path(dev.zram_device)}.device"
+        units[f"{service}.d/zram-tier.conf"] = header + f"[Unit]\nRequires={device}\nAfter={device}\n"
     return units
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trueno_ublk import cli, config, control, detach, state
+from trueno_ublk import backing, cli, config, control, detach, state
 from trueno_ublk.errors import UserError
 
 CLI = str(Path(sys.executable).with_name("trueno-ublk"))
@@ -138,6 +138,11 @@ def test_fs_type_swap_means_swap(tmp_path):
     ("[ublkb0]\nwriteback-device = sdb1\n", 2, "writeback-device must be an absolute path, not 'sdb1'"),
     ("[ublkb0]\nwriteback-after = later\n", 2, "writeback-after must be a duration like 300"),
     ("[ublkb0]\nwriteback-limit = lots\n", 2, "lots"),
+    ("[ublkb0]\nbackend = disk\n", 2, "backend must be one of memory, zram, tiered, not 'disk'"),
+    ("[ublkb0]\nbackend = tiered\n", 2, "[ublkb0] has backend tiered but no zram-device"),
+    ("[ublkb0]\nzram-device = /dev/zram1\n", 2, "[ublkb0] has a zram-device but backend memory"),
+    ("[ublkb0]\nbackend = zram\nzram-device = zram1\n", 3, "zram-device must be a device path like /dev/zram0"),
+    ("[ublkb0]\nzram-entropy = 9\n", 2, "zram-entropy must be a number of bits a byte from 0"),
     ("[ublkb0]\nsize\n", 2, "expected 'key = value', got 'size'"),
     ("[ublkb0]\n= 5\n", 2, "expected 'key = value'"),
     ("[ublkb0]\nsize = 1\nsize = 2\n", 3, "'size' is set twice in [ublkb0]"),
@@ -348,6 +353,15 @@ def test_create_from_config_takes_otlp_export(tmp_path, create):
     assert (made.otlp_endpoint, made.otlp_interval) == ("http://[::1]:4318", 120)
     made = create("--from-config", "ublkb3", "--config-file", str(path), "--otlp-interval", "5")
     assert (made.otlp_endpoint, made.otlp_interval) == ("http://[::1]:4318", 5)
+
+
+def test_create_from_config_takes_the_zram_tier(tmp_path, create, monkeypatch):
+    monkeypatch.setattr(backing, "open_zram", lambda path: (os.open(os.devnull, os.O_RDONLY), 1 << 30, "zram1"))
+    path = write(tmp_path, "[ublkb3]\nsize = 256\nbackend = tiered\nzram-device = /dev/zram1\nzram-entropy = 5\n")
+    made = create("--from-config", "ublkb3", "--config-file", str(path))
+    assert (made.zram_device, made.zram_below) == ("/dev/zram1", 5.0)
+    made = create("--from-config", "ublkb3", "--config-file", str(path), "--backend", "zram")
+    assert (made.zram_device, made.zram_below) == ("/dev/zram1", 8.0)       # every page
 
 
 def test_create_options_given_win_over_the_config(tmp_path, create):
