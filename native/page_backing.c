@@ -18,7 +18,10 @@
  * and freed under alloc_lock, as slots are.
  *
  * Reads of written-back pages happen on the I/O path: the device is another
- * device than this one, so its reads never wait on this store's reclaim.
+ * device than this one, so its reads never wait on this store's reclaim. A
+ * request's neighbouring pages of one group on neighbouring blocks (as a
+ * writeback leaves them) are read with one read, as are pages of the zram
+ * tier at neighbouring offsets.
  * Writebacks are background work (their caller is an IO_FLUSHER thread).
  */
 #define _GNU_SOURCE
@@ -108,6 +111,39 @@ int read_backed(struct ps_scratch *w, uint64_t e, void *dest)
     if (dest != w->page)
         copy_bytes(dest, w->page, PAGE_SIZE);
     return 0;
+}
+
+int read_outside_run(struct ps_scratch *w, uint64_t index, uint32_t max_pages, void *dest)
+{
+    struct page_store *ps = w->ps;
+    uint64_t e = ps->entries[index], group_end = (index / FRAME_PAGES + 1) * FRAME_PAGES;
+    bool zram = entry_in_zram(e);
+    uint64_t first = zram ? index : entry_block(e), *errors, *reads;
+    uint32_t n = 1;
+    int fd;
+
+    if ((uintptr_t)dest % PAGE_SIZE || !entry_backed(e))
+        return 0;
+    /* The next pages of the group (one stripe lock), on the next blocks. */
+    while (n < max_pages && index + n < group_end) {
+        uint64_t next = ps->entries[index + n];
+        if (zram ? !entry_in_zram(next) : !entry_backed(next) || entry_in_zram(next) ||
+                                           entry_block(next) != first + n)
+            break;
+        n++;
+    }
+    if (n == 1)
+        return 0;                       /* one page: load_page's read */
+    fd = zram ? ps->zram_fd : ps->backing ? ps->backing->fd : -1;
+    errors = zram ? &ps->st.zram_read_errors : &ps->st.bd_read_errors;
+    reads = zram ? &ps->st.zram_reads : &ps->st.bd_reads;
+    if (fd < 0 || (!zram && first + n > ps->backing->blocks) ||
+        pread(fd, dest, (size_t)n * PAGE_SIZE, (off_t)(first * PAGE_SIZE)) != (ssize_t)n * PAGE_SIZE) {
+        __atomic_fetch_add(errors, 1, __ATOMIC_RELAXED);
+        return -EIO;
+    }
+    __atomic_fetch_add(reads, n, __ATOMIC_RELAXED);
+    return (int)n;
 }
 
 int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)

@@ -602,11 +602,16 @@ int ps_read(struct ps_scratch *w, uint64_t offset, uint32_t len, void *dest)
         uint32_t start = offset % PAGE_SIZE;
         uint32_t n = PAGE_SIZE - start < len ? PAGE_SIZE - start : len;
         pthread_mutex_t *lock = stripe(w->ps, index);
-        int ret;
+        int ret = 0, run = 0;
 
-        w->pages_served++;
         pthread_mutex_lock(lock);
-        if (n == PAGE_SIZE) {
+        if (n == PAGE_SIZE)
+            run = read_outside_run(w, index, len / PAGE_SIZE, out);
+        if (run > 0) {
+            n = (uint32_t)run * PAGE_SIZE;
+        } else if (run < 0) {
+            ret = run;
+        } else if (n == PAGE_SIZE) {
             ret = load_page(w, index, out);
         } else {
             ret = load_page(w, index, w->page);
@@ -615,6 +620,7 @@ int ps_read(struct ps_scratch *w, uint64_t offset, uint32_t len, void *dest)
         pthread_mutex_unlock(lock);
         if (ret)
             return ret;
+        w->pages_served += n / PAGE_SIZE ? n / PAGE_SIZE : 1;
         out += n;
         offset += n;
         len -= n;

@@ -357,6 +357,12 @@ PS_INTERNAL bool recompress_slice(struct page_store *ps);
 /* page_backing.c: a written-back page read (its stripe lock held), 0 or
  * -EIO; a block given back (alloc_lock held); the device let go. */
 PS_INTERNAL int read_backed(struct ps_scratch *w, uint64_t e, void *dest);
+/* Page `index` and the next ones of its group, up to `max_pages`, when they
+ * are outside RAM on neighbouring blocks (written back, or in the zram
+ * tier), read into aligned `dest` with one read (the group's stripe lock
+ * held): the pages read, 0 when that is not the case (fewer than two), or
+ * -EIO. */
+PS_INTERNAL int read_outside_run(struct ps_scratch *w, uint64_t index, uint32_t max_pages, void *dest);
 PS_INTERNAL void free_block(struct page_store *ps, uint64_t block);
 PS_INTERNAL void backing_free(struct page_store *ps);
 /* The background's share (page_compact.c's thread): pages idle

@@ -8,9 +8,14 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from conftest import CLI, MiB, run_cli, sh
 from faults import FIO, PATTERN, record, start_fio, wait_for
 from one_line_error import assert_one_line_error
+
+# Reads and writes of another block device, the same on every kernel.
+pytestmark = pytest.mark.same_on_every_kernel
 
 
 def stat(dev) -> dict:

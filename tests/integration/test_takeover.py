@@ -60,7 +60,7 @@ def kernel_state(dev) -> int:
 
 
 @pytest.mark.parametrize("io_commands", ["per-tag", "batch"])
-def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_ten_cycles_leak_nothing(make_device, io_commands):
+def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_more_cycles_leak_nothing(make_device, io_commands):
     if io_commands == "batch" and "BATCH_IO" not in kernel_features():
         pytest.skip("batched I/O commands need Linux 7.0")
     dev = make_device("--queues", "2", "--io-without-server", "hold", "--io-commands", io_commands)
@@ -87,15 +87,17 @@ def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_ten_cycles_leak_not
     daemon = rec["pid"]
     fds = daemon_fds(daemon)
     assert sum(f.startswith(ARENA) for f in fds) == 1
+    # A leak shows after any cycle: a descriptor (compared exactly) or an
+    # arena (the device's memory, far above the shmem noise) more each time.
     shmem = []
-    for _ in range(10):
+    for _ in range(4):
         run_cli("upgrade", dev)
         shmem.append(int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
                               if line.startswith("Shmem:")).split()[1]))
     assert daemon_fds(daemon) == fds                           # no descriptor gained across execs
     children = Path(f"/proc/{daemon}/task/{daemon}/children").read_text().split()
     assert children == [str(record(dev)["worker_pid"])]        # one worker, no stray process
-    assert record(dev)["takeovers"] == 11
+    assert record(dev)["takeovers"] == 5
     assert max(shmem) - min(shmem) < 4096, shmem               # one arena, not one per upgrade
     sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {VERIFY}")
 

@@ -18,6 +18,8 @@ from faults import record, wait_for
 from one_line_error import assert_one_line_error
 
 PAGE = 4096
+# Reads, writes and discards of another block device, the same on every kernel.
+pytestmark = pytest.mark.same_on_every_kernel
 
 
 def stat(dev) -> dict:

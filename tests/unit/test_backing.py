@@ -92,6 +92,20 @@ def test_pages_written_back_read_the_same(backing, ops):
         os.close(arena)
 
 
+def test_a_request_reads_neighbouring_written_back_pages_together(tmp_path):
+    fd, size = backing_file(tmp_path / "dev", 64)
+    store, client = backed_store(fd, size, 64)
+    data = [os.urandom(PAGE) for _ in range(20)]
+    client.write(PAGE, b"".join(data))                      # pages 1-20: groups of 8 cut at 8 and 16
+    assert store.writeback("huge", 1000) == 20
+    client.write(5 * PAGE, bytes(PAGE))                     # a run broken in its middle
+    data[4] = bytes(PAGE)
+    assert client.read(0, 24 * PAGE) == bytes(PAGE) + b"".join(data) + bytes(3 * PAGE)
+    assert store.stats()["bd_reads"] == 19
+    store.close()
+    os.close(fd)
+
+
 def test_writeback_frees_memory_and_counts_like_bd_stat(tmp_path):
     fd, size = backing_file(tmp_path / "dev", 64)
     store, client = backed_store(fd, size, 256)
