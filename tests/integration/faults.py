@@ -54,7 +54,7 @@ def wait_for_io(dev, ios=2000):
 def alive(pid) -> bool:
     try:
         status = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):      # gone, or reaped while read
         return False
     return status != "Z"
 
