@@ -30,13 +30,13 @@ def _slope(values: list[float]) -> float:
 
 
 def test_create_delete_cycles_leak_nothing():
-    """Eight cycles, alternating one and two queues. A leak grows with the
+    """Six cycles, alternating one and two queues. A leak grows with the
     cycles, so the test measures the slope of shmem over them: each device
     held at least 4 MiB of shmem (the 4 MiB written), so a leaked arena
     would add that much per cycle, where noise stays far below 256 KiB."""
     before = _system_snapshot()
     shmem_kb = []
-    for i in range(8):
+    for i in range(6):
         dev = run_cli("create", "--size", "64M", "--queues", str(1 + i % 2)).stdout.strip()
         sh(f"dd if=/dev/urandom of={dev} bs=1M count=4 oflag=direct status=none")
         run_cli("delete", dev)
