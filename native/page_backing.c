@@ -40,6 +40,9 @@
 #define SPILL_PERIODS   2               /* a write at the limit waits for this many periods to end */
 #define SPILL_WAIT_MS   5000            /* ... and never longer than this */
 #define AGE_BUCKETS     34              /* idle 0 s, [1, 2), [2, 4) ... [2^32, ...), marked */
+#define RUN_GROUPS      32              /* groups one read spans past the first: 1 MiB requests */
+
+_Static_assert(RUN_GROUPS < LOCK_STRIPES, "a read's groups must have distinct stripe locks");
 
 static bool block_used(const struct backing *b, uint64_t block)
 {
@@ -116,34 +119,46 @@ int read_backed(struct ps_scratch *w, uint64_t e, void *dest)
 int read_outside_run(struct ps_scratch *w, uint64_t index, uint32_t max_pages, void *dest)
 {
     struct page_store *ps = w->ps;
-    uint64_t e = ps->entries[index], group_end = (index / FRAME_PAGES + 1) * FRAME_PAGES;
+    uint64_t e = ps->entries[index];
     bool zram = entry_in_zram(e);
     uint64_t first = zram ? index : entry_block(e), *errors, *reads;
-    uint32_t n = 1;
-    int fd;
+    pthread_mutex_t *held[RUN_GROUPS];
+    uint32_t n = 1, locked = 0;
+    int fd, ret = 0;
 
     if ((uintptr_t)dest % PAGE_SIZE || !entry_backed(e))
         return 0;
-    /* The next pages of the group (one stripe lock), on the next blocks. */
-    while (n < max_pages && index + n < group_end) {
+    /* The next pages on the next blocks, past the caller's group too: each
+     * further group's stripe is only tried, never waited for (a writer
+     * holding it stops the run there), so no two locks are ever awaited. */
+    while (n < max_pages) {
+        if ((index + n) % FRAME_PAGES == 0) {
+            if (locked == RUN_GROUPS || pthread_mutex_trylock(stripe(ps, index + n)))
+                break;
+            held[locked++] = stripe(ps, index + n);
+        }
         uint64_t next = ps->entries[index + n];
         if (zram ? !entry_in_zram(next) : !entry_backed(next) || entry_in_zram(next) ||
                                            entry_block(next) != first + n)
             break;
         n++;
     }
-    if (n == 1)
-        return 0;                       /* one page: load_page's read */
-    fd = zram ? ps->zram_fd : ps->backing ? ps->backing->fd : -1;
-    errors = zram ? &ps->st.zram_read_errors : &ps->st.bd_read_errors;
-    reads = zram ? &ps->st.zram_reads : &ps->st.bd_reads;
-    if (fd < 0 || (!zram && first + n > ps->backing->blocks) ||
-        pread(fd, dest, (size_t)n * PAGE_SIZE, (off_t)(first * PAGE_SIZE)) != (ssize_t)n * PAGE_SIZE) {
-        __atomic_fetch_add(errors, 1, __ATOMIC_RELAXED);
-        return -EIO;
+    if (n > 1) {                        /* one page: load_page's read */
+        fd = zram ? ps->zram_fd : ps->backing ? ps->backing->fd : -1;
+        errors = zram ? &ps->st.zram_read_errors : &ps->st.bd_read_errors;
+        reads = zram ? &ps->st.zram_reads : &ps->st.bd_reads;
+        if (fd < 0 || (!zram && first + n > ps->backing->blocks) ||
+            pread(fd, dest, (size_t)n * PAGE_SIZE, (off_t)(first * PAGE_SIZE)) != (ssize_t)n * PAGE_SIZE) {
+            __atomic_fetch_add(errors, 1, __ATOMIC_RELAXED);
+            ret = -EIO;
+        } else {
+            __atomic_fetch_add(reads, n, __ATOMIC_RELAXED);
+            ret = (int)n;
+        }
     }
-    __atomic_fetch_add(reads, n, __ATOMIC_RELAXED);
-    return (int)n;
+    while (locked)
+        pthread_mutex_unlock(held[--locked]);
+    return ret;
 }
 
 int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)
@@ -160,7 +175,7 @@ int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)
     b->fd = fd;
     b->blocks = blocks;
     b->used = calloc((blocks + BITS - 1) / BITS, sizeof(uint64_t));
-    b->batch = aligned_alloc(PAGE_SIZE, WRITEBACK_BATCH * PAGE_SIZE);
+    b->batch = aligned_alloc(PAGE_SIZE, PS_WRITEBACK_BATCH * PAGE_SIZE);
     b->scratch = scratch_new(ps, ps->codec, ps->level);
     if (!b->used || !b->batch || !b->scratch) {
         ret = -ENOMEM;
@@ -302,7 +317,7 @@ static int writeback_range(struct page_store *ps, int type, uint32_t age, uint64
         uint32_t n = 0;
 
         /* Gather a batch: pages of the type, each with a block. */
-        for (; i < end && n < WRITEBACK_BATCH && *done + n < max_pages && !*full; i++) {
+        for (; i < end && n < PS_WRITEBACK_BATCH && *done + n < max_pages && !*full; i++) {
             uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED);
             if (!writeback_wanted(e, __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), type, now, age))
                 continue;

@@ -32,6 +32,9 @@
 #define PS_WRITEBACK_HUGE  1           /* stored raw */
 #define PS_WRITEBACK_INCOMPRESSIBLE 2  /* stored raw and never worth another try */
 #define PS_WRITEBACK_ALL   3
+/* Pages a writeback gathers, then writes, neighbouring blocks in one write
+ * (scripts/bench writeback measures the size). */
+#define PS_WRITEBACK_BATCH 128
 
 struct page_store;
 /* Per-thread scratch: codec state and a page buffer, allocated up front so

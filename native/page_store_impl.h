@@ -85,8 +85,6 @@
                                7: frames; 8: the store's codec; 9: pages on a backing device;
                                10: pages in kernel zram */
 
-#define WRITEBACK_BATCH 32                      /* pages a writeback gathers, then writes */
-
 struct backing {
     int fd;                             /* O_DIRECT: reads and writes of whole, aligned pages */
     uint64_t blocks;                    /* the device's size in pages */
@@ -94,9 +92,9 @@ struct backing {
     uint64_t next;                      /* where take_block() looks first */
     pthread_mutex_t lock;               /* one writeback at a time */
     struct ps_scratch *scratch;         /* the writeback's decoding */
-    char *batch;                        /* WRITEBACK_BATCH pages, aligned */
+    char *batch;                        /* PS_WRITEBACK_BATCH pages, aligned */
     uint64_t cursor;                    /* where the background's next slice starts */
-    uint64_t index[WRITEBACK_BATCH], entry[WRITEBACK_BATCH], block[WRITEBACK_BATCH];
+    uint64_t index[PS_WRITEBACK_BATCH], entry[PS_WRITEBACK_BATCH], block[PS_WRITEBACK_BATCH];
 };
 
 struct arena_header {
@@ -357,11 +355,11 @@ PS_INTERNAL bool recompress_slice(struct page_store *ps);
 /* page_backing.c: a written-back page read (its stripe lock held), 0 or
  * -EIO; a block given back (alloc_lock held); the device let go. */
 PS_INTERNAL int read_backed(struct ps_scratch *w, uint64_t e, void *dest);
-/* Page `index` and the next ones of its group, up to `max_pages`, when they
- * are outside RAM on neighbouring blocks (written back, or in the zram
- * tier), read into aligned `dest` with one read (the group's stripe lock
- * held): the pages read, 0 when that is not the case (fewer than two), or
- * -EIO. */
+/* Page `index` and the next ones, up to `max_pages`, when they are outside
+ * RAM on neighbouring blocks (written back, or in the zram tier), read into
+ * aligned `dest` with one read (the first group's stripe lock held; the
+ * next groups' are tried): the pages read, 0 when that is not the case
+ * (fewer than two), or -EIO. */
 PS_INTERNAL int read_outside_run(struct ps_scratch *w, uint64_t index, uint32_t max_pages, void *dest);
 PS_INTERNAL void free_block(struct page_store *ps, uint64_t block);
 PS_INTERNAL void backing_free(struct page_store *ps);

@@ -3,6 +3,7 @@ pages written back, read from it, rewritten, discarded, the worker
 replaced (the free map rebuilt from the page map); its failures; and which
 paths `open_backing` takes."""
 import os
+import re
 import subprocess
 
 import pytest
@@ -92,6 +93,21 @@ def test_pages_written_back_read_the_same(backing, ops):
         os.close(arena)
 
 
+def read_calls_during(work):
+    """(work()'s result, the read system calls this process made meanwhile,
+    pread included), from /proc/self/io's syscr less its own reads."""
+    fd = os.open("/proc/self/io", os.O_RDONLY)
+    try:
+        def count() -> int:
+            return int(re.search(rb"syscr: (\d+)", os.pread(fd, 4096, 0)).group(1))
+        own = -count() + count()
+        start = count()
+        result = work()
+        return result, count() - start - own
+    finally:
+        os.close(fd)
+
+
 def test_a_request_reads_neighbouring_written_back_pages_together(tmp_path):
     fd, size = backing_file(tmp_path / "dev", 64)
     store, client = backed_store(fd, size, 64)
@@ -100,7 +116,9 @@ def test_a_request_reads_neighbouring_written_back_pages_together(tmp_path):
     assert store.writeback("huge", 1000) == 20
     client.write(5 * PAGE, bytes(PAGE))                     # a run broken in its middle
     data[4] = bytes(PAGE)
-    assert client.read(0, 24 * PAGE) == bytes(PAGE) + b"".join(data) + bytes(3 * PAGE)
+    read, calls = read_calls_during(lambda: client.read(0, 24 * PAGE))
+    assert read == bytes(PAGE) + b"".join(data) + bytes(3 * PAGE)
+    assert calls == 2                                       # pages 1-4, then 6-20 across two groups
     assert store.stats()["bd_reads"] == 19
     store.close()
     os.close(fd)
