@@ -143,7 +143,7 @@ int read_outside_run(struct ps_scratch *w, uint64_t index, uint32_t max_pages, v
             break;
         n++;
     }
-    if (n > 1) {                        /* one page: load_page's read */
+    if (n > 1) {                        /* (one page is load_page's to read) */
         fd = zram ? ps->zram_fd : ps->backing ? ps->backing->fd : -1;
         errors = zram ? &ps->st.zram_read_errors : &ps->st.bd_read_errors;
         reads = zram ? &ps->st.zram_reads : &ps->st.bd_reads;
