@@ -133,9 +133,10 @@ int read_outside_run(struct ps_scratch *w, uint64_t index, uint32_t max_pages, v
      * holding it stops the run there), so no two locks are ever awaited. */
     while (n < max_pages) {
         if ((index + n) % FRAME_PAGES == 0) {
-            if (locked == RUN_GROUPS || pthread_mutex_trylock(stripe(ps, index + n)))
+            pthread_mutex_t *lock = stripe(ps, index + n);
+            if (locked == RUN_GROUPS || pthread_mutex_trylock(lock))
                 break;
-            held[locked++] = stripe(ps, index + n);
+            held[locked++] = lock;
         }
         uint64_t next = ps->entries[index + n];
         if (zram ? !entry_in_zram(next) : !entry_backed(next) || entry_in_zram(next) ||

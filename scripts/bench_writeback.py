@@ -19,7 +19,6 @@ Figures are the best of --repeats. Under emulation (scripts/vm) absolute
 figures mean nothing: read the columns against each other.
 """
 import argparse
-import errno
 import mmap
 import os
 import random
@@ -31,6 +30,7 @@ from pathlib import Path
 from trueno_ublk._native import lib
 from trueno_ublk.backing import open_backing
 from trueno_ublk.benchmark.codecs import best_seconds
+from trueno_ublk.benchmark.targets import Zram
 from trueno_ublk.codecs import codec_for
 from trueno_ublk.policy import Policy
 from trueno_ublk.stores import open_store
@@ -107,62 +107,51 @@ def store_rates(path: str, data: bytes, repeats: int) -> tuple[float, float, flo
     return (len(data) / MiB / best, *rates)
 
 
-def reset_zram(dev: Path) -> None:
-    """Reset a zram device, waiting out the opens udev makes after each
-    change (EBUSY meanwhile)."""
-    for _ in range(100):
-        try:
-            (dev / "reset").write_text("1")
-            return
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                raise
-            time.sleep(0.1)
-    (dev / "reset").write_text("1")
-
-
 def zram_rates(path: str, data: bytes, repeats: int) -> dict[str, tuple[float, float, float]]:
     """{row name: (writeback MiB/s, sequential read MiB/s, random 4K
     reads/s)} of kernel zram at each writeback_batch_size, its default
     first; {} where kernel zram cannot write back to `path`."""
-    if not stat.S_ISBLK(os.stat(path).st_mode) or subprocess.run(["modprobe", "zram"]).returncode:
+    if not stat.S_ISBLK(os.stat(path).st_mode):
         return {}
-    dev = Path("/sys/block/zram" + Path("/sys/class/zram-control/hot_add").read_text().strip())
     try:
-        if not (dev / "backing_dev").exists():
-            return {}
-        knob = dev / "writeback_batch_size"
-        default = int(knob.read_text()) if knob.exists() else None
-        rows = {}
-        for batch in [default, *(b for b in (1, 128) if default and b != default)]:
-            best = float("inf")
-            for _ in range(repeats):
-                reset_zram(dev)
-                (dev / "backing_dev").write_text(path)
+        probe = Zram(len(data), backing=path)
+    except (OSError, subprocess.CalledProcessError):        # no zram, or no CONFIG_ZRAM_WRITEBACK
+        return {}
+    knob = probe.sysfs / "writeback_batch_size"
+    default = int(knob.read_text()) if knob.exists() else None
+    probe.close()
+    rows = {}
+    for batch in [default, *(b for b in (1, 128) if default and b != default)]:
+        best, reads = float("inf"), None
+        for _ in range(repeats):
+            zram = Zram(len(data), backing=path)
+            try:
                 if batch:
-                    knob.write_text(str(batch))
-                (dev / "disksize").write_text(str(len(data)))
-                node = f"/dev/{dev.name}"
-                with open(node, "r+b", buffering=0) as f:
+                    (zram.sysfs / knob.name).write_text(str(batch))
+                with open(zram.path, "r+b", buffering=0) as f:
                     f.write(data)
                     os.fsync(f.fileno())
                 start = time.perf_counter()
-                (dev / "writeback").write_text("huge")
+                zram.writeback("huge")
                 best = min(best, time.perf_counter() - start)
-            written = int((dev / "bd_stat").read_text().split()[2])
-            assert written == len(data) // PAGE_SIZE, f"zram wrote back {written} pages"
-            fd = os.open(node, os.O_RDONLY | os.O_DIRECT)
-            buf = mmap.mmap(-1, REQUEST)
-            try:
-                reads = read_rates(lambda o, n: os.preadv(fd, [memoryview(buf)[:n]], o), len(data), repeats)
+                written = zram.bd_stat()[2]
+                assert written == len(data) // PAGE_SIZE, f"zram wrote back {written} pages"
+                reads = reads or direct_read_rates(zram.path, len(data), repeats)
             finally:
-                os.close(fd)
-            name = f"{batch} in flight" + (" (default)" if batch == default else "") if batch else "one page at a time"
-            rows[f"zram, {name}"] = (len(data) / MiB / best, *reads)
-        return rows
+                zram.close()
+        name = f"{batch} in flight" + (" (default)" if batch == default else "") if batch else "one page at a time"
+        rows[f"zram, {name}"] = (len(data) / MiB / best, *reads)
+    return rows
+
+
+def direct_read_rates(path: str, size: int, repeats: int) -> tuple[float, float]:
+    """read_rates of block device `path` through direct reads."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, REQUEST)
+    try:
+        return read_rates(lambda o, n: os.preadv(fd, [memoryview(buf)[:n]], o), size, repeats)
     finally:
-        reset_zram(dev)
-        Path("/sys/class/zram-control/hot_remove").write_text(dev.name.removeprefix("zram"))
+        os.close(fd)
 
 
 def main() -> None:

@@ -1,14 +1,17 @@
 """What a device benchmark runs against: fio, a kernel zram device to
 compare with, and a trueno-ublk device made through the real command.
 `trueno-ublk benchmark` and the developers' scripts/bench share them."""
+import errno
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from trueno_ublk.stats import MM_STAT
 
 MiB = 1 << 20
+RESET_TRIES = 100           # a tenth of a second apart
 MEMORY = MM_STAT[:3]        # orig_data_size, compr_data_size, mem_used_total: what memory() gives
 
 
@@ -70,7 +73,15 @@ class Zram:
         (self.sysfs / "idle").write_text("all")
 
     def close(self) -> None:
-        (self.sysfs / "reset").write_text("1")
+        # udev opens the device after each change; reset answers EBUSY meanwhile.
+        for tries in range(RESET_TRIES, 0, -1):
+            try:
+                (self.sysfs / "reset").write_text("1")
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or tries == 1:
+                    raise
+                time.sleep(0.1)
         Path("/sys/class/zram-control/hot_remove").write_text(str(self.id))
 
 
