@@ -156,13 +156,17 @@ def direct_read_rates(path: str, size: int, repeats: int) -> tuple[float, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="64M", help="bytes written back (default 64M)")
+    parser.add_argument("--size", default="64M", type=parse_size, help="bytes written back (default 64M)")
     parser.add_argument("--target", help="block device or file to write to (default: the guest's "
                                          "disk, or a file in bench-results/scratch)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    size = parse_size(args.size) // REQUEST * REQUEST
+    size = args.size // REQUEST * REQUEST
+    if size == 0:
+        parser.error(f"--size: at least {REQUEST // 1024}K")
     path = target_path(args.target, size)
+    if not os.path.exists(path) or os.path.getsize(path) < size and not stat.S_ISBLK(os.stat(path).st_mode):
+        parser.error(f"--target {path}: no such file, or smaller than --size")
     print(f"target {path}, {size // MiB} MiB, best of {args.repeats}; kernel {os.uname().release}")
 
     raw = raw_writes(path, size, args.repeats)
