@@ -18,24 +18,26 @@
  * Serving I/O never faults in a page. A device that holds swap is written
  * to by the kernel's reclaim, when free memory is exhausted; a fault there
  * would wait for reclaim, which waits for that very write. So writes take
- * new chunks from a reserve of chunks already faulted in (reserve.c), every
- * array the I/O path touches is faulted in when the store opens or grows,
- * and the threads that may wait for reclaim -- the reserve's refill, the
- * background (background.c) -- hold no lock an I/O thread waits on while
- * they do. Nothing on the I/O path waits for I/O that reclaim needs.
+ * new chunks from a reserve of chunks already faulted in, which a refill
+ * thread -- free to wait for reclaim -- tops up from behind (reserve.c),
+ * and every array the I/O path touches is faulted in when the store opens
+ * or grows.
  *
  * A write compresses into per-thread scratch, copies the payload into a
  * fresh slot, publishes the slot in the page's entry with one 64-bit store,
- * then frees the old slot (publish.c). Every move -- compaction,
- * recompression, writeback -- publishes the same way. So the entries alone describe the arena at every
- * instant, and a new I/O worker rebuilds the allocator from them (ps_open with
- * attach), whatever moment the old one died at.
+ * then frees the old slot (publish.c); every move -- compaction,
+ * recompression, writeback -- publishes the same way. So the entries alone
+ * describe the arena at every instant, and a new I/O worker rebuilds the
+ * allocator from them (ps_open with attach), whatever moment the old one
+ * died at.
  *
  * Locking: a page is read or changed only under its stripe lock, so a slot
  * is never freed under a reader and a partial-page read-modify-write never
- * loses a concurrent write. alloc_lock guards the allocator, the reserve
- * and the counters; it is taken inside a stripe lock, never the other way
- * round.
+ * loses a concurrent write. alloc_lock guards the allocator, the reserve,
+ * the backing device's blocks and the counters; it is taken inside a
+ * stripe lock, never the other way round. The background's slices and the
+ * passes by hand take each page's lock in turn, never two at once but for
+ * a read of neighbouring pages outside RAM, which only tries the others.
  */
 #define _GNU_SOURCE
 #include <errno.h>

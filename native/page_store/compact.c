@@ -186,7 +186,7 @@ static uint64_t compact_pass(struct page_store *ps, struct compaction *k, uint64
     memset(k->is_source, 0, limit);
     for (int cls = 0; cls < (int)CLASS_COUNT; cls++)
         used += plan_class(ps, k, cls, used, limit);
-    for (uint64_t i = 0; used && i < ps_pages(ps) && !cut; i++) {
+    for (uint64_t i = 0; used && i < device_pages(ps) && !cut; i++) {
         uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
         if (i % BUDGET_STRIDE == BUDGET_STRIDE - 1)
             cut = budget_spent(cpu_until) || __atomic_load_n(&ps->closing_passes, __ATOMIC_RELAXED);

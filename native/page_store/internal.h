@@ -211,6 +211,12 @@ static inline uint64_t arena_length(uint64_t max_pages)
     return chunks_offset(max_pages) + max_chunks_for(max_pages) * CHUNK_SIZE;
 }
 
+/* The device's size in pages now (ps_resize changes it). */
+static inline uint64_t device_pages(struct page_store *ps)
+{
+    return __atomic_load_n(&ps->pages, __ATOMIC_RELAXED);
+}
+
 static inline uint32_t slot_size(int cls) { return (uint32_t)(cls + 1) * CLASS_DELTA; }
 static inline uint32_t slots_per_chunk(int cls) { return CHUNK_SIZE / slot_size(cls); }
 /*

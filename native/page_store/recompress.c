@@ -225,7 +225,7 @@ out:
 static int frame_group(struct page_store *ps, struct recompressor *r, struct ps_scratch *w, uint64_t group,
                        int type, uint64_t now, uint32_t after, uint64_t *saved, bool *worked)
 {
-    uint64_t pages = ps_pages(ps);
+    uint64_t pages = device_pages(ps);
     unsigned n = pages - group < FRAME_PAGES ? (unsigned)(pages - group) : FRAME_PAGES, made = 0;
     bool wanted_page[FRAME_PAGES];
     int ret;
@@ -276,7 +276,7 @@ static int frame_group(struct page_store *ps, struct recompressor *r, struct ps_
 bool recompress_slice(struct page_store *ps, const struct period *p)
 {
     struct recompressor *r = ps->recompressor;
-    uint64_t now = p->now, pages = ps_pages(ps), saved = 0;
+    uint64_t now = p->now, pages = device_pages(ps), saved = 0;
     bool swept = false;
 
     if (p->busy || now < r->rest_until || pthread_mutex_trylock(&r->lock))
@@ -335,7 +335,7 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
     /* It frees memory reclaim may be waiting for: it must not wait on it. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&r->lock);
-    for (uint64_t i = 0; i < ps_pages(ps) && (!max_pages || *done < max_pages) && !closing(ps); i++) {
+    for (uint64_t i = 0; i < device_pages(ps) && (!max_pages || *done < max_pages) && !closing(ps); i++) {
         int ret = 0;
         bool worked;                    /* a pass by hand is not bounded in CPU */
 
@@ -365,7 +365,7 @@ uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds)
     uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), marked = 0;
 
     pthread_mutex_lock(&r->lock);
-    for (uint64_t i = 0; i < ps_pages(ps) && !closing(ps); i++) {
+    for (uint64_t i = 0; i < device_pages(ps) && !closing(ps); i++) {
         uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
 
         if (!(__atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) & ENTRY_STORED) || !atime ||

@@ -30,7 +30,7 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out)
 
 uint64_t ps_pages(struct page_store *ps)
 {
-    return __atomic_load_n(&ps->pages, __ATOMIC_RELAXED);
+    return device_pages(ps);
 }
 
 uint64_t ps_max_pages(struct page_store *ps)
@@ -40,7 +40,7 @@ uint64_t ps_max_pages(struct page_store *ps)
 
 uint64_t ps_pages_stored_from(struct page_store *ps, uint64_t first)
 {
-    uint64_t n = 0, pages = ps_pages(ps);
+    uint64_t n = 0, pages = device_pages(ps);
 
     for (uint64_t i = first; i < pages; i++)
         n += __atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) != 0;

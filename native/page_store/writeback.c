@@ -176,7 +176,7 @@ int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t
     /* It frees memory reclaim may be waiting for: it must not wait on it. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&b->lock);              /* one writeback at a time */
-    ret = writeback_range(ps, type, age_seconds, &cursor, ps_pages(ps), max_pages, UINT64_MAX, done, &full);
+    ret = writeback_range(ps, type, age_seconds, &cursor, device_pages(ps), max_pages, UINT64_MAX, done, &full);
     pthread_mutex_unlock(&b->lock);
     return ret;
 }
@@ -223,7 +223,7 @@ bool writeback_slice(struct page_store *ps, const struct period *p)
 {
     struct backing *b = __atomic_load_n(&ps->backing, __ATOMIC_ACQUIRE);
     uint32_t after = __atomic_load_n(&ps->writeback_after, __ATOMIC_RELAXED);
-    uint64_t pages = ps_pages(ps), done = 0, end;
+    uint64_t pages = device_pages(ps), done = 0, end;
     bool full = false;
 
     if (!b || pthread_mutex_trylock(&b->lock))
