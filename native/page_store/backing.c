@@ -210,7 +210,6 @@ void backing_free(struct page_store *ps)
     ps->backing = NULL;
 }
 
-
 bool backing_has_room(const struct page_store *ps)
 {
     return ps->backing && ps->backing->n_used < ps->backing->blocks;

@@ -196,7 +196,7 @@ static uint64_t compact_pass(struct page_store *ps, struct compaction *k, uint64
         if (k->count[cls])
             freed += move_page(ps, k, i, e, cls);
     }
-    k->owed = cut;
+    __atomic_store_n(&k->owed, cut, __ATOMIC_RELAXED);
     pthread_mutex_lock(&ps->alloc_lock);
     ps->st.pages_compacted += freed * (CHUNK_SIZE / PAGE_SIZE);
     pthread_mutex_unlock(&ps->alloc_lock);
@@ -230,14 +230,15 @@ void compact_slice(struct page_store *ps, const struct period *p, bool swept)
     uint64_t gain, live;
     bool eager;
 
-    k->owed |= swept;
+    if (swept)                          /* kept across a busy period */
+        __atomic_store_n(&k->owed, true, __ATOMIC_RELAXED);
     if (p->busy && !p->pressed)
         return;
     gain = chunks_to_gain(ps);
     live = __atomic_load_n(&ps->st.live_chunks, __ATOMIC_RELAXED);
-    eager = p->pressed || k->owed;
+    eager = p->pressed || __atomic_load_n(&k->owed, __ATOMIC_RELAXED);
     if (gain < (eager ? 1 : COMPACT_MIN_CHUNKS) || (!eager && gain * COMPACT_SHARE < live)) {
-        k->owed = false;                /* nothing worth a pass is left */
+        __atomic_store_n(&k->owed, false, __ATOMIC_RELAXED);   /* nothing worth a pass is left */
         return;
     }
     if (pthread_mutex_trylock(&k->lock))

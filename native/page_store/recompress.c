@@ -6,35 +6,36 @@
  * That clock is seconds of CLOCK_MONOTONIC plus one, ticked by the
  * background (background.c) each period, so the I/O path pays one load
  * and, at most once a second per page, one store -- under the stripe lock
- * it holds anyway, with no system call. 0 marks a page idle (ps_mark_idle), as
- * zram's idle attribute does; the next access clears the mark. CLOCK_
- * MONOTONIC runs on across processes, so a recovered worker reads the
- * times the worker before it left as they were meant.
+ * it holds anyway, with no system call. 0 marks a page idle
+ * (ps_mark_idle), as zram's idle attribute does; the next access clears
+ * the mark. CLOCK_MONOTONIC runs on across processes, so a recovered
+ * worker reads the times the worker before it left as they were meant.
  *
  * Recompression stores a cold page's payload again with a stronger codec.
  * The background sweeps the page map a slice at a time, each slice bounded
  * in pages looked at and in CPU time, and none in a period in which the
- * device was busy. A page is moved
- * the way compaction moves one: its payload copied out under its stripe
- * lock, decoded and compressed with no lock held, then -- if the page is
- * unchanged and untouched meanwhile, and its slot gets smaller -- put in a
- * new slot and published with one 64-bit store, which frees the old slot.
- * So the I/O path waits at most for one page's copy or publish, and the
- * entries describe every page at every instant (a worker killed mid-move
- * recovers with each page in one form or the other). A page the stronger
- * codec does not shrink is marked ENTRY_SETTLED and never tried again
- * until rewritten; a rewritten page starts in the fast codec, hot.
+ * device was busy. A page is moved the way compaction moves one: its
+ * payload copied out under its stripe lock, decoded and compressed with no
+ * lock held, then -- if the page is unchanged and untouched meanwhile, and
+ * its slot gets smaller -- put in a new slot and published with one 64-bit
+ * store, which frees the old slot. So the I/O path waits at most for one
+ * page's copy or publish, and the entries describe every page at every
+ * instant (a worker killed mid-move recovers with each page in one form or
+ * the other). A page the stronger codec does not shrink is marked
+ * ENTRY_SETTLED and never tried again until rewritten; a rewritten page
+ * starts in the fast codec, hot.
  *
  * Where the policy's codec is zstd, cold neighbours go further: a run of
- * them inside one group of FRAME_PAGES (entry.h) is compressed
- * as one frame when that fits a slot of at most a page and takes less than
- * their own slots. Measured on real files (the `bench tiers` corpus, zstd:6),
- * frames save another 8% of what the libraries and sources take (3.8 MiB of
- * 49.9), and a read of one page of a frame decodes the whole run (a
- * reader's next page of it is then a copy). A frame is made the way a page is moved: its
- * pages copied out under their group's lock, compressed with none held,
- * and each page's entry published in turn only if none changed meanwhile
- * -- at every instant each entry points at a whole copy of its page.
+ * them inside one group of FRAME_PAGES (entry.h) is compressed as one
+ * frame when that fits a slot of at most a page and takes less than their
+ * own slots. Measured on real files (the `bench tiers` corpus, zstd:6),
+ * frames save another 8% of what the libraries and sources take (3.8 MiB
+ * of 49.9), and a read of one page of a frame decodes the whole run (a
+ * reader's next page of it is then a copy). A frame is made the way a page
+ * is moved: its pages copied out under their group's lock, compressed with
+ * none held, and each page's entry published in turn only if none changed
+ * meanwhile -- at every instant each entry points at a whole copy of its
+ * page.
  *
  * Background moves never wait for the reserve, nor take it below half: a
  * move that would need a new chunk then waits for the next period instead.
@@ -43,7 +44,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
-#include <time.h>
 
 #include "internal.h"
 

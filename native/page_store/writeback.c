@@ -32,7 +32,7 @@ void ps_set_writeback_limit(struct page_store *ps, int enabled, uint64_t pages)
     pthread_mutex_unlock(&ps->alloc_lock);
 }
 
-
+/* Whether stored entry `e`, last accessed at `atime`, is one of `type`. */
 static bool writeback_wanted(uint64_t e, uint64_t atime, int type, uint64_t now, uint32_t age)
 {
     if (!(e & ENTRY_STORED))
@@ -181,7 +181,6 @@ int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t
     return ret;
 }
 
-
 void ps_set_writeback_after(struct page_store *ps, uint32_t after_seconds)
 {
     __atomic_store_n(&ps->writeback_after, after_seconds, __ATOMIC_RELAXED);
@@ -210,7 +209,7 @@ static uint32_t spill_age(struct page_store *ps, uint64_t pages, uint64_t want)
     return 0;
 }
 
-/* Whether the store holds more than SPILL_AT of its memory limit. */
+/* Whether the store holds (SPILL_SHARE - 1) / SPILL_SHARE of its memory limit or more. */
 static bool near_mem_limit(struct page_store *ps)
 {
     uint64_t limit = __atomic_load_n(&ps->mem_limit, __ATOMIC_RELAXED);
