@@ -1,9 +1,11 @@
 """cffi build script: compiles the C core into trueno_ublk._native.
 
 The C API and the kernel's wire structs are parsed from the headers
-themselves, so each fact is declared exactly once. Every file in
-native/stores/ is a store: this script lists them in store_table, so that
-adding a store is adding its file (and its line in the Python registry).
+themselves, so each fact is declared exactly once. The sources are every
+C file of the layers below (ublk/, server/, page_store/, stores/). Every
+file in native/stores/ is a store: this script lists them in store_table,
+so that adding a store is adding its file (and its line in the Python
+registry).
 """
 import re
 from pathlib import Path
@@ -11,7 +13,8 @@ from pathlib import Path
 from cffi import FFI
 
 here = Path(__file__).resolve().parent
-HEADERS = ("ublk_abi.h", "ublk_transport.h", "page_store.h", "queue_server.h")
+HEADERS = ("ublk/ublk_abi.h", "ublk/ublk_transport.h", "page_store/page_store.h", "server/queue_server.h")
+LAYERS = ("ublk", "server", "page_store", "stores")
 STORES = sorted(p.stem for p in (here / "stores").glob("*.c"))
 # cffi's parser takes no include guards or includes: the compiler needs them.
 PREPROCESSOR_ONLY = re.compile(r"^#(?:include|ifndef|endif|define TRUENO_\w+_H$).*$", re.M)
@@ -40,11 +43,8 @@ int mlockall(int flags);
 ffibuilder.set_source(
     "trueno_ublk._native",
     "#define _GNU_SOURCE\n#include <sys/mman.h>\n"
-    + "".join(f'#include "{h}"\n' for h in HEADERS) + '#include "store.h"\n' + store_table(),
-    sources=["native/ublk_transport.c", "native/queue_server.c",
-             "native/page_store.c", "native/page_codec.c", "native/page_compact.c",
-             "native/page_recompress.c", "native/page_backing.c", "native/page_zram.c",
-             *(f"native/stores/{s}.c" for s in STORES)],
+    + "".join(f'#include "{h}"\n' for h in HEADERS) + '#include "server/store.h"\n' + store_table(),
+    sources=[str(p.relative_to(here.parent)) for layer in LAYERS for p in sorted((here / layer).glob("*.c"))],
     include_dirs=["native"],
     libraries=["uring", "lz4", "zstd", "m"],
     extra_compile_args=["-O2", "-Wall", "-std=gnu11"],

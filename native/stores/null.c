@@ -3,7 +3,7 @@
  * alone. */
 #include <stdint.h>
 
-#include "store.h"
+#include "server/store.h"
 
 static int null_read(void *ctx, uint64_t offset, uint32_t len, void *dest)
 {

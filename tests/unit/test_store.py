@@ -440,7 +440,7 @@ def test_the_queue_server_serves_and_counts_every_kind_of_request():
         assert results == [buf_size, -errno.EIO, 0, -errno.EOPNOTSUPP]
         assert (counts.writes, counts.written_bytes, counts.flushes, counts.invalid_io) == (1, buf_size, 1, 2)
         assert client.serve([("read", 4096, buf_size)]) == [buf_size] and counts.reads == 1
-        if store.name == "ram":
+        if store.name == "page":
             assert client.buffer(0) == text
         store.close()
 

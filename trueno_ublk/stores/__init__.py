@@ -26,11 +26,12 @@ class StoreKind:
     arena: bool = False         # keeps pages in the device's memfd, which outlives a worker
     codec: bool = False         # compresses: --algorithm and --huge-threshold apply
     holds_memory: bool = False  # --mem-limit applies
+    native: str = ""            # the C store serving it (native/stores/NATIVE.c); "": its own name
 
 
 STORES = {
     "ram": StoreKind("compressed pages in RAM", "trueno_ublk.stores.ram:CompressedRamStore",
-                     arena=True, codec=True, holds_memory=True),
+                     arena=True, codec=True, holds_memory=True, native="page"),
     "null": StoreKind("no data: measures the ublk transport alone", "trueno_ublk.stores.base:Store"),
 }
 
@@ -51,4 +52,4 @@ def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_H
         options.update(codec=codec, huge_threshold=huge_threshold, policy=policy)
     if kind.arena:
         options.update(arena_fd=arena_fd, attach=attach)
-    return opener(name, size, **options)
+    return opener(kind.native or name, size, **options)

@@ -2,7 +2,7 @@
 
 The per-page mechanics -- same-fill detection, compression straight from
 the request buffer into the arena, the zsmalloc-like slot allocator, the
-page map -- are C (native/page_store.c, served by native/stores/ram.c).
+page map -- are C (native/page_store/, served by native/stores/page.c).
 This class opens the store with its policy (codec, huge threshold, the
 cold-page policy of policy.py) and answers for it: memory limit,
 compaction, idle marks and recompression by hand, zram's statistics.

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "page_store_impl.h"
+#include "internal.h"
 
 bool page_is_filled(const void *page)
 {
@@ -130,7 +130,7 @@ struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level)
     w->ps = ps;
     w->codec = codec;
     w->level = codec == PS_CODEC_LZ4HC && !level ? LZ4HC_CLEVEL_DEFAULT : level;
-    /* Any page may have been recompressed with zstd (page_recompress.c). */
+    /* Any page may have been recompressed with zstd (recompress.c). */
     if (!(w->zd = ZSTD_createDCtx()))
         goto fail;
     switch (codec) {
@@ -166,36 +166,12 @@ struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level)
     populate(w->zd, ZSTD_sizeof_DCtx(w->zd));
     return w;
 fail:
-    ps_scratch_free(w);
+    scratch_free(w);
     return NULL;
 }
 
-struct ps_scratch *ps_scratch_new(struct page_store *ps)
+void scratch_free(struct ps_scratch *w)
 {
-    struct ps_scratch *w = scratch_new(ps, ps->codec, ps->level);
-
-    if (w) {
-        pthread_mutex_lock(&ps->alloc_lock);
-        w->next = ps->scratches;
-        ps->scratches = w;
-        pthread_mutex_unlock(&ps->alloc_lock);
-    }
-    return w;
-}
-
-void ps_scratch_free(struct ps_scratch *w)
-{
-    struct page_store *ps = w->ps;
-
-    if (ps) {                           /* else a codec's own (ps_codec_new) */
-        pthread_mutex_lock(&ps->alloc_lock);
-        for (struct ps_scratch **p = &ps->scratches; *p; p = &(*p)->next)
-            if (*p == w) {
-                *p = w->next;
-                break;
-            }
-        pthread_mutex_unlock(&ps->alloc_lock);
-    }
     free(w->lz4_state);
     LZ4_freeStream(w->lz4_stream);
     LZ4_freeStreamHC(w->lz4hc_stream);
@@ -229,7 +205,7 @@ static bool choose_lz4_entry(void)
     if (!w || !page) {
         free(page);
         if (w)
-            ps_scratch_free(w);
+            scratch_free(w);
         return false;
     }
     for (unsigned i = 0; i < PAGE_SIZE; i++) {     /* half varied, half zeros */
@@ -246,7 +222,7 @@ static bool choose_lz4_entry(void)
                 took[way] += seconds_now() - start;
         }
     }
-    ps_scratch_free(w);
+    scratch_free(w);
     free(page);
     return took[1] < took[0];
 }

@@ -1,7 +1,7 @@
 /*
  * The compressed page store's per-page mechanics, also parsed by cffi.
  *
- * Everything the store holds lives in one memfd (layout in page_store.c), so
+ * Everything the store holds lives in one memfd (layout in arena.c), so
  * that memory is counted and returned precisely and so that a restarted
  * I/O worker can attach to the same memory and find every page again.
  * Policy -- which codec, the huge threshold, the memory limit, when to
@@ -56,7 +56,7 @@ struct ps_stats {
     uint64_t map_bytes;                 /* of which the page map: entries and fill words */
     uint64_t metadata_bytes;            /* the allocator's own malloc'd bookkeeping */
     uint64_t mem_limit;
-    /* The cold-page policy's (page_recompress.c) */
+    /* The cold-page policy's (recompress.c) */
     uint64_t recompressed_pages;        /* held in a recompression codec now */
     uint64_t recompressed_bytes;        /* ... their payloads */
     uint64_t frames;                    /* of those, frames of several pages held now */
@@ -69,14 +69,14 @@ struct ps_stats {
     uint64_t entropy_pages[PS_ENTROPY_BUCKETS];  /* pages written, by whole bits of entropy a byte */
     uint64_t background_ns;             /* CPU time of the background thread's moves */
     uint64_t background_paused;         /* its periods left out for the device's I/O */
-    /* The backing device's (page_backing.c), zram's bd_stat in 4 KiB pages */
+    /* The backing device's (backing.c, writeback.c), zram's bd_stat in 4 KiB pages */
     uint64_t bd_blocks;                 /* its size */
     uint64_t bd_count;                  /* pages on it now */
     uint64_t bd_reads;                  /* pages read from it, ever */
     uint64_t bd_writes;                 /* pages written to it, ever */
     uint64_t bd_read_errors;            /* reads it failed: that page's read failed */
     uint64_t bd_write_errors;           /* writes it failed: their pages stayed in RAM */
-    /* The kernel zram tier's (page_zram.c), in 4 KiB pages */
+    /* The kernel zram tier's (zram_tier.c), in 4 KiB pages */
     uint64_t zram_pages;                /* pages in it now */
     uint64_t zram_reads;                /* read from it, ever */
     uint64_t zram_writes;               /* written to it, ever */
@@ -131,7 +131,7 @@ void ps_reset_peak(struct page_store *ps);
 uint64_t ps_compact(struct page_store *ps);
 
 /*
- * The cold-page policy (page_recompress.c). Pages idle `after_seconds` or
+ * The cold-page policy (recompress.c). Pages idle `after_seconds` or
  * longer are recompressed with `codec` at `level` by the background thread
  * (after_seconds 0: never). 0 or -ENOMEM.
  */
@@ -151,7 +151,7 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
 int ps_zstd_max_level(void);
 
 /*
- * The backing device (page_backing.c). ps_set_backing: `fd` (opened
+ * The backing device (backing.c, writeback.c). ps_set_backing: `fd` (opened
  * O_DIRECT) of `blocks` pages holds written-back pages from now on; the
  * pages the map says are on it (a previous worker's) are counted. 0,
  * -EBUSY when one is set already, -EUCLEAN when the map names blocks the
@@ -164,16 +164,15 @@ int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks);
  * full device, or the limit spent, ends it early with 0. */
 int ps_writeback(struct page_store *ps, int type, uint32_t age_seconds, uint64_t max_pages, uint64_t *done);
 /* zram's writeback_limit: with `enabled`, writebacks stop once `pages`
- * more have been written; ps_writeback_limit says what is left. */
+ * more have been written. */
 void ps_set_writeback_limit(struct page_store *ps, int enabled, uint64_t pages);
 /* The background writes back pages idle `after_seconds` (0: none) and
  * incompressible ones; near the memory limit (7/8 of it) it spills the
  * coldest pages whatever this says, and a write at the limit waits for it. */
 void ps_set_writeback_after(struct page_store *ps, uint32_t after_seconds);
-uint64_t ps_writeback_limit(struct page_store *ps);
 
 /*
- * Kernel zram as a tier (page_zram.c): from now on, pages with less than
+ * Kernel zram as a tier (zram_tier.c): from now on, pages with less than
  * `below_bits` bits of entropy a byte (8: every page) are written to the
  * zram device `fd` (opened O_DIRECT, `pages` pages) at their own offset,
  * not stored in RAM; same-filled pages stay in the map. The pages the map

@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "ublk_transport.h"
+#include "ublk/ublk_transport.h"
 
 /* One queue's request counters, written by that queue's threads alone. */
 struct io_counters {
@@ -35,17 +35,17 @@ struct queue_server *queue_server_new(const char *store_name, void *store, char 
                                       struct io_counters *counts, int helper,
                                       int copy_fd, uint16_t q_id, int *err);
 /* Serve reqs[0..n): sets every result and counts it. */
-void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int n);
+void queue_server_serve(struct queue_server *qs, struct ublk_request *reqs, int n);
 /* Serve one queue until it shuts down: commit, fetch and serve batch after
  * batch without returning. The whole loop runs in C with the GIL released:
  * under swap, a Python thread holding the GIL may be waiting for memory that
  * only this queue can free. `inflight` shows the batch being served. Returns
  * -ENODEV once the queue is stopped, or another -errno. */
-int queue_server_run(struct queue_server *bs, struct queue_ring *q, struct ublk_request *reqs,
+int queue_server_run(struct queue_server *qs, struct queue_ring *q, struct ublk_request *reqs,
                      int depth, volatile int *inflight);
 /* Requests ending past `dev_size` bytes fail from now on (a resize). */
-void queue_server_set_size(struct queue_server *bs, uint64_t dev_size);
+void queue_server_set_size(struct queue_server *qs, uint64_t dev_size);
 /* Stops the helper thread and frees the per-thread state. */
-void queue_server_free(struct queue_server *bs);
+void queue_server_free(struct queue_server *qs);
 
 #endif

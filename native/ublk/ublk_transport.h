@@ -23,7 +23,6 @@ struct ublk_request {
     uint16_t tag;
     uint8_t  op;
     uint8_t  pad;
-    uint32_t flags;                     /* op_flags above the low 8 bits */
     uint32_t nr_sectors;
     int32_t  result;                    /* set by the queue server before the commit */
     uint64_t start_sector;

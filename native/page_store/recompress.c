@@ -4,37 +4,38 @@
  * A stored page's fill word (fills[], used otherwise only by same-filled
  * pages) holds its last access: ps->now when it was last read or written.
  * That clock is seconds of CLOCK_MONOTONIC plus one, ticked by the
- * background thread each period, so the I/O path pays one load and, at most
- * once a second per page, one store -- under the stripe lock it holds
- * anyway, with no system call. 0 marks a page idle (ps_mark_idle), as
- * zram's idle attribute does; the next access clears the mark. CLOCK_
- * MONOTONIC runs on across processes, so a recovered worker reads the
- * times its predecessor left as they were meant.
+ * background (background.c) each period, so the I/O path pays one load
+ * and, at most once a second per page, one store -- under the stripe lock
+ * it holds anyway, with no system call. 0 marks a page idle
+ * (ps_mark_idle), as zram's idle attribute does; the next access clears
+ * the mark. CLOCK_MONOTONIC runs on across processes, so a recovered
+ * worker reads the times the worker before it left as they were meant.
  *
  * Recompression stores a cold page's payload again with a stronger codec.
- * The background thread sweeps the page map a slice at a time, each slice
- * bounded in pages looked at and in CPU time, and does nothing in a period
- * in which the device served more than BUSY_PAGES pages. A page is moved
- * the way compaction moves one: its payload copied out under its stripe
- * lock, decoded and compressed with no lock held, then -- if the page is
- * unchanged and untouched meanwhile, and its slot gets smaller -- put in a
- * new slot and published with one 64-bit store, which frees the old slot.
- * So the I/O path waits at most for one page's copy or publish, and the
- * entries describe every page at every instant (a worker killed mid-move
- * recovers with each page in one form or the other). A page the stronger
- * codec does not shrink is marked ENTRY_SETTLED and never tried again
- * until rewritten; a rewritten page starts in the fast codec, hot.
+ * The background sweeps the page map a slice at a time, each slice bounded
+ * in pages looked at and in CPU time, and none in a period in which the
+ * device was busy. A page is moved the way compaction moves one: its
+ * payload copied out under its stripe lock, decoded and compressed with no
+ * lock held, then -- if the page is unchanged and untouched meanwhile, and
+ * its slot gets smaller -- put in a new slot and published with one 64-bit
+ * store, which frees the old slot. So the I/O path waits at most for one
+ * page's copy or publish, and the entries describe every page at every
+ * instant (a worker killed mid-move recovers with each page in one form or
+ * the other). A page the stronger codec does not shrink is marked
+ * ENTRY_SETTLED and never tried again until rewritten; a rewritten page
+ * starts in the fast codec, hot.
  *
  * Where the policy's codec is zstd, cold neighbours go further: a run of
- * them inside one group of FRAME_PAGES (page_store_impl.h) is compressed
- * as one frame when that fits a slot of at most a page and takes less than
- * their own slots. Measured on real files (the `bench tiers` corpus, zstd:6),
- * frames save another 8% of what the libraries and sources take (3.8 MiB of
- * 49.9), and a read of one page of a frame decodes the whole run (a
- * reader's next page of it is then a copy). A frame is made the way a page is moved: its
- * pages copied out under their group's lock, compressed with none held,
- * and each page's entry published in turn only if none changed meanwhile
- * -- at every instant each entry points at a whole copy of its page.
+ * them inside one group of FRAME_PAGES (entry.h) is compressed as one
+ * frame when that fits a slot of at most a page and takes less than their
+ * own slots. Measured on real files (the `bench tiers` corpus, zstd:6),
+ * frames save another 8% of what the libraries and sources take (3.8 MiB
+ * of 49.9), and a read of one page of a frame decodes the whole run (a
+ * reader's next page of it is then a copy). A frame is made the way a page
+ * is moved: its pages copied out under their group's lock, compressed with
+ * none held, and each page's entry published in turn only if none changed
+ * meanwhile -- at every instant each entry points at a whole copy of its
+ * page.
  *
  * Background moves never wait for the reserve, nor take it below half: a
  * move that would need a new chunk then waits for the next period instead.
@@ -43,13 +44,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
-#include <time.h>
 
-#include "page_store_impl.h"
+#include "internal.h"
 
-#define SLICE_CPU_NS     (100 * 1000000ull)    /* per 500 ms period: a fifth of one CPU */
-#define SLICE_SCAN_PAGES 65536                 /* entries looked at per period */
-#define BUSY_PAGES       64                    /* served in a period: the device is busy, wait */
 #define SWEEP_REST_MAX   60                    /* seconds between sweeps, at most */
 #define TYPE_COLD        (-1)                  /* the background's: idle `after` seconds or marked */
 
@@ -61,7 +58,6 @@ struct recompressor {
     uint64_t idle_counted;              /* idle pages this sweep has seen so far */
     uint64_t moved;                     /* pages this sweep has recompressed so far */
     uint64_t rest_until;                /* clock: the next sweep starts no sooner */
-    uint64_t served_seen;               /* the threads' pages served at the last look */
     char payload[PAGE_SIZE];            /* a payload copied out of its slot */
     /* A group's pages for a frame: their entries, access times, payloads
      * copied out, the pages decoded, and the frame made of a run of them. */
@@ -74,27 +70,6 @@ struct recompressor {
 static bool closing(struct page_store *ps)
 {
     return __atomic_load_n(&ps->closing_passes, __ATOMIC_RELAXED);
-}
-
-static uint64_t clock_now(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec + 1;
-}
-
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
-
-void tick_clock(struct page_store *ps)
-{
-    __atomic_store_n(&ps->now, clock_now(), __ATOMIC_RELAXED);
 }
 
 /* Whether entry `e`, last accessed at `atime`, is one to recompress. */
@@ -225,10 +200,7 @@ static int publish_frame(struct page_store *ps, struct recompressor *r, uint64_t
     entry |= (uint64_t)ENTRY_FRAME << ENTRY_CODEC_SHIFT;
     for (unsigned k = first; k < end; k++)
         publish(ps, group + k, entry);
-    ps->st.frames++;
-    ps->st.frame_bytes += len;
-    ps->st.recompressed_bytes += len;
-    ps->st.compr_data_size += len;
+    account(ps, entry, HELD_FRAME, 1);
     ps->st.recompressions += end - first;
     ps->st.recompress_saved += old_bytes - len;
     *saved += old_bytes - len;
@@ -253,7 +225,7 @@ out:
 static int frame_group(struct page_store *ps, struct recompressor *r, struct ps_scratch *w, uint64_t group,
                        int type, uint64_t now, uint32_t after, uint64_t *saved, bool *worked)
 {
-    uint64_t pages = ps_pages(ps);
+    uint64_t pages = device_pages(ps);
     unsigned n = pages - group < FRAME_PAGES ? (unsigned)(pages - group) : FRAME_PAGES, made = 0;
     bool wanted_page[FRAME_PAGES];
     int ret;
@@ -301,33 +273,14 @@ static int frame_group(struct page_store *ps, struct recompressor *r, struct ps_
     return (int)made;
 }
 
-static uint64_t pages_served(struct page_store *ps)
-{
-    uint64_t served = 0;
-
-    pthread_mutex_lock(&ps->alloc_lock);
-    for (struct ps_scratch *w = ps->scratches; w; w = w->next)
-        served += __atomic_load_n(&w->pages_served, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&ps->alloc_lock);
-    return served;
-}
-
-bool recompress_slice(struct page_store *ps)
+bool recompress_slice(struct page_store *ps, const struct period *p)
 {
     struct recompressor *r = ps->recompressor;
-    uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), start = thread_cpu_ns();
-    uint64_t served = pages_served(ps), pages = ps_pages(ps), saved = 0;
-    bool busy = served - r->served_seen > BUSY_PAGES, swept = false;
+    uint64_t now = p->now, pages = device_pages(ps), saved = 0;
+    bool swept = false;
 
-    r->served_seen = served;
-    if (busy) {
-        pthread_mutex_lock(&ps->alloc_lock);
-        ps->st.background_paused++;
-        pthread_mutex_unlock(&ps->alloc_lock);
-        return false;
-    }
-    if (now < r->rest_until || pthread_mutex_trylock(&r->lock))
-        return false;                   /* resting, or a pass by hand is running */
+    if (p->busy || now < r->rest_until || pthread_mutex_trylock(&r->lock))
+        return false;                   /* busy, resting, or a pass by hand is running */
     for (uint64_t scanned = 0; scanned < SLICE_SCAN_PAGES; scanned++) {
         if (r->cursor >= pages) {       /* the sweep is done */
             pthread_mutex_lock(&ps->alloc_lock);
@@ -360,7 +313,7 @@ bool recompress_slice(struct page_store *ps)
             r->moved += (uint64_t)ret;
             worked = true;
         }
-        if (worked && thread_cpu_ns() - start > SLICE_CPU_NS)
+        if (worked && budget_spent(p->cpu_until))
             break;
     }
     pthread_mutex_unlock(&r->lock);
@@ -382,7 +335,7 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
     /* It frees memory reclaim may be waiting for: it must not wait on it. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&r->lock);
-    for (uint64_t i = 0; i < ps_pages(ps) && (!max_pages || *done < max_pages) && !closing(ps); i++) {
+    for (uint64_t i = 0; i < device_pages(ps) && (!max_pages || *done < max_pages) && !closing(ps); i++) {
         int ret = 0;
         bool worked;                    /* a pass by hand is not bounded in CPU */
 
@@ -401,7 +354,7 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
             break;                      /* memory is short: stop here */
         *done += ret;
     }
-    ps_scratch_free(w);
+    scratch_free(w);
     pthread_mutex_unlock(&r->lock);     /* the last touch of the store: see recompressor_quiesce() */
     return 0;
 }
@@ -412,7 +365,7 @@ uint64_t ps_mark_idle(struct page_store *ps, uint32_t age_seconds)
     uint64_t now = __atomic_load_n(&ps->now, __ATOMIC_RELAXED), marked = 0;
 
     pthread_mutex_lock(&r->lock);
-    for (uint64_t i = 0; i < ps_pages(ps) && !closing(ps); i++) {
+    for (uint64_t i = 0; i < device_pages(ps) && !closing(ps); i++) {
         uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
 
         if (!(__atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED) & ENTRY_STORED) || !atime ||
@@ -444,13 +397,8 @@ int ps_set_recompression(struct page_store *ps, int codec, int level, uint32_t a
     r->rest_until = 0;
     pthread_mutex_unlock(&r->lock);
     if (old)
-        ps_scratch_free(old);
+        scratch_free(old);
     return 0;
-}
-
-void ps_set_entropy_threshold(struct page_store *ps, double bits)
-{
-    ps->entropy_threshold = (uint32_t)(bits * ENTROPY_ONE);
 }
 
 int recompressor_new(struct page_store *ps)
@@ -462,7 +410,6 @@ int recompressor_new(struct page_store *ps)
     pthread_mutex_init(&r->lock, NULL);
     memset(r->payload, 0, sizeof(r->payload));  /* faulted in: moves copy into it under a lock */
     ps->recompressor = r;
-    tick_clock(ps);
     return 0;
 }
 
@@ -470,9 +417,9 @@ void recompressor_quiesce(struct page_store *ps)
 {
     struct recompressor *r = ps->recompressor;
 
-    /* A pass by hand (an admin thread's) sees the flag at its next page
-     * and returns; once its lock is free nothing of it touches the store. */
-    __atomic_store_n(&ps->closing_passes, true, __ATOMIC_RELAXED);
+    /* A pass by hand (an admin thread's) has seen closing_passes at its
+     * next page and returned once its lock is free: nothing of it touches
+     * the store after that. */
     if (r) {
         pthread_mutex_lock(&r->lock);
         pthread_mutex_unlock(&r->lock);
@@ -486,7 +433,7 @@ void recompressor_free(struct page_store *ps)
     if (!r)
         return;
     if (r->codec)
-        ps_scratch_free(r->codec);
+        scratch_free(r->codec);
     free(r);
     ps->recompressor = NULL;
 }

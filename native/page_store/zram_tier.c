@@ -2,7 +2,7 @@
  * Kernel zram as a tier of the store (create --backend zram|tiered): pages
  * the entropy routing sends there are written to a kernel zram device at
  * their own offset, with direct I/O, and the kernel compresses and holds
- * them. The predecessor routed low-entropy pages there (kernel lz4 is cheap
+ * them. Low-entropy pages are what it takes by default (kernel lz4 is cheap
  * on them); with `below` at the top of the scale every page goes.
  *
  * A page in zram keeps its place in the page map as a written-back page
@@ -25,7 +25,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "page_store_impl.h"
+#include "internal.h"
 
 int ps_set_zram(struct page_store *ps, int fd, uint64_t pages, double below_bits)
 {
@@ -36,12 +36,11 @@ int ps_set_zram(struct page_store *ps, int fd, uint64_t pages, double below_bits
     if (below_bits <= 0 || below_bits > 8)
         return -EINVAL;
     pthread_mutex_lock(&ps->alloc_lock);
-    ps->st.zram_pages = 0;
-    for (uint64_t i = 0; i < ps->pages && !ret; i++) {
-        uint64_t e = ps->entries[i];
-        if (entry_in_zram(e))
-            ret = i < pages ? (ps->st.zram_pages++, 0) : -EUCLEAN;   /* a smaller device than the one written */
-    }
+    /* The pages a previous worker left there are counted (rebuild()): a
+     * smaller device than the one written to cannot hold them. */
+    for (uint64_t i = pages; i < ps->pages && !ret; i++)
+        if (entry_in_zram(ps->entries[i]))
+            ret = -EUCLEAN;
     if (!ret) {
         ps->zram_blocks = pages;
         ps->zram_below = below_bits >= 8 ? UINT32_MAX : (uint32_t)(below_bits * ENTROPY_ONE);

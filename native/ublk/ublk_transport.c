@@ -13,8 +13,8 @@
 #include <linux/ioctl.h>
 #include <liburing.h>
 
-#include "ublk_abi.h"
-#include "ublk_transport.h"
+#include "ublk/ublk_abi.h"
+#include "ublk/ublk_transport.h"
 
 /* ublk_abi.h writes the kernel's facts as literals (cffi parses it); here
  * the compiler checks them against the kernel's own rules: the ioctl
@@ -213,11 +213,9 @@ static void prep_io_cmd(struct queue_ring *q, uint32_t op, uint16_t tag, int32_t
 static void read_request(const struct queue_ring *q, uint16_t tag, struct ublk_request *r)
 {
     const volatile struct ublksrv_io_desc *d = &q->descs[tag];
-    uint32_t op_flags = d->op_flags;
 
     r->tag = tag;
-    r->op = op_flags & 0xff;
-    r->flags = op_flags & ~0xffu;
+    r->op = d->op_flags & 0xff;          /* the flags above it (FUA, ...) ask nothing of a RAM store */
     r->nr_sectors = d->nr_sectors;
     r->start_sector = d->start_sector;
     r->result = 0;

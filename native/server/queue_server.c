@@ -15,10 +15,10 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "ublk_abi.h"
-#include "ublk_transport.h"
-#include "store.h"
-#include "queue_server.h"
+#include "ublk/ublk_abi.h"
+#include "ublk/ublk_transport.h"
+#include "server/store.h"
+#include "server/queue_server.h"
 
 /* Only batches of large requests (sequential I/O) are worth waking the
  * helper for: with small random requests the submitter keeps the other CPU
@@ -38,7 +38,7 @@ struct helper {
     struct ublk_request *reqs;
     int n;
     struct io_counters counts;
-    struct queue_server *bs;
+    struct queue_server *qs;
 };
 
 struct queue_server {
@@ -55,36 +55,36 @@ struct queue_server {
 };
 
 /* Where a request's data is for pread/pwrite on /dev/ublkcN (user copy). */
-static off_t copy_pos(const struct queue_server *bs, uint16_t tag)
+static off_t copy_pos(const struct queue_server *qs, uint16_t tag)
 {
-    return (off_t)(UBLKSRV_IO_BUF_OFFSET + ((uint64_t)bs->q_id << UBLK_QID_OFF)
+    return (off_t)(UBLKSRV_IO_BUF_OFFSET + ((uint64_t)qs->q_id << UBLK_QID_OFF)
                    + ((uint64_t)tag << UBLK_TAG_OFF));
 }
 
 /* A write's data into `buf` (user copy); 0 or -EIO. */
-static int copy_in(const struct queue_server *bs, uint16_t tag, char *buf, uint64_t len)
+static int copy_in(const struct queue_server *qs, uint16_t tag, char *buf, uint64_t len)
 {
-    return pread(bs->copy_fd, buf, len, copy_pos(bs, tag)) == (ssize_t)len ? 0 : -EIO;
+    return pread(qs->copy_fd, buf, len, copy_pos(qs, tag)) == (ssize_t)len ? 0 : -EIO;
 }
 
 /* A read's data out of `buf` (user copy); 0 or -EIO. */
-static int copy_out(const struct queue_server *bs, uint16_t tag, const char *buf, uint64_t len)
+static int copy_out(const struct queue_server *qs, uint16_t tag, const char *buf, uint64_t len)
 {
-    return pwrite(bs->copy_fd, buf, len, copy_pos(bs, tag)) == (ssize_t)len ? 0 : -EIO;
+    return pwrite(qs->copy_fd, buf, len, copy_pos(qs, tag)) == (ssize_t)len ? 0 : -EIO;
 }
 
 /* `copy_buf`: this thread's buffer with user copy, else NULL. */
-static void serve_requests(const struct queue_server *bs, void *ctx, char *copy_buf,
+static void serve_requests(const struct queue_server *qs, void *ctx, char *copy_buf,
                            struct ublk_request *reqs, int n, struct io_counters *counts)
 {
     for (int i = 0; i < n; i++) {
         struct ublk_request *r = &reqs[i];
         uint64_t offset = r->start_sector << SECTOR_SHIFT;
         uint64_t len = (uint64_t)r->nr_sectors << SECTOR_SHIFT;
-        char *buf = copy_buf ? copy_buf : bs->buffers + (size_t)r->tag * bs->buf_size;
+        char *buf = copy_buf ? copy_buf : qs->buffers + (size_t)r->tag * qs->buf_size;
         int ret;
 
-        if (offset + len > __atomic_load_n(&bs->dev_size, __ATOMIC_RELAXED) || offset + len < offset) {
+        if (offset + len > __atomic_load_n(&qs->dev_size, __ATOMIC_RELAXED) || offset + len < offset) {
             counts->invalid_io++;
             r->result = -EIO;
             continue;
@@ -92,23 +92,23 @@ static void serve_requests(const struct queue_server *bs, void *ctx, char *copy_
         switch (r->op) {
         case UBLK_IO_OP_READ:
         case UBLK_IO_OP_WRITE:
-            if (len > bs->buf_size) {
+            if (len > qs->buf_size) {
                 counts->invalid_io++;
                 r->result = -EIO;
                 break;
             }
             if (r->op == UBLK_IO_OP_READ) {
                 counts->reads++;
-                ret = bs->ops->read(ctx, offset, (uint32_t)len, buf);
+                ret = qs->ops->read(ctx, offset, (uint32_t)len, buf);
                 if (ret == 0 && copy_buf)
-                    ret = copy_out(bs, r->tag, buf, len);
+                    ret = copy_out(qs, r->tag, buf, len);
                 counts->failed_reads += ret != 0;
                 counts->read_bytes += ret ? 0 : len;
             } else {
                 counts->writes++;
-                ret = copy_buf ? copy_in(bs, r->tag, buf, len) : 0;
+                ret = copy_buf ? copy_in(qs, r->tag, buf, len) : 0;
                 if (ret == 0)
-                    ret = bs->ops->write(ctx, offset, (uint32_t)len, buf);
+                    ret = qs->ops->write(ctx, offset, (uint32_t)len, buf);
                 counts->failed_writes += ret != 0;
                 counts->written_bytes += ret ? 0 : len;
             }
@@ -121,7 +121,7 @@ static void serve_requests(const struct queue_server *bs, void *ctx, char *copy_
         case UBLK_IO_OP_DISCARD:
         case UBLK_IO_OP_WRITE_ZEROES:
             counts->discards++;
-            ret = bs->ops->discard(ctx, offset, len);
+            ret = qs->ops->discard(ctx, offset, len);
             counts->failed_writes += ret != 0;
             r->result = ret ? -EIO : 0;
             break;
@@ -155,7 +155,7 @@ static void *helper_main(void *arg)
         if (h->state == HELPER_EXIT)
             break;
         pthread_mutex_unlock(&h->lock);
-        serve_requests(h->bs, h->ctx, h->copy_buf, h->reqs, h->n, &h->counts);
+        serve_requests(h->qs, h->ctx, h->copy_buf, h->reqs, h->n, &h->counts);
         pthread_mutex_lock(&h->lock);
         h->state = HELPER_DONE;
         pthread_cond_broadcast(&h->cond);
@@ -164,9 +164,9 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
-void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int n)
+void queue_server_serve(struct queue_server *qs, struct ublk_request *reqs, int n)
 {
-    struct helper *h = bs->helper;
+    struct helper *h = qs->helper;
     uint64_t total = 0, half = 0;
     int split = n;
 
@@ -178,7 +178,7 @@ void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int 
                 half += (uint64_t)reqs[split].nr_sectors << SECTOR_SHIFT;
     }
     if (split == n || split == 0) {
-        serve_requests(bs, bs->ctx, bs->copy_buf, reqs, n, bs->counts);
+        serve_requests(qs, qs->ctx, qs->copy_buf, reqs, n, qs->counts);
         return;
     }
     pthread_mutex_lock(&h->lock);
@@ -188,17 +188,17 @@ void queue_server_serve(struct queue_server *bs, struct ublk_request *reqs, int 
     pthread_cond_broadcast(&h->cond);
     pthread_mutex_unlock(&h->lock);
 
-    serve_requests(bs, bs->ctx, bs->copy_buf, reqs, split, bs->counts);
+    serve_requests(qs, qs->ctx, qs->copy_buf, reqs, split, qs->counts);
 
     pthread_mutex_lock(&h->lock);
     while (h->state != HELPER_DONE)
         pthread_cond_wait(&h->cond, &h->lock);
     h->state = HELPER_IDLE;
     pthread_mutex_unlock(&h->lock);
-    add_counts(bs->counts, &h->counts);
+    add_counts(qs->counts, &h->counts);
 }
 
-int queue_server_run(struct queue_server *bs, struct queue_ring *q, struct ublk_request *reqs,
+int queue_server_run(struct queue_server *qs, struct queue_ring *q, struct ublk_request *reqs,
                       int depth, volatile int *inflight)
 {
     int n = 0;
@@ -209,7 +209,7 @@ int queue_server_run(struct queue_server *bs, struct queue_ring *q, struct ublk_
         if (n < 0)
             return n;
         *inflight = n;
-        queue_server_serve(bs, reqs, n);
+        queue_server_serve(qs, reqs, n);
     }
 }
 
@@ -224,14 +224,14 @@ static char *new_copy_buf(uint32_t size)
     return buf;
 }
 
-static int start_helper(struct queue_server *bs, void *ctx)
+static int start_helper(struct queue_server *qs, void *ctx)
 {
     struct helper *h = calloc(1, sizeof(*h));
     int ret;
 
     if (!h)
         return -ENOMEM;
-    if (bs->copy_fd >= 0 && !(h->copy_buf = new_copy_buf(bs->buf_size))) {
+    if (qs->copy_fd >= 0 && !(h->copy_buf = new_copy_buf(qs->buf_size))) {
         free(h);
         return -ENOMEM;
     }
@@ -239,7 +239,7 @@ static int start_helper(struct queue_server *bs, void *ctx)
     pthread_cond_init(&h->cond, NULL);
     h->state = HELPER_IDLE;
     h->ctx = ctx;
-    h->bs = bs;
+    h->qs = qs;
     ret = pthread_create(&h->thread, NULL, helper_main, h);
     if (ret) {
         free(h->copy_buf);
@@ -247,7 +247,7 @@ static int start_helper(struct queue_server *bs, void *ctx)
         return -ret;
     }
     pthread_setname_np(h->thread, "ublk-helper");
-    bs->helper = h;
+    qs->helper = h;
     return 0;
 }
 
@@ -271,7 +271,7 @@ struct queue_server *queue_server_new(const char *store_name, void *store, char 
                                       int copy_fd, uint16_t q_id, int *err)
 {
     const struct store_ops *ops = NULL;
-    struct queue_server *bs;
+    struct queue_server *qs;
     void *helper_ctx;
 
     for (int i = 0; store_table[i]; i++)
@@ -281,40 +281,40 @@ struct queue_server *queue_server_new(const char *store_name, void *store, char 
         *err = -ENOENT;
         return NULL;
     }
-    if (!(bs = calloc(1, sizeof(*bs)))) {
+    if (!(qs = calloc(1, sizeof(*qs)))) {
         *err = -ENOMEM;
         return NULL;
     }
-    *bs = (struct queue_server){ .ops = ops, .buffers = buffers, .copy_fd = copy_fd,
+    *qs = (struct queue_server){ .ops = ops, .buffers = buffers, .copy_fd = copy_fd,
                                  .q_id = q_id, .buf_size = buf_size,
                                  .dev_size = dev_size, .counts = counts };
-    if (copy_fd >= 0 && !(bs->copy_buf = new_copy_buf(buf_size))) {
+    if (copy_fd >= 0 && !(qs->copy_buf = new_copy_buf(buf_size))) {
         *err = -ENOMEM;
         goto fail;
     }
-    bs->ctx = thread_new(ops, store, err);
+    qs->ctx = thread_new(ops, store, err);
     if (*err)
         goto fail;
     if (helper) {
         helper_ctx = thread_new(ops, store, err);
         if (*err)
             goto fail;
-        if ((*err = start_helper(bs, helper_ctx)) < 0) {
+        if ((*err = start_helper(qs, helper_ctx)) < 0) {
             thread_free(ops, helper_ctx);
             goto fail;
         }
     }
-    return bs;
+    return qs;
 fail:
-    thread_free(ops, bs->ctx);
-    free(bs->copy_buf);
-    free(bs);
+    thread_free(ops, qs->ctx);
+    free(qs->copy_buf);
+    free(qs);
     return NULL;
 }
 
-void queue_server_free(struct queue_server *bs)
+void queue_server_free(struct queue_server *qs)
 {
-    struct helper *h = bs->helper;
+    struct helper *h = qs->helper;
 
     if (h) {
         pthread_mutex_lock(&h->lock);
@@ -322,16 +322,16 @@ void queue_server_free(struct queue_server *bs)
         pthread_cond_broadcast(&h->cond);
         pthread_mutex_unlock(&h->lock);
         pthread_join(h->thread, NULL);
-        thread_free(bs->ops, h->ctx);
+        thread_free(qs->ops, h->ctx);
         free(h->copy_buf);
         free(h);
     }
-    thread_free(bs->ops, bs->ctx);
-    free(bs->copy_buf);
-    free(bs);
+    thread_free(qs->ops, qs->ctx);
+    free(qs->copy_buf);
+    free(qs);
 }
 
-void queue_server_set_size(struct queue_server *bs, uint64_t dev_size)
+void queue_server_set_size(struct queue_server *qs, uint64_t dev_size)
 {
-    __atomic_store_n(&bs->dev_size, dev_size, __ATOMIC_RELAXED);
+    __atomic_store_n(&qs->dev_size, dev_size, __ATOMIC_RELAXED);
 }

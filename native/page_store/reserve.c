@@ -1,0 +1,187 @@
+/*
+ * The chunks behind the allocator: chunks never used (below chunk_limit)
+ * or given back, and the reserve of free chunks already faulted in.
+ *
+ * Serving I/O never faults in a page (see arena.c): a write that needs a
+ * new chunk takes one from the reserve, and a refill thread -- free to
+ * wait for reclaim -- tops the reserve up from behind. When reclaim
+ * outruns it, a write takes a larger class's free slot (put_payload());
+ * only when there is none does it wait for the refill, and fail after a
+ * while. All under alloc_lock.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+
+#include "internal.h"
+
+#define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
+#define RESERVE_WAIT_MS 1000            /* then writes fail rather than hang */
+
+/* Whether a chunk never used, or given back, is left beyond the reserve. */
+static bool unused_chunks_left(const struct page_store *ps)
+{
+    return ps->n_free_chunks || ps->chunk_high < ps->chunk_limit;
+}
+
+/* Such a chunk's number, or NO_CHUNK. */
+static uint32_t unused_chunk(struct page_store *ps)
+{
+    if (ps->n_free_chunks)
+        return ps->free_chunks[--ps->n_free_chunks];
+    if (ps->chunk_high < ps->chunk_limit)
+        return (uint32_t)ps->chunk_high++;
+    return NO_CHUNK;                    /* fragmentation beyond the reservation */
+}
+
+static int wait_for_reserve(struct page_store *ps)
+{
+    struct timespec until;
+
+    /* One write waits; while the reserve stays empty the others fail at
+     * once, so that the batch completes and reclaim sees its errors soon. */
+    if (ps->starved)
+        return -ENOMEM;
+    deadline_after(&until, RESERVE_WAIT_MS);
+    pthread_cond_signal(&ps->reserve_low);
+    while (!ps->n_ready && (ps->n_refilling || unused_chunks_left(ps)))
+        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &until))
+            break;
+    ps->starved = !ps->n_ready;
+    return ps->n_ready ? 0 : -ENOMEM;
+}
+
+int reserve_take(struct page_store *ps, uint32_t *chunk)
+{
+    if (!ps->n_ready && wait_for_reserve(ps) < 0)
+        return -ENOMEM;
+    *chunk = ps->ready[--ps->n_ready];
+    pthread_cond_signal(&ps->reserve_low);
+    return 0;
+}
+
+void reserve_give_back(struct page_store *ps, uint32_t c)
+{
+    if (ps->n_ready + ps->n_refilling < ps->reserve_target) {  /* faulted in: keep it */
+        ps->ready[ps->n_ready++] = c;
+        ps->starved = false;
+        pthread_cond_broadcast(&ps->reserve_filled);
+        return;
+    }
+    chunk_unused(ps, c);
+}
+
+void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len)
+{
+    /* fallocate, not madvise(MADV_REMOVE): the latter refuses mlocked maps.
+     * A failure only leaves memory allocated; the data stays correct. */
+    fallocate(ps->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len);
+}
+
+void chunk_unused(struct page_store *ps, uint32_t c)
+{
+    punch_hole(ps, chunk_offset(ps, c), CHUNK_SIZE);
+    ps->free_chunks[ps->n_free_chunks++] = c;
+}
+
+void raise_chunk_limit(struct page_store *ps, uint64_t limit)
+{
+    uint64_t from = ps->chunk_limit;
+
+    if (limit <= from)
+        return;
+    touch_array(ps->free_chunks, sizeof(*ps->free_chunks), from, limit);
+    for (uint64_t c = from; c < limit; c++)
+        ps->meta[c].cls = -1;
+    pthread_mutex_lock(&ps->alloc_lock);
+    ps->chunk_limit = limit;
+    pthread_cond_signal(&ps->reserve_low);
+    pthread_mutex_unlock(&ps->alloc_lock);
+}
+
+/* Fault chunks in until the reserve is full, one at a time so that each
+ * helps at once. alloc_lock held on entry and exit, dropped while faulting
+ * -- which may wait for reclaim, and so for this store's own writes. */
+static void refill(struct page_store *ps)
+{
+    uint32_t c;
+
+    while (!ps->closing && ps->n_ready + ps->n_refilling < ps->reserve_target &&
+           (c = unused_chunk(ps)) != NO_CHUNK) {
+        ps->n_refilling = 1;
+        pthread_mutex_unlock(&ps->alloc_lock);
+        populate(ps->chunks + (uint64_t)c * CHUNK_SIZE, CHUNK_SIZE);
+        pthread_mutex_lock(&ps->alloc_lock);
+        ps->n_refilling = 0;
+        ps->starved = false;
+        ps->ready[ps->n_ready++] = c;
+        pthread_cond_broadcast(&ps->reserve_filled);
+    }
+}
+
+static void *refill_main(void *arg)
+{
+    struct page_store *ps = arg;
+
+    /* Realtime, so that its allocations may dip into the kernel's reserves
+     * (as __GFP_HIGH ones do) and beat the workload that is pushing memory
+     * out to this store. Without CAP_SYS_NICE it stays a normal thread. */
+    struct sched_param realtime = { .sched_priority = 1 };
+
+    pthread_setschedparam(pthread_self(), SCHED_FIFO, &realtime);
+    prctl(PR_SET_NAME, "ublk-reserve");
+    /* Writes wait for it: it must not wait on reclaim writing to us. */
+    prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+    pthread_mutex_lock(&ps->alloc_lock);
+    while (!ps->closing) {
+        refill(ps);
+        if (!ps->closing && (ps->n_ready >= ps->reserve_target || !unused_chunks_left(ps)))
+            pthread_cond_wait(&ps->reserve_low, &ps->alloc_lock);
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return NULL;
+}
+
+int reserve_init(struct page_store *ps)
+{
+    pthread_condattr_t monotonic;
+
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&ps->reserve_filled, &monotonic);
+    pthread_cond_init(&ps->reserve_low, NULL);
+    pthread_condattr_destroy(&monotonic);
+    ps->free_chunks = reserve_array(ps->max_chunks, sizeof(*ps->free_chunks));
+    ps->reserve_target = RESERVE_CHUNKS;
+    ps->ready = malloc(ps->reserve_target * sizeof(*ps->ready));
+    return ps->free_chunks && ps->ready ? 0 : -ENOMEM;
+}
+
+int reserve_start(struct page_store *ps)
+{
+    int ret;
+
+    pthread_mutex_lock(&ps->alloc_lock);
+    refill(ps);
+    pthread_mutex_unlock(&ps->alloc_lock);
+    if ((ret = -pthread_create(&ps->refill_thread, NULL, refill_main, ps)))
+        return ret;
+    ps->refill_running = true;
+    return 0;
+}
+
+void reserve_stop(struct page_store *ps)
+{
+    if (ps->refill_running) {
+        pthread_mutex_lock(&ps->alloc_lock);
+        ps->closing = true;
+        pthread_cond_signal(&ps->reserve_low);
+        pthread_mutex_unlock(&ps->alloc_lock);
+        pthread_join(ps->refill_thread, NULL);
+    }
+    release_array(ps->free_chunks, ps->max_chunks, sizeof(*ps->free_chunks));
+    free(ps->ready);
+}
