@@ -1,7 +1,7 @@
 /*
  * The page store's insides, shared by its files (not parsed by cffi). Its
- * files, each one job, lowest layer first (a file calls only files above
- * it in this list, never one below):
+ * files, each one job, lowest layer first: a file calls only files listed
+ * before it, never one after.
  *   memory.h, entry.h  copies and faults; the entry's bits
  *   codec.c            the codecs, entropy estimates and each thread's scratch
  *   account.c          the counters of what the store holds
@@ -13,9 +13,9 @@
  *   zram_tier.c        kernel zram as a tier: pages written there, read back
  *   publish.c          an entry published, the room of the old one freed
  *   payload.c          a payload put in a slot, and decoded from one
- *   compact.c          compaction                         } the background's
- *   recompress.c       access times, idle marks, recompression } slices, and
- *   writeback.c        writeback and the spill            } their passes by hand
+ *   compact.c          compaction          } the background's slices,
+ *   recompress.c       recompression       } and their passes by hand
+ *   writeback.c        writeback, spill    }
  *   background.c       the one background thread: its period, wake-ups,
  *                      busy check and CPU budget; writes waiting for a spill
  *   page_io.c          the store's operations: read, write, discard
