@@ -17,11 +17,11 @@ import random
 import lz4.block
 import zstandard
 
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.units import PAGE_SIZE
 from trueno_ublk.benchmark.codecs import best_seconds
-from trueno_ublk.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient
-from trueno_ublk.units import PAGE_SIZE
 
 BATCH = 64
 

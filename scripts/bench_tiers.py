@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psutil
 
-from trueno_ublk.policy import DEFAULT_RECOMPRESS_AFTER
+from trueno_ublk.stores.policy import DEFAULT_RECOMPRESS_AFTER
 
 from benchlib import TOP, MiB, Trueno, Zram, fio, sh
 

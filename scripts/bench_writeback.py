@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 
 from trueno_ublk._native import lib
-from trueno_ublk.backing import open_backing
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.units import PAGE_SIZE, parse_size
 from trueno_ublk.benchmark.codecs import best_seconds
 from trueno_ublk.benchmark.targets import Zram
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.policy import Policy
 from trueno_ublk.stores import open_store
+from trueno_ublk.stores.backing import open_backing
 from trueno_ublk.stores.direct import DirectClient
-from trueno_ublk.units import PAGE_SIZE, parse_size
+from trueno_ublk.stores.policy import Policy
 
 MiB = 1 << 20
 RUN_PAGES = (1, 2, 4, 8, 16, 32, 64, 128, 256)

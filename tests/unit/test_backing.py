@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trueno_ublk.backing import BackingError, open_backing
-from trueno_ublk.codecs import codec_for
+from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.stores import open_store
+from trueno_ublk.stores.backing import BackingError, open_backing
 from trueno_ublk.stores.direct import DirectClient
 
 PAGE = 4096
@@ -224,7 +224,7 @@ def test_a_failed_write_leaves_every_page_in_ram(tmp_path):
 def test_writes_past_the_memory_limit_spill_to_the_backing_device(tmp_path):
     """Four times the limit written, no write fails: the background spills
     the coldest pages while writes at the limit wait for room."""
-    from trueno_ublk.policy import Policy
+    from trueno_ublk.stores.policy import Policy
     fd, size = backing_file(tmp_path / "dev", 4096)                 # 16 MiB
     store, client = backed_store(fd, size, 4096, policy=Policy(writeback_after=0))
     store.set_mem_limit(4 << 20)
@@ -239,8 +239,8 @@ def test_writes_past_the_memory_limit_spill_to_the_backing_device(tmp_path):
 
 
 def test_without_room_on_the_device_writes_at_the_limit_fail(tmp_path):
-    from trueno_ublk.policy import Policy
     from trueno_ublk.stores.direct import StoreError
+    from trueno_ublk.stores.policy import Policy
     fd, size = backing_file(tmp_path / "dev", 64)
     store, client = backed_store(fd, size, 4096, policy=Policy(writeback_after=0))
     store.set_mem_limit(1 << 20)

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from trueno_ublk.codecs import codec_for
+from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient
 

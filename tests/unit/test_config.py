@@ -8,8 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trueno_ublk import backing, cli, config, control, detach, state
-from trueno_ublk.errors import UserError
+from trueno_ublk import cli
+from trueno_ublk.base import control
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.daemon import detach
+from trueno_ublk.devices import records
+from trueno_ublk.stores import backing
+from trueno_ublk.systemd import config
 
 CLI = str(Path(sys.executable).with_name("trueno-ublk"))
 RAM = 8192.0                        # MiB
@@ -321,7 +326,7 @@ def create(monkeypatch):
     monkeypatch.setattr(cli, "require_root", lambda: None)
     # The CLI imports these where a command runs: patch them where they live.
     monkeypatch.setattr(control, "require_control_device", lambda: None)
-    monkeypatch.setattr(state, "load", lambda dev_id: None)
+    monkeypatch.setattr(records, "load", lambda dev_id: None)
     monkeypatch.setattr(detach, "spawn_detached", lambda cfg: made.append(cfg) or max(cfg.dev_id, 0))
 
     def run_create(*args):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from trueno_ublk.codecs import codec_for
+from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.stores import STORES, open_store
 from trueno_ublk.stores.direct import DirectClient
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trueno_ublk.codecs import codec_for
+from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient, StoreError
 
@@ -309,7 +309,7 @@ def test_attach_refuses_an_arena_of_another_codec_and_the_check_says_so_first():
     """A takeover checks the arena before it touches the device
     (ps_arena_check): the same verdicts as attaching, without mapping it."""
     from trueno_ublk._native import lib
-    from trueno_ublk.stores.ram import pages_for
+    from trueno_ublk.stores.page import pages_for
     store, client = ram(1 << 20, "lz4")
     _fill(client, [make_data("text", 4096, 1)])
     pages = pages_for(1 << 20)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from trueno_ublk.stats import MM_STAT
+from trueno_ublk.observe.stats import MM_STAT
 
 MiB = 1 << 20
 RESET_TRIES = 100           # a tenth of a second apart

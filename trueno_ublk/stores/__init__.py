@@ -9,7 +9,7 @@ the CLI's start-up pays for none of them.
 import dataclasses
 import importlib
 
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.base.units import PAGE_SIZE
 
 # Pages that compress worse than this are stored raw (the ram store's "huge").
 # Measured on real files (scripts/bench tiers): 3K stored 6,200 more pages
@@ -29,7 +29,7 @@ class StoreKind:
 
 
 STORES = {
-    "ram": StoreKind("compressed pages in RAM", "trueno_ublk.stores.ram:CompressedRamStore",
+    "ram": StoreKind("compressed pages in RAM", "trueno_ublk.stores.page:CompressedRamStore",
                      arena=True, codec=True, holds_memory=True),
     "null": StoreKind("no data: measures the ublk transport alone", "trueno_ublk.stores.base:Store"),
 }

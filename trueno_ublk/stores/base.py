@@ -11,7 +11,7 @@ subclass it.
 import os
 
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.units import format_size
+from trueno_ublk.base.units import format_size
 
 
 class Store:

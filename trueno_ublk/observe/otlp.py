@@ -2,7 +2,7 @@
 `trueno-ublk metrics` (metrics.families) pushed to a collector over
 OTLP/HTTP with protobuf, through the OpenTelemetry SDK.
 
-It runs as a process of its own (`python -m trueno_ublk.otlp`), which the
+It runs as a process of its own (`python -m trueno_ublk.observe.otlp`), which the
 supervisor starts once the device is live and stops with it. It asks the
 worker for `stat` over the admin socket, like the CLI: the worker's I/O
 threads never share a lock or the GIL with it, and its memory (about 40
@@ -26,8 +26,8 @@ import threading
 import time
 import urllib.parse
 
-from trueno_ublk.metrics import BREAKDOWN_METRICS, DEVICE_METRICS, PREFIX, QUEUE_METRICS, families
-from trueno_ublk.policy import parse_duration
+from trueno_ublk.observe.metrics import BREAKDOWN_METRICS, DEVICE_METRICS, PREFIX, QUEUE_METRICS, families
+from trueno_ublk.stores.policy import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +166,16 @@ class OtlpExport:
 
 
 def main() -> None:
-    """python -m trueno_ublk.otlp DEV_ID ENDPOINT INTERVAL SUPERVISOR_PID:
+    """python -m trueno_ublk.observe.otlp DEV_ID ENDPOINT INTERVAL SUPERVISOR_PID:
     export device DEV_ID's metrics until SIGTERM, or until the supervisor
     that started it dies (PDEATHSIG); then one last export."""
     import signal
 
     import prctl
 
-    from trueno_ublk import admin
-    from trueno_ublk.errors import UserError
-    from trueno_ublk.service import configure_logging
+    from trueno_ublk.base.errors import UserError
+    from trueno_ublk.devices import admin
+    from trueno_ublk.systemd.service import configure_logging
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     prctl.set_pdeathsig(signal.SIGTERM)

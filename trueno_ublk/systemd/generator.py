@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from trueno_ublk import config
+from trueno_ublk.systemd import config
 
 SERVICE = "trueno-ublk@{name}.service"
 

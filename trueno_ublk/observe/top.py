@@ -6,8 +6,9 @@ frame() is testable without a terminal and `--once` prints it as text.
 import curses
 import time
 
-from trueno_ublk import admin, state, stats
-from trueno_ublk.units import format_size
+from trueno_ublk.base.units import format_size
+from trueno_ublk.devices import admin, records
+from trueno_ublk.observe import stats
 
 HEADER = (f"{'DEVICE':<12}{'STATE':<11}{'R IOPS':>8}{'W IOPS':>8}{'R MiB/s':>9}{'W MiB/s':>9}"
           f"{'RATIO':>7}{'MEM USED':>10}{'LIMIT':>8}{'SAME':>6}{'HUGE':>6}{'RECOMP':>7}{'IDLE':>6}"
@@ -17,7 +18,7 @@ HEADER = (f"{'DEVICE':<12}{'STATE':<11}{'R IOPS':>8}{'W IOPS':>8}{'R MiB/s':>9}{
 def sample(dev_ids: list[int] | None = None) -> dict[int, tuple[float, dict | None, str]]:
     """{dev_id: (time, stat reply or None, state)} for the devices asked (all if None)."""
     out = {}
-    for record in state.load_all():
+    for record in records.load_all():
         if dev_ids is not None and record.dev_id not in dev_ids:
             continue
         status = record.state if record.daemon_alive() else "dead"

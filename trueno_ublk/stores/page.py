@@ -13,12 +13,12 @@ worker can attach to it after a crash and find every page again.
 import errno
 import os
 
-from trueno_ublk import limits
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.policy import RECOMPRESS_TYPES, WRITEBACK_TYPES, Policy, recompress_codec
+from trueno_ublk.base import limits
+from trueno_ublk.base.units import PAGE_SIZE, format_size
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
 from trueno_ublk.stores.base import Store
-from trueno_ublk.units import PAGE_SIZE, format_size
+from trueno_ublk.stores.policy import RECOMPRESS_TYPES, WRITEBACK_TYPES, Policy, recompress_codec
 
 
 def new_arena(size: int) -> int:

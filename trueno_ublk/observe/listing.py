@@ -1,9 +1,10 @@
 """`list` in zramctl's style: named columns, human or raw sizes, JSON."""
 import os
 
-from trueno_ublk import admin, state, stats
-from trueno_ublk.errors import UserError
-from trueno_ublk.units import PAGE_SIZE, format_size
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.base.units import PAGE_SIZE, format_size
+from trueno_ublk.devices import admin, records
+from trueno_ublk.observe import stats
 
 DEFAULT_COLUMNS = ["NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "STREAMS", "MOUNTPOINT"]
 # column -> (JSON key, is a byte size)
@@ -64,7 +65,7 @@ ORPHAN_STATES = {
 def _kernel_states() -> dict[int, int]:
     """Each ublk device's state in the kernel; empty for a caller who may
     not ask (the control device is root's)."""
-    from trueno_ublk.control import Control, ControlError
+    from trueno_ublk.base.control import Control, ControlError
     states = {}
     try:
         with Control() as ctrl:
@@ -99,12 +100,12 @@ def _mountpoints() -> dict[str, str]:
 
 def device_rows() -> list[dict]:
     rows = []
-    records = {r.dev_id: r for r in state.load_all()}
+    by_id = {r.dev_id: r for r in records.load_all()}
     mounts = _mountpoints()
     kernel_states = None
-    for dev_id in sorted(set(records) | kernel_devices()):
+    for dev_id in sorted(set(by_id) | kernel_devices()):
         name = f"/dev/ublkb{dev_id}"
-        r = records.get(dev_id)
+        r = by_id.get(dev_id)
         row = {key: None for key, _ in COLUMNS.values()}
         row.update(name=name, mountpoint=mounts.get(name), state="unmanaged")
         if r is not None:

@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from trueno_ublk import procfs
+from trueno_ublk.base import procfs
 
 RUN_DIR = Path(os.environ.get("TRUENO_UBLK_RUN_DIR", "/run/trueno-ublk"))
 

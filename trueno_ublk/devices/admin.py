@@ -11,8 +11,8 @@ import os
 import socket
 import threading
 
-from trueno_ublk import state
-from trueno_ublk.errors import UserError
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.devices import records
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class AdminServer:
     def __init__(self, dev_id: int, handlers: dict):
         self.handlers = handlers
         self._client_slots = threading.BoundedSemaphore(MAX_CLIENTS)
-        self.path = str(state.socket_path(dev_id))
+        self.path = str(records.socket_path(dev_id))
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -115,7 +115,7 @@ def request(dev_id: int, command: str, timeout: float | None = 30.0, **args) -> 
     """Ask the daemon of /dev/ublkbN, waiting `timeout` seconds for its
     answer (None: as long as it works on it); raises UserError when it
     cannot answer."""
-    path = str(state.socket_path(dev_id))
+    path = str(records.socket_path(dev_id))
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)

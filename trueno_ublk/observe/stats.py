@@ -1,7 +1,7 @@
 """The `stat` reply: what a daemon answers on its admin socket, read by
 `stat`, `list`, `top` and the metrics. Declared once here.
 
-    {"device":  the daemon's record (state.DeviceRecord, as a dict),
+    {"device":  the daemon's record (records.DeviceRecord, as a dict),
      "mm_stat": the store's memory figures, zram's mm_stat names (MM_STAT,
                 plus mem_reserve, mem_map, pages_stored, notify_free,
                 reserve_misses) and the cold-page policy's (recompressed_*,
@@ -20,7 +20,7 @@ comp_ratio() is zramctl's COMP-RATIO (DATA / TOTAL: what the memory used
 holds, all overheads counted), compression_ratio() the codec's alone
 (DATA / COMPR).
 """
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.base.units import PAGE_SIZE
 
 # zram's mm_stat and io_stat lines, field by field (Documentation/admin-guide/
 # blockdev/zram.rst); `stat --mm-stat` and `--io-stat` print them in this order.

@@ -24,8 +24,8 @@ files, a third each; natively, one page at a time):
 import dataclasses
 import re
 
-from trueno_ublk import limits
-from trueno_ublk.codecs import codec_for
+from trueno_ublk.base import limits
+from trueno_ublk.base.codecs import codec_for
 
 DEFAULT_RECOMPRESS_ALGORITHM = "zstd:6"
 DEFAULT_RECOMPRESS_AFTER = 120              # seconds

@@ -17,9 +17,11 @@ import time
 import click
 from click.core import ParameterSource
 
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.errors import UserError
-from trueno_ublk.policy import (
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.base.units import PAGE_SIZE, format_size, parse_size
+from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
+from trueno_ublk.stores.policy import (
     BACKENDS,
     DEFAULT_ENTROPY_THRESHOLD,
     DEFAULT_RECOMPRESS_AFTER,
@@ -33,8 +35,6 @@ from trueno_ublk.policy import (
     recompress_codec,
     zram_below,
 )
-from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
-from trueno_ublk.units import PAGE_SIZE, format_size, parse_size
 
 IO_COMMANDS = ("auto", "batch", "per-tag")      # create --io-commands; DeviceConfig.io_commands
 IO_WITHOUT_SERVER = ("auto", "hold", "fail")    # create --io-without-server; supervisor.recovery_flags
@@ -75,12 +75,12 @@ EntropyType = ParsedType("BITS", lambda text, _: parse_entropy(text))
 
 
 def _otlp_interval(text, what):
-    from trueno_ublk.otlp import parse_interval
+    from trueno_ublk.observe.otlp import parse_interval
     return parse_interval(text, what)
 
 
 def _check_size(name: str, size: int) -> None:
-    from trueno_ublk import limits
+    from trueno_ublk.base import limits
     if size <= 0:
         raise UserError(f"{name} must be greater than 0")
     if size % PAGE_SIZE:
@@ -216,7 +216,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
     if size is None:
         raise UserError("missing --size (e.g. --size 8G), or --from-config NAME")
     _check_size("--size", size)
-    from trueno_ublk import limits
+    from trueno_ublk.base import limits
     for option, value, allowed in (("--queues", queues, limits.queues()),
                                    ("--queue-threads", queue_threads, limits.queues()),
                                    ("--depth", depth, limits.DEPTH),
@@ -229,18 +229,19 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
         raise UserError("--io-commands batch serves each queue from one thread: not with --queue-threads")
     if dev_id != -1 and dev_id not in limits.DEVICE_ID:
         raise UserError(f"--id must be {limits.DEVICE_ID.describe()}")
-    from trueno_ublk import metrics, state
-    from trueno_ublk.control import require_control_device
-    from trueno_ublk.detach import spawn_detached
-    from trueno_ublk.policy import Policy
-    from trueno_ublk.service import configure_logging
-    from trueno_ublk.supervisor import DeviceConfig, Supervisor
+    from trueno_ublk.base.control import require_control_device
+    from trueno_ublk.daemon.detach import spawn_detached
+    from trueno_ublk.daemon.supervisor import DeviceConfig, Supervisor
+    from trueno_ublk.devices import records
+    from trueno_ublk.observe import metrics
+    from trueno_ublk.stores.policy import Policy
+    from trueno_ublk.systemd.service import configure_logging
     if mem_limit and not STORES[store].holds_memory:
         raise UserError(f"--mem-limit needs a store that holds memory: the {store} store holds none")
     if backing_dev:
         if not STORES[store].holds_memory:
             raise UserError(f"--backing-dev needs a store that holds memory: the {store} store holds none")
-        from trueno_ublk.backing import BackingError, open_backing
+        from trueno_ublk.stores.backing import BackingError, open_backing
         try:
             os.close(open_backing(backing_dev)[0])      # the worker opens it for itself
         except BackingError as e:
@@ -254,7 +255,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             raise UserError(f"--backend {backend} needs a store that holds memory: the {store} store holds none")
         if backend == "tiered" and not zram_entropy:
             raise UserError("--backend tiered needs --zram-entropy above 0 (0 would send no page to zram)")
-        from trueno_ublk.backing import BackingError, open_zram
+        from trueno_ublk.stores.backing import BackingError, open_zram
         try:
             fd, zram_size, _ = open_zram(zram_device)
             os.close(fd)                                # the worker opens it for itself
@@ -271,7 +272,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
         except ValueError as e:
             raise UserError(f"--metrics-listen: {e}") from None
     if otlp_endpoint:
-        from trueno_ublk import otlp
+        from trueno_ublk.observe import otlp
         try:
             otlp.metrics_url(otlp_endpoint)
         except ValueError as e:
@@ -280,7 +281,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
             raise UserError(f"--otlp-endpoint: {otlp.SDK_MISSING}")
     require_root()
     require_control_device()
-    stale = state.load(dev_id) if dev_id >= 0 else None
+    stale = records.load(dev_id) if dev_id >= 0 else None
     takeover = _kept_device(dev_id, stale) if foreground else None
     if takeover is None and stale is not None and not stale.daemon_alive():
         delete_device(dev_id, force=False)      # left by a daemon that died, its pages with it
@@ -304,8 +305,9 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
 def _kept_device(dev_id: int, stale):
     """Under systemd: the device a previous daemon of this service left,
     if systemd kept its arena (Supervisor takes it over, pages and all)."""
-    from trueno_ublk import listing, service
-    from trueno_ublk.supervisor import Takeover, arena_name
+    from trueno_ublk.daemon.supervisor import Takeover, arena_name
+    from trueno_ublk.observe import listing
+    from trueno_ublk.systemd import service
     stored = service.take_stored_fds()
     arena_fd = stored.pop(arena_name(dev_id), None) if dev_id >= 0 else None
     for name, fd in stored.items():             # not ours: let systemd forget them
@@ -333,7 +335,7 @@ def list_devices(output, output_all, in_bytes, noheadings, raw, as_json):
     """List devices like zramctl, including those whose daemon died."""
     import json
 
-    from trueno_ublk import listing
+    from trueno_ublk.observe import listing
     columns = (list(listing.COLUMNS) if output_all
                else listing.parse_columns(output) if output else listing.DEFAULT_COLUMNS)
     rows = listing.device_rows()
@@ -378,7 +380,7 @@ def _safe_stop(dev_id: int) -> None:
     window between a check and the stop for an opener to slip through."""
     import errno
 
-    from trueno_ublk.control import Control, ControlError
+    from trueno_ublk.base.control import Control, ControlError
     with Control() as ctrl:
         try:
             ctrl.try_stop(dev_id)
@@ -401,7 +403,7 @@ def _wait_for_exit(record, timeout: float) -> bool:
 
 def _remove_from_kernel(dev_id: int) -> None:
     """STOP_DEV + DEL_DEV for a device no live daemon owns."""
-    from trueno_ublk.control import Control, ControlError
+    from trueno_ublk.base.control import Control, ControlError
     with Control() as ctrl:
         if not ctrl.exists(dev_id):
             return
@@ -415,9 +417,10 @@ def _remove_from_kernel(dev_id: int) -> None:
 def delete_device(dev_id: int, force: bool) -> None:
     import signal
 
-    from trueno_ublk import listing, state
-    from trueno_ublk.control import ControlError
-    record = state.load(dev_id)
+    from trueno_ublk.base.control import ControlError
+    from trueno_ublk.devices import records
+    from trueno_ublk.observe import listing
+    record = records.load(dev_id)
     if record is None and dev_id not in listing.kernel_devices():
         raise UserError(f"no such device: /dev/ublkb{dev_id}")
     if not force and _device_in_use(dev_id):
@@ -436,7 +439,7 @@ def delete_device(dev_id: int, force: bool) -> None:
         _remove_from_kernel(dev_id)
     except ControlError as e:
         raise UserError(f"cannot delete /dev/ublkb{dev_id}: {e.strerror}") from None
-    state.remove(dev_id)
+    records.remove(dev_id)
 
 
 @cli.command()
@@ -449,10 +452,11 @@ def delete(devices, all_devices, force):
     if not devices and not all_devices:
         raise UserError("name a device to delete (e.g. /dev/ublkb0), or pass --all")
     require_root()
-    from trueno_ublk import listing, state
+    from trueno_ublk.devices import records
+    from trueno_ublk.observe import listing
     ids = [parse_device(d) for d in devices]
     if all_devices:
-        ids += [r.dev_id for r in state.load_all()] + sorted(listing.kernel_devices())
+        ids += [r.dev_id for r in records.load_all()] + sorted(listing.kernel_devices())
     ids = list(dict.fromkeys(ids))
     for i, dev_id in enumerate(ids, 1):
         if sys.stderr.isatty() and len(ids) > 1:
@@ -471,10 +475,10 @@ def upgrade(device):
     its I/O held meanwhile (systemctl reload does the same)."""
     import signal
 
-    from trueno_ublk import state
+    from trueno_ublk.devices import records
     require_root()
     dev_id = _live_device(device)
-    record = state.load(dev_id)
+    record = records.load(dev_id)
     if record.state != "live":
         raise UserError(f"/dev/ublkb{dev_id} is {record.state}: upgrade it once it is live")
     if "USER_RECOVERY" not in record.features:
@@ -483,23 +487,23 @@ def upgrade(device):
     deadline = time.monotonic() + UPGRADE_WAIT_SECONDS
     while True:
         time.sleep(0.1)
-        now = state.load(dev_id)
+        now = records.load(dev_id)
         if now is None or not record.daemon_alive():
             raise UserError(f"the daemon of /dev/ublkb{dev_id} ended during the upgrade: "
-                            f"see {state.log_path(dev_id)} or its service's journal")
+                            f"see {records.log_path(dev_id)} or its service's journal")
         if now.takeovers > record.takeovers and now.state == "live":
             break
         if time.monotonic() > deadline:
             raise UserError(f"/dev/ublkb{dev_id} is still {now.state} after {UPGRADE_WAIT_SECONDS:.0f}s: "
-                            f"see {state.log_path(dev_id)} or its service's journal")
+                            f"see {records.log_path(dev_id)} or its service's journal")
     held = "I/O held" if "USER_RECOVERY_REISSUE" in now.features else "I/O failed meanwhile"
     click.echo(f"/dev/ublkb{dev_id}: upgraded in place ({held}); worker {now.worker_pid}")
 
 
 def _live_device(text: str) -> int:
-    from trueno_ublk import state
+    from trueno_ublk.devices import records
     dev_id = parse_device(text)
-    record = state.load(dev_id)
+    record = records.load(dev_id)
     if record is None:
         raise UserError(f"no such device: /dev/ublkb{dev_id}")
     if not record.daemon_alive():
@@ -517,7 +521,8 @@ def stat(device, as_json, mm_stat, io_stat, bd_stat):
     """Memory and I/O statistics of a device, with zram's meanings."""
     import json
 
-    from trueno_ublk import admin, stats
+    from trueno_ublk.devices import admin
+    from trueno_ublk.observe import stats
     dev_id = _live_device(device)
     reply = admin.request(dev_id, "stat")
     mm, io = reply["mm_stat"], reply["io_stat"]
@@ -553,7 +558,7 @@ def set_(device, mem_limit, reset_mem_used_max):
     if mem_limit is None and not reset_mem_used_max:
         raise UserError("nothing to set: give --mem-limit SIZE or --reset-mem-used-max")
     require_root()
-    from trueno_ublk import admin
+    from trueno_ublk.devices import admin
     admin.request(_live_device(device), "set", mem_limit=mem_limit,
                   reset_mem_used_max=reset_mem_used_max)
 
@@ -567,7 +572,7 @@ def resize(device, size):
     page is stored past the new end."""
     _check_size("SIZE", size)
     require_root()
-    from trueno_ublk import admin
+    from trueno_ublk.devices import admin
     dev_id = _live_device(device)
     admin.request(dev_id, "resize", size=size)
     click.echo(f"/dev/ublkb{dev_id}: {format_size(size)}")
@@ -578,7 +583,7 @@ def resize(device, size):
 def compact(device):
     """Move stored pages together and give freed memory back."""
     require_root()
-    from trueno_ublk import admin
+    from trueno_ublk.devices import admin
     freed = admin.request(_live_device(device), "compact")["pages_freed"]
     click.echo(f"compacted /dev/ublkb{parse_device(device)}: {freed * 4} KiB given back")
 
@@ -591,7 +596,7 @@ def idle(device, age):
     """Mark stored pages idle, as zram's idle attribute does; the next access
     clears a page's mark. `recompress --type idle` then takes them."""
     require_root()
-    from trueno_ublk import admin
+    from trueno_ublk.devices import admin
     marked = admin.request(_live_device(device), "idle", age=age)["marked"]
     click.echo(f"/dev/ublkb{parse_device(device)}: {marked} pages marked idle")
 
@@ -607,7 +612,7 @@ def recompress(device, kind, algorithm, max_pages):
     """Recompress stored pages now with a stronger codec, where that makes
     them smaller; pages it would not shrink are left as they are."""
     require_root()
-    from trueno_ublk import admin
+    from trueno_ublk.devices import admin
     reply = admin.request(_live_device(device), "recompress", kind=kind, algorithm=algorithm,
                           max_pages=max_pages, timeout=None)
     click.echo(f"/dev/ublkb{parse_device(device)}: {reply['pages']} pages recompressed, "
@@ -624,7 +629,7 @@ def writeback(device, kind, limit):
     """Write stored pages to the backing device (create --backing-dev) now,
     freeing their memory; read back from it when asked for."""
     require_root()
-    from trueno_ublk import admin
+    from trueno_ublk.devices import admin
     reply = admin.request(_live_device(device), "writeback", kind=kind, max_pages=-(-limit // PAGE_SIZE),
                           timeout=None)
     click.echo(f"/dev/ublkb{parse_device(device)}: {reply['pages']} pages written back "
@@ -635,8 +640,9 @@ def writeback(device, kind, limit):
 def metrics_command():
     """Every device's figures in Prometheus' text format (for a textfile collector)."""
     require_root()
-    from trueno_ublk import admin, metrics, state
-    devices = [(f"ublkb{record.dev_id}", admin.live_stat(record)) for record in state.load_all()]
+    from trueno_ublk.devices import admin, records
+    from trueno_ublk.observe import metrics
+    devices = [(f"ublkb{record.dev_id}", admin.live_stat(record)) for record in records.load_all()]
     click.echo(metrics.render(devices), nl=False)
 
 
@@ -648,10 +654,10 @@ def metrics_command():
 def top(device, interval, once):
     """A live view of every device (or DEVICE): I/O rates, compression, memory, queues."""
     require_root()
-    from trueno_ublk import state
-    from trueno_ublk import top as live_view
+    from trueno_ublk.devices import records
+    from trueno_ublk.observe import top as live_view
     dev_ids = [parse_device(device)] if device else None
-    if dev_ids and state.load(dev_ids[0]) is None:
+    if dev_ids and records.load(dev_ids[0]) is None:
         raise UserError(f"no such device: /dev/ublkb{dev_ids[0]}")
     if once:
         before = live_view.sample(dev_ids)
@@ -664,7 +670,7 @@ def top(device, interval, once):
 
 
 def _config_section(name: str, config_file: str | None):
-    from trueno_ublk import config as device_config
+    from trueno_ublk.systemd import config as device_config
     if not device_config.SECTION.fullmatch(name):
         raise UserError(f"'{name}' is not a config section name: use ublkbN")
     if config_file and not os.path.isfile(config_file):
@@ -684,7 +690,7 @@ def config_group():
 @click.argument("file", required=False)
 def config_check(file):
     """Check a config file (default: the installed ones); each problem with its line."""
-    from trueno_ublk import config as device_config
+    from trueno_ublk.systemd import config as device_config
     if file and not os.path.isfile(file):
         raise UserError(f"{file}: no such file")
     paths = [file] if file else device_config.config_files()
@@ -749,10 +755,10 @@ def benchmark(ctx, data, size, algorithm, queues, runtime, repeats, with_zram, r
     import shutil
     import subprocess
 
-    from trueno_ublk import limits
+    from trueno_ublk.base import limits
+    from trueno_ublk.base.control import require_control_device
     from trueno_ublk.benchmark import device, html_report
     from trueno_ublk.benchmark.targets import failure
-    from trueno_ublk.control import require_control_device
     _check_size("--size", size)
     if queues not in limits.queues():
         raise UserError(f"--queues must be {limits.queues().describe()}")

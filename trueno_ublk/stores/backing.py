@@ -20,7 +20,7 @@ import os
 import stat
 import struct
 
-from trueno_ublk.units import PAGE_SIZE, format_size
+from trueno_ublk.base.units import PAGE_SIZE, format_size
 
 FS_IOC_FIEMAP = 0xC020660B
 FIEMAP_HEADER = struct.Struct("=QQLLLL")          # start, length, flags, mapped, count, reserved

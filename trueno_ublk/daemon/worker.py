@@ -19,19 +19,20 @@ import time
 
 import prctl
 
-from trueno_ublk import limits, procfs, state
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.admin import AdminServer
-from trueno_ublk.backing import open_backing, open_zram
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.control import Control, ControlError
-from trueno_ublk.errors import UserError
-from trueno_ublk.metrics import render
-from trueno_ublk.policy import RECOMPRESS_AFTER, RECOMPRESS_TYPES, WRITEBACK_TYPES
-from trueno_ublk.queue import IO_COUNTERS, Queue
-from trueno_ublk.report import Report
+from trueno_ublk.base import limits, procfs
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.control import Control, ControlError
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.base.units import PAGE_SIZE
+from trueno_ublk.daemon.queue import IO_COUNTERS, Queue
+from trueno_ublk.daemon.report import Report
+from trueno_ublk.devices import records
+from trueno_ublk.devices.admin import AdminServer
+from trueno_ublk.observe.metrics import render
 from trueno_ublk.stores import open_store
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.stores.backing import open_backing, open_zram
+from trueno_ublk.stores.policy import RECOMPRESS_AFTER, RECOMPRESS_TYPES, WRITEBACK_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def harden_process() -> None:
 
 
 class Worker:
-    def __init__(self, config, record: state.DeviceRecord, arena_fd: int | None, recovering: bool,
+    def __init__(self, config, record: records.DeviceRecord, arena_fd: int | None, recovering: bool,
                  arena_kept: bool = False):
         self.config = config
         self.record = record
@@ -129,7 +130,7 @@ class Worker:
             admin = AdminServer(dev_id, handlers)
             metrics = None
             if cfg.metrics_listen:
-                from trueno_ublk.metrics_server import MetricsServer  # only when asked for
+                from trueno_ublk.observe.metrics_server import MetricsServer  # only when asked for
                 try:
                     metrics = MetricsServer(cfg.metrics_listen,
                                             lambda: render([(f"ublkb{dev_id}", handlers["stat"]())]))
@@ -262,7 +263,7 @@ class Worker:
                 except ControlError as e:
                     raise ValueError(f"the kernel refused the new size: {e.strerror}") from None
                 record.size = size
-                state.save(record)
+                records.save(record)
             return {"size": size}
 
         def writeback(kind="all", max_pages=0):

@@ -44,17 +44,19 @@ import sys
 import threading
 import time
 
-from trueno_ublk import procfs, service, state
 from trueno_ublk._native import lib
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.control import Control, ControlError, feature_names
-from trueno_ublk.errors import UserError
-from trueno_ublk.policy import Policy
-from trueno_ublk.report import Report
-from trueno_ublk.service import notify_systemd, redirect_output
+from trueno_ublk.base import procfs
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.control import Control, ControlError, feature_names
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.daemon.report import Report
+from trueno_ublk.daemon.worker import HANDOVER_STATUS, Worker, harden_process
+from trueno_ublk.devices import records
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
-from trueno_ublk.stores.ram import new_arena, pages_for
-from trueno_ublk.worker import HANDOVER_STATUS, Worker, harden_process
+from trueno_ublk.stores.page import new_arena, pages_for
+from trueno_ublk.stores.policy import Policy
+from trueno_ublk.systemd import service
+from trueno_ublk.systemd.service import notify_systemd, redirect_output
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ WANTED_FEATURES = (lib.UBLK_F_CMD_IOCTL_ENCODE | lib.UBLK_F_USER_COPY | lib.UBLK
 RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
 FAILING_RECOVERY_FEATURES = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_FAIL_IO
 TAKEOVER_ENV = "TRUENO_UBLK_TAKEOVER"     # what an upgrade passes to the code it execs
-SUCCESSOR = "import sys; from trueno_ublk.supervisor import main; sys.exit(main())"
+SUCCESSOR = "import sys; from trueno_ublk.daemon.supervisor import main; sys.exit(main())"
 
 
 class State(enum.Enum):
@@ -144,7 +146,7 @@ class Supervisor:
         self.handover: str = ""         # "upgrade" or "restart" once asked for
         self.worker_pid = 0
         self.dev_id: int | None = None
-        self.record: state.DeviceRecord | None = None
+        self.record: records.DeviceRecord | None = None
         self.exporter: subprocess.Popen | None = None     # OTLP export (otlp.py), once live
         self.fd_store = False           # systemd keeps the arena across our restarts
         self.releasing = False          # swapoff/umount under way before a stop
@@ -256,7 +258,7 @@ class Supervisor:
         daemon's record claims it, and the arena holds its pages."""
         cfg, dev_id = self.config, self.config.dev_id
         name = f"/dev/ublkb{dev_id}"
-        record = state.load(dev_id)
+        record = records.load(dev_id)
         if record is not None and record.pid != os.getpid() and record.daemon_alive():
             raise UserError(f"{name} belongs to the running daemon {record.pid}: not taking it over")
         deadline = time.monotonic() + QUIESCE_WAIT_SECONDS
@@ -319,7 +321,7 @@ class Supervisor:
 
     def _enter(self, new: State, worker_pid: int = 0, notify: str = "") -> None:
         self.record.state, self.record.worker_pid = new.value, worker_pid
-        state.save(self.record)
+        records.save(self.record)
         if notify:
             notify_systemd(notify)
 
@@ -327,7 +329,7 @@ class Supervisor:
         cfg, dev_id = self.config, self.dev_id
         if cfg.queue_threads > 1 and not info.flags & lib.UBLK_F_PER_IO_DAEMON:
             raise UserError("--queue-threads above 1 needs Linux 6.16 or newer (UBLK_F_PER_IO_DAEMON)")
-        self.record = state.DeviceRecord(
+        self.record = records.DeviceRecord(
             dev_id=dev_id, pid=os.getpid(), pid_start=procfs.process_start(os.getpid()),
             size=cfg.size, store=cfg.store, algorithm=cfg.algorithm if STORES[cfg.store].codec else "-",
             queues=info.nr_hw_queues, depth=info.queue_depth, max_io_bytes=info.max_io_buf_bytes,
@@ -337,9 +339,9 @@ class Supervisor:
         if self.takeover is not None:
             self.record.takeovers = self.takeover.takeovers + 1
             self.record.state = State.TAKING_OVER.value
-        state.save(self.record)
+        records.save(self.record)
         if self.log_to_file:
-            redirect_output(state.log_path(dev_id))
+            redirect_output(records.log_path(dev_id))
         log.info("device %d: %d bytes, %d queue(s) x depth %d, store %s, kernel features %s",
                  dev_id, cfg.size, info.nr_hw_queues, info.queue_depth, cfg.store,
                  " ".join(feature_names(ctrl.features)))
@@ -417,7 +419,7 @@ class Supervisor:
         memory (exec), and ends with us (PDEATHSIG) if we are killed."""
         cfg = self.config
         if cfg.otlp_endpoint:
-            self.exporter = subprocess.Popen([sys.executable, "-m", "trueno_ublk.otlp", str(self.dev_id),
+            self.exporter = subprocess.Popen([sys.executable, "-m", "trueno_ublk.observe.otlp", str(self.dev_id),
                                               cfg.otlp_endpoint, str(cfg.otlp_interval), str(os.getpid())])
 
     def _stop_exporter(self) -> None:
@@ -475,7 +477,7 @@ class Supervisor:
             ctrl.delete(self.dev_id)
         except ControlError as e:
             log.error("DEL_DEV failed: %s", e)
-        state.remove(self.dev_id)
+        records.remove(self.dev_id)
         log.info("device %d deleted", self.dev_id)
 
 
@@ -519,7 +521,7 @@ def main() -> int:
     supervisor process, now running the trueno-ublk installed today."""
     import prctl
 
-    from trueno_ublk.service import configure_logging
+    from trueno_ublk.systemd.service import configure_logging
     prctl.set_name("trueno-ublk")       # as `pkill trueno-ublk` and `ps` knew it before
     configure_logging()
     passed = json.loads(os.environ.pop(TAKEOVER_ENV))

@@ -23,10 +23,17 @@ import os
 import re
 from pathlib import Path
 
-from trueno_ublk import limits, procfs
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.policy import BACKENDS, DEFAULT_ZRAM_ENTROPY, Policy, parse_duration, parse_entropy, recompress_codec
-from trueno_ublk.units import PAGE_SIZE, parse_size
+from trueno_ublk.base import limits, procfs
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.units import PAGE_SIZE, parse_size
+from trueno_ublk.stores.policy import (
+    BACKENDS,
+    DEFAULT_ZRAM_ENTROPY,
+    Policy,
+    parse_duration,
+    parse_entropy,
+    recompress_codec,
+)
 
 DEFAULT_MAIN_FILE = Path("/etc/trueno-ublk.conf")
 CONFIG_ENV = "TRUENO_UBLK_CONFIG"
@@ -264,14 +271,14 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
     elif key == "zram-entropy":
         dev.zram_entropy = parse_entropy(value, "zram-entropy")
     elif key == "otlp-endpoint":
-        from trueno_ublk.otlp import metrics_url
+        from trueno_ublk.observe.otlp import metrics_url
         try:
             metrics_url(value)
         except ValueError as e:
             raise ValueError(f"otlp-endpoint: {e}") from None
         dev.otlp_endpoint = value
     elif key == "otlp-interval":
-        from trueno_ublk.otlp import parse_interval
+        from trueno_ublk.observe.otlp import parse_interval
         dev.otlp_interval = parse_interval(value)
     elif key == "options":
         if not value or CONTROL_CHARS.search(value):

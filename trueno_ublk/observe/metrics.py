@@ -5,7 +5,7 @@ textfile collector) and the daemon's opt-in HTTP endpoint (`create
 import dataclasses
 import ipaddress
 
-from trueno_ublk import stats
+from trueno_ublk.observe import stats
 
 PREFIX = "trueno_ublk_"
 
