@@ -74,7 +74,7 @@ def main() -> None:
     for kind in ("zero", "same-fill", "text", "50%-compressible", "random"):
         pages = make_pages(kind, n)
         views = [memoryview(bytearray(p)) for p in pages]
-        store = open_store("ram", n * PAGE_SIZE, codec)
+        store = open_store("page", n * PAGE_SIZE, codec)
         client = DirectClient(store, depth=BATCH, buf_size=PAGE_SIZE, helper=False)
         batches = [(b"".join(pages[first:first + BATCH]),
                     [("write", i * PAGE_SIZE, PAGE_SIZE) for i in range(first, min(first + BATCH, n))])

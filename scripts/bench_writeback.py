@@ -89,7 +89,7 @@ def store_rates(path: str, data: bytes, repeats: int) -> tuple[float, float, flo
     policy = Policy(recompress_after=0, entropy_threshold=0, writeback_after=0)
     for _ in range(repeats):
         fd, size = open_backing(path)
-        store = open_store("ram", len(data), codec_for("lz4"), policy=policy)
+        store = open_store("page", len(data), codec_for("lz4"), policy=policy)
         try:
             store.set_backing(fd, size)
             client = DirectClient(store)

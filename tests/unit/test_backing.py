@@ -28,7 +28,7 @@ def backing_file(path, pages) -> tuple[int, int]:
 def backed_store(fd: int, size: int, pages: int, **options):
     """A ram store of `pages` pages writing back to `fd` (`size` bytes), and
     a client serving it."""
-    store = open_store("ram", pages * PAGE, codec_for("lz4"), **options)
+    store = open_store("page", pages * PAGE, codec_for("lz4"), **options)
     store.set_backing(fd, size)
     return store, DirectClient(store)
 
@@ -164,7 +164,7 @@ def lib_limit(store) -> int:
 
 
 def test_a_store_without_backing_refuses_writeback():
-    store = open_store("ram", 64 * PAGE, codec_for("lz4"))
+    store = open_store("page", 64 * PAGE, codec_for("lz4"))
     with pytest.raises(ValueError, match="no backing device"):
         store.writeback("all", 10)
     store.close()
@@ -179,7 +179,7 @@ def test_a_map_past_the_device_is_refused(tmp_path):
     arena = os.dup(store.fd)
     store.close()
     small_fd, small = backing_file(tmp_path / "small", 4)
-    store = open_store("ram", 16 * PAGE, codec_for("lz4"), arena_fd=arena, attach=True)
+    store = open_store("page", 16 * PAGE, codec_for("lz4"), arena_fd=arena, attach=True)
     with pytest.raises(ValueError, match="not the device these pages were written to"):
         store.set_backing(small_fd, small)
     store.close()

@@ -27,7 +27,7 @@ def text_pages(n: int, start: int = 0) -> list[bytes]:
 
 
 def ram(size=1 << 20, policy=NEVER, algorithm="lz4", **options):
-    store = open_store("ram", size, codec_for(algorithm), policy=policy, **options)
+    store = open_store("page", size, codec_for(algorithm), policy=policy, **options)
     return store, DirectClient(store)
 
 

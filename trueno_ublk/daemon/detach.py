@@ -3,9 +3,9 @@ background, its start-up failures still reported by `create` itself."""
 import os
 
 from trueno_ublk.base.errors import UserError
+from trueno_ublk.base.logs import configure_logging
 from trueno_ublk.daemon.report import Report
 from trueno_ublk.daemon.supervisor import DeviceConfig, Supervisor
-from trueno_ublk.systemd.service import configure_logging
 
 
 def spawn_detached(config: DeviceConfig) -> int:

@@ -33,7 +33,6 @@ Where something can bring the pages back after the whole daemon died
 that will never come. On older kernels without systemd I/O is held.
 """
 import dataclasses
-import enum
 import errno
 import json
 import logging
@@ -46,17 +45,18 @@ import time
 
 from trueno_ublk._native import lib
 from trueno_ublk.base import procfs
-from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.base.control import Control, ControlError, feature_names
 from trueno_ublk.base.errors import UserError
+from trueno_ublk.base.logs import redirect_output
 from trueno_ublk.daemon.report import Report
+from trueno_ublk.daemon.takeover import Takeover, arena_name
 from trueno_ublk.daemon.worker import HANDOVER_STATUS, Worker, harden_process
 from trueno_ublk.devices import records
-from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, STORES
-from trueno_ublk.stores.page import new_arena, pages_for
-from trueno_ublk.stores.policy import Policy
+from trueno_ublk.devices.records import State
+from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, DEFAULT_STORE, STORES, check_arena, new_arena, store_name
+from trueno_ublk.stores.policy import DEFAULT_ZRAM_ENTROPY, Policy
 from trueno_ublk.systemd import service
-from trueno_ublk.systemd.service import notify_systemd, redirect_output
+from trueno_ublk.systemd.service import notify_systemd
 
 log = logging.getLogger(__name__)
 
@@ -88,36 +88,14 @@ TAKEOVER_ENV = "TRUENO_UBLK_TAKEOVER"     # what an upgrade passes to the code i
 SUCCESSOR = "import sys; from trueno_ublk.daemon.supervisor import main; sys.exit(main())"
 
 
-class State(enum.Enum):
-    STARTING = "starting"
-    TAKING_OVER = "taking-over"
-    LIVE = "live"
-    RECOVERING = "recovering"
-    HANDING_OVER = "handing-over"
-    STOPPING = "stopping"
-
-
-def arena_name(dev_id: int) -> str:
-    """The name the arena is kept under in systemd's descriptor store."""
-    return f"arena-{dev_id}"
-
-
-@dataclasses.dataclass
-class Takeover:
-    """A device a previous supervisor left, to be served on: its arena
-    (None for a store that keeps none) and how many takeovers came before."""
-    arena_fd: int | None
-    takeovers: int = 0
-
-
 @dataclasses.dataclass
 class DeviceConfig:
     size: int
     algorithm: str = "lz4"
-    store: str = "ram"
+    store: str = DEFAULT_STORE
     queues: int = 1
     queue_threads: int = 1          # threads serving each queue; >1 needs PER_IO_DAEMON
-    io_commands: str = "auto"       # auto, batch (BATCH_IO) or per-tag: cli.IO_COMMANDS
+    io_commands: str = "auto"       # auto, batch (BATCH_IO) or per-tag: settings.IO_COMMANDS
     depth: int = 128
     dev_id: int = -1
     mem_limit: int = 0
@@ -125,14 +103,24 @@ class DeviceConfig:
     policy: Policy = Policy()       # cold pages and entropy routing
     backing_dev: str = ""           # where pages are written back (backing.py); empty: nowhere
     writeback_limit: int | None = None  # bytes writebacks may write, zram's writeback_limit; None: no limit
-    zram_device: str = ""           # the kernel zram tier (--backend zram|tiered); empty: none
-    zram_below: float = 8.0         # bits of entropy a byte below which pages go there (8: all)
+    zram_device: str = ""           # the kernel zram tier's device; empty: none
+    zram_entropy: float = DEFAULT_ZRAM_ENTROPY  # bits of entropy a byte below which pages go there (8: all)
     recovery: bool = True
-    io_without_server: str = "auto"     # auto, hold or fail: recovery_flags
+    io_without_server: str = "auto"     # auto, hold or fail (settings.IO_WITHOUT_SERVER): recovery_flags
     metrics_listen: str = ""        # HOST:PORT for GET /metrics; empty: off
     otlp_endpoint: str = ""         # collector URL for OTLP export (otlp.py); empty: off
     otlp_interval: float = 60.0     # seconds between OTLP exports
     format_command: tuple[str, ...] = ()    # run on a new device before it is ready (--from-config)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "DeviceConfig":
+        """The config an upgrade passed (dataclasses.asdict of one), also
+        from a daemon that spelled things as trueno-ublk did before: the
+        store "ram", and zram_below for zram_entropy."""
+        fields = dict(fields, policy=Policy(**fields["policy"]), store=store_name(fields["store"]))
+        if "zram_below" in fields:
+            fields["zram_entropy"] = fields.pop("zram_below")
+        return cls(**fields)
 
 
 class Supervisor:
@@ -160,7 +148,7 @@ class Supervisor:
                 return
             # `systemctl stop`: let go of the swap or mount on the device
             # first, while the worker still serves the pages that brings back.
-            if not self.releasing and self.record is not None and self.record.state == "live":
+            if not self.releasing and self.record is not None and self.record.state is State.LIVE:
                 self.releasing = True
                 threading.Thread(target=self._release_then_stop, daemon=True).start()
                 return
@@ -190,9 +178,9 @@ class Supervisor:
 
     def _request_handover(self, why: str) -> None:
         stopping = self.stop_requested or self.releasing
-        if stopping or self.handover or self.record is None or self.record.state != "live":
+        if stopping or self.handover or self.record is None or self.record.state is not State.LIVE:
             log.warning("a %s was asked for while the device is %s: ignored", why,
-                        "stopping" if stopping else self.record.state if self.record else "starting")
+                        State.STOPPING if stopping else self.record.state if self.record else State.STARTING)
             return
         self.handover = why
         self._signal_worker(signal.SIGUSR1)
@@ -217,7 +205,7 @@ class Supervisor:
                 arena_fd = self.takeover.arena_fd
             else:
                 info = self._add(ctrl)
-                arena_fd = new_arena(cfg.size) if STORES[cfg.store].arena else None
+                arena_fd = new_arena(cfg.store, cfg.size)
             self.dev_id = cfg.dev_id = info.dev_id
             try:
                 if arena_fd is not None and self.fd_store and self.takeover is None:
@@ -282,17 +270,10 @@ class Supervisor:
                                 f"within {QUIESCE_WAIT_SECONDS:.0f}s")
             time.sleep(0.1)     # its dead server's files are still being released
         cfg.size = ctrl.size(dev_id)
-        if STORES[cfg.store].arena:
-            arena_fd = self.takeover.arena_fd
-            if arena_fd is None:
-                raise UserError(f"no arena was kept for {name}: its pages are gone")
-            ret = lib.ps_arena_check(arena_fd, pages_for(cfg.size), codec_for(cfg.algorithm).kind)
-            if ret == -errno.EMEDIUMTYPE:
-                raise UserError(f"the pages kept for {name} are not compressed with {cfg.algorithm}: "
-                                "it was made with another --algorithm")
-            if ret < 0:
-                raise UserError(f"the arena kept for {name} does not hold a device of its size "
-                                f"({cfg.size} bytes): not taking it over")
+        try:
+            check_arena(cfg.store, self.takeover.arena_fd, cfg.size, cfg.algorithm)
+        except ValueError as e:
+            raise UserError(f"{name}: {e}: not taking it over") from None
         return info
 
     def _exec_successor(self, arena_fd: int | None) -> None:
@@ -320,7 +301,7 @@ class Supervisor:
         return wanted and kernel_features & batch == batch
 
     def _enter(self, new: State, worker_pid: int = 0, notify: str = "") -> None:
-        self.record.state, self.record.worker_pid = new.value, worker_pid
+        self.record.state, self.record.worker_pid = new, worker_pid
         records.save(self.record)
         if notify:
             notify_systemd(notify)
@@ -338,7 +319,7 @@ class Supervisor:
         recoverable = bool(info.flags & lib.UBLK_F_USER_RECOVERY)
         if self.takeover is not None:
             self.record.takeovers = self.takeover.takeovers + 1
-            self.record.state = State.TAKING_OVER.value
+            self.record.state = State.TAKING_OVER
         records.save(self.record)
         if self.log_to_file:
             redirect_output(records.log_path(dev_id))
@@ -521,12 +502,11 @@ def main() -> int:
     supervisor process, now running the trueno-ublk installed today."""
     import prctl
 
-    from trueno_ublk.systemd.service import configure_logging
+    from trueno_ublk.base.logs import configure_logging
     prctl.set_name("trueno-ublk")       # as `pkill trueno-ublk` and `ps` knew it before
     configure_logging()
     passed = json.loads(os.environ.pop(TAKEOVER_ENV))
-    fields = passed["config"]
-    config = DeviceConfig(**dict(fields, policy=Policy(**fields["policy"])))
+    config = DeviceConfig.from_dict(passed["config"])
     arena_fd = passed["arena_fd"]
     if arena_fd is not None:
         os.set_inheritable(arena_fd, False)

@@ -20,15 +20,15 @@ import time
 import prctl
 
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.base import limits, procfs
+from trueno_ublk.base import limits, procfs, stats
 from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.base.control import Control, ControlError
 from trueno_ublk.base.errors import UserError
 from trueno_ublk.base.units import PAGE_SIZE
+from trueno_ublk.daemon.admin_server import AdminServer
 from trueno_ublk.daemon.queue import IO_COUNTERS, Queue
 from trueno_ublk.daemon.report import Report
 from trueno_ublk.devices import records
-from trueno_ublk.devices.admin import AdminServer
 from trueno_ublk.observe.metrics import render
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.backing import open_backing, open_zram
@@ -109,13 +109,13 @@ class Worker:
             store.set_mem_limit(cfg.mem_limit)
         if cfg.backing_dev:
             # Opened anew by each worker (O_EXCL: a dead one's is closed); a
-            # recovered one finds the pages its predecessor wrote there.
+            # new one finds the pages the one before it wrote there.
             backing_fd, backing_size = open_backing(cfg.backing_dev)
             store.set_backing(backing_fd, backing_size)
             if cfg.writeback_limit is not None:     # the budget is the worker's: a new one starts it again
                 store.set_writeback_limit(cfg.writeback_limit // PAGE_SIZE)
         if cfg.zram_device:
-            store.set_zram(*open_zram(cfg.zram_device), cfg.zram_below)
+            store.set_zram(*open_zram(cfg.zram_device), cfg.zram_entropy)
         with Control() as ctrl:
             cdev_fd = open_char_device(dev_id)
             fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)
@@ -156,7 +156,7 @@ class Worker:
                     serve_requests_unscheduled(dev_id)
                 started = True
                 gc.freeze()         # start-up objects never need scanning again
-                self.record.state, self.record.worker_pid = "live", os.getpid()
+                self.record.state, self.record.worker_pid = records.State.LIVE, os.getpid()
                 report.live()
                 while not self.stop_requested:
                     select.select([wake_r], [], [], 1.0)
@@ -208,7 +208,7 @@ class Worker:
             counts = [q.io_counts() for q in queues]
             io = {name: sum(c[name] for c in counts) for name in IO_COUNTERS}
             cpu = procfs.thread_cpu_seconds(os.getpid())
-            return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io,
+            return {"device": dataclasses.asdict(record), **stats.sections(store.stats(), io),
                     "policy": dataclasses.asdict(store.policy) if store.policy else {},
                     "queues": [{"id": q.name, "tid": q.tid, "inflight": q.inflight,
                                 "cpu_seconds": round(cpu.get(q.tid, 0.0), 3)} for q in queues]}

@@ -12,6 +12,7 @@ import os
 
 from trueno_ublk._native import ffi, lib
 from trueno_ublk.base.units import format_size
+from trueno_ublk.stores import STORES
 
 
 class Store:
@@ -23,6 +24,7 @@ class Store:
 
     def __init__(self, name: str, size: int):
         self.name = name
+        self.ops = STORES[name].ops or name     # its C ops' name (native/stores/)
         self.size = size
         self.handle = ffi.NULL
         self._servers = []
@@ -37,7 +39,7 @@ class Store:
         if helper is None:
             helper = self.splits_batches and (os.cpu_count() or 1) > 1
         err = ffi.new("int *")
-        server = lib.queue_server_new(self.name.encode(), self.handle,
+        server = lib.queue_server_new(self.ops.encode(), self.handle,
                                       ffi.NULL if buffers is None else ffi.from_buffer(buffers),
                                       buf_size, self.size, counts, int(helper), copy_fd, q_id, err)
         if server == ffi.NULL:
@@ -76,7 +78,8 @@ class Store:
                              "shrinking would lose them (discard them first)")
 
     def stats(self) -> dict:
-        """zram's mm_stat figures, where the store has them."""
+        """The store's statistics by key (base/stats.py); none for a
+        store that holds nothing."""
         return {}
 
     def set_mem_limit(self, limit: int) -> None:
