@@ -5,7 +5,7 @@ to the device itself.
 1. The device alone: --size of direct writes of k pages each (k from 1 to
    256), as a writeback of batches of k pages issues them. MiB/s, and
    against k = 1, the one-page writes of kernel zram before it batched.
-2. The store: --size of incompressible pages written to a ram store backed
+2. The store: --size of incompressible pages written to a page store backed
    by the device, then written back (`writeback huge`), then read back in
    128 KiB requests (neighbouring pages of a group in one read) and in 4 KiB
    requests at random offsets. Its writes come in batches of

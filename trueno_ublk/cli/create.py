@@ -21,7 +21,7 @@ from trueno_ublk.cli.options import (
     SizeType,
 )
 from trueno_ublk.devices.settings import IO_COMMANDS, IO_WITHOUT_SERVER
-from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, DEFAULT_STORE, OLD_NAMES, STORES, store_name
+from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD, DEFAULT_STORE, STORES, store_name
 from trueno_ublk.stores.policy import (
     DEFAULT_ENTROPY_THRESHOLD,
     DEFAULT_RECOMPRESS_AFTER,
@@ -72,9 +72,9 @@ def _with_config_section(command):
               help="Device size (uncompressed), e.g. 8G; a multiple of 4K.")
 @click.option("--algorithm", "-a", type=AlgorithmType, default="lz4", show_default=True,
               help="lz4, lz4hc, zstd, zstd:LEVEL or none.")
-@click.option("--store", type=click.Choice([*STORES, *OLD_NAMES]), default=DEFAULT_STORE, show_default=True,
-              help="; ".join(f"{name}: {kind.description}" for name, kind in STORES.items())
-                   + "; " + ", ".join(f"{old}: {new}'s old name" for old, new in OLD_NAMES.items()) + ".")
+@click.option("--store", type=ParsedType("STORE", lambda text, _: store_name(text)), default=DEFAULT_STORE,
+              show_default=True, help="Where pages live: " + "; ".join(f"{name}, {kind.description}"
+                                                                        for name, kind in STORES.items()) + ".")
 @click.option("--queues", "-q", type=int, default=1, show_default=True,
               help="Hardware queues, one I/O thread each.")
 @click.option("--queue-threads", type=int, default=1, show_default=True,
@@ -112,7 +112,7 @@ def _with_config_section(command):
                    "instead of the page store: those --zram-entropy picks.")
 @click.option("--zram-entropy", type=EntropyType, default=None,
               help=f"With --zram-device: pages with fewer bits of entropy a byte than this go to zram, the "
-                   f"rest stay in the page store (8: every page; default {DEFAULT_ZRAM_ENTROPY:g}).")
+                   f"rest stay in the page store (default {DEFAULT_ZRAM_ENTROPY:g}: every page).")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="If the I/O worker dies, serve the device on with a new one, every page kept.")
 @click.option("--io-without-server", type=click.Choice(IO_WITHOUT_SERVER), default="auto", show_default=True,
@@ -193,7 +193,7 @@ def create(size, algorithm, store, queues, queue_threads, io_commands, depth, de
         if foreground else None
     if takeover is None and stale is not None and not stale.daemon_alive():
         delete_device(dev_id, force=False)      # left by a daemon that died, its pages with it
-    config = DeviceConfig(size=size, algorithm=algorithm, store=store_name(store), queues=queues,
+    config = DeviceConfig(size=size, algorithm=algorithm, store=store, queues=queues,
                           queue_threads=queue_threads, io_commands=io_commands, depth=depth,
                           dev_id=dev_id, mem_limit=mem_limit,
                           huge_threshold=huge_threshold, recovery=recovery, io_without_server=io_without_server,

@@ -101,14 +101,14 @@ class DeviceConfig:
     mem_limit: int = 0
     huge_threshold: int = DEFAULT_HUGE_THRESHOLD
     policy: Policy = Policy()       # cold pages and entropy routing
-    backing_dev: str = ""           # where pages are written back (backing.py); empty: nowhere
+    backing_dev: str = ""           # where pages are written back (stores/backing.py); empty: nowhere
     writeback_limit: int | None = None  # bytes writebacks may write, zram's writeback_limit; None: no limit
     zram_device: str = ""           # the kernel zram tier's device; empty: none
     zram_entropy: float = DEFAULT_ZRAM_ENTROPY  # bits of entropy a byte below which pages go there (8: all)
     recovery: bool = True
     io_without_server: str = "auto"     # auto, hold or fail (settings.IO_WITHOUT_SERVER): recovery_flags
     metrics_listen: str = ""        # HOST:PORT for GET /metrics; empty: off
-    otlp_endpoint: str = ""         # collector URL for OTLP export (otlp.py); empty: off
+    otlp_endpoint: str = ""         # collector URL for OTLP export (observe/otlp.py); empty: off
     otlp_interval: float = 60.0     # seconds between OTLP exports
     format_command: tuple[str, ...] = ()    # run on a new device before it is ready (--from-config)
 
@@ -135,7 +135,7 @@ class Supervisor:
         self.worker_pid = 0
         self.dev_id: int | None = None
         self.record: records.DeviceRecord | None = None
-        self.exporter: subprocess.Popen | None = None     # OTLP export (otlp.py), once live
+        self.exporter: subprocess.Popen | None = None     # OTLP export (observe/otlp.py), once live
         self.fd_store = False           # systemd keeps the arena across our restarts
         self.releasing = False          # swapoff/umount under way before a stop
 

@@ -13,7 +13,7 @@ files, a third each; natively, one page at a time):
   fourteenth of the speed. Reading a page back costs 7 us against LZ4's 1.6.
 - two minutes idle before a page counts as cold.
 - 7.5 bits of entropy a byte, estimated from the distinct byte values in
-  a sample of 8 bytes in a row every 128 (page_codec.c): it sends 16,405 of
+  a sample of 8 bytes in a row every 128 (the page store's codec): it sends 16,405 of
   the 16,554 pages LZ4 cannot compress straight to raw storage (those it
   leaves are mostly code that zstd may still shrink), and only 10 pages
   that LZ4 would have compressed. Shannon's formula over the same sample's

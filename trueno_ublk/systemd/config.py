@@ -7,8 +7,8 @@
     size = min(ram / 2, 4096)       # MiB; an expression over ram (MiB)
     algorithm = zstd
     swap-priority = 100
-    recompress-after = 10m          # the cold-page policy (policy.py)
-    otlp-endpoint = http://127.0.0.1:4318   # OTLP export of the metrics (otlp.py)
+    recompress-after = 10m          # the cold-page policy (stores/policy.py)
+    otlp-endpoint = http://127.0.0.1:4318   # OTLP export of the metrics (observe/otlp.py)
 
 Comments start a line with # or ;, or follow whitespace after a value.
 $TRUENO_UBLK_CONFIG names another main file (its drop-ins: the same name
@@ -65,7 +65,7 @@ class DeviceSection:
     mount_point: str = ""
     options: str = "discard"
     policy: Policy = Policy()           # recompress-algorithm, recompress-after, entropy-threshold
-    otlp_endpoint: str = ""             # otlp-endpoint: OTLP export (otlp.py); empty: off
+    otlp_endpoint: str = ""             # otlp-endpoint: OTLP export (observe/otlp.py); empty: off
     otlp_interval: int = 60
     backing_dev: str = ""               # writeback-device (zram-generator's name); empty: none
     writeback_limit: int | None = None  # writeback-limit, bytes; None: no limit
