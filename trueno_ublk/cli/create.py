@@ -121,8 +121,7 @@ def _with_config_section(command):
                    "for the next daemon (or the kernel cannot fail it) and fails it elsewhere, where "
                    "nothing would come.")
 @click.option("--from-config", metavar="NAME",
-              help="Take size, algorithm, queues and mem-limit from section [NAME] (ublkbN) "
-                   "of the config; options given here win.")
+              help="Take the options from section [NAME] (ublkbN) of the config; options given here win.")
 @click.option("--config-file", metavar="FILE",
               help="Read FILE instead of /etc/trueno-ublk.conf and its drop-ins.")
 @click.option("--metrics-listen", metavar="ADDR", default="",
