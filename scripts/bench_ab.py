@@ -1,4 +1,4 @@
-"""scripts/bench ab REV: this checkout's ram store against the one at git
+"""scripts/bench ab REV: this checkout's page store against the one at git
 revision REV, in one boot: is a change slower on the hot path?
 
 Each round makes a device with each build's own CLI (REV's is built in

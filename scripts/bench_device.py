@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from trueno_ublk.base.units import parse_size
 from trueno_ublk.benchmark import device, html_report
-from trueno_ublk.units import parse_size
 
 from benchlib import TOP
 

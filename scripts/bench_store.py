@@ -17,11 +17,11 @@ import random
 import lz4.block
 import zstandard
 
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.units import PAGE_SIZE
 from trueno_ublk.benchmark.codecs import best_seconds
-from trueno_ublk.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient
-from trueno_ublk.units import PAGE_SIZE
 
 BATCH = 64
 
@@ -74,7 +74,7 @@ def main() -> None:
     for kind in ("zero", "same-fill", "text", "50%-compressible", "random"):
         pages = make_pages(kind, n)
         views = [memoryview(bytearray(p)) for p in pages]
-        store = open_store("ram", n * PAGE_SIZE, codec)
+        store = open_store("page", n * PAGE_SIZE, codec)
         client = DirectClient(store, depth=BATCH, buf_size=PAGE_SIZE, helper=False)
         batches = [(b"".join(pages[first:first + BATCH]),
                     [("write", i * PAGE_SIZE, PAGE_SIZE) for i in range(first, min(first + BATCH, n))])

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from trueno_ublk import admin
+from trueno_ublk.devices import admin
 
 from benchlib import TOP, MiB, Trueno, Zram, sh
 

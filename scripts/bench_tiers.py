@@ -20,8 +20,8 @@ lz4 with its default policy (writeback-after as long). Reported: RAM held
 hot and cold, blocks on the disk, and reads that now hit the disk.
 
 Two shorter parts run alone (--only):
-- zram-tier: trueno-ublk lz4 with its pages in kernel zram (--backend zram)
-  and split by entropy (--backend tiered) beside its own store and kernel
+- zram-tier: trueno-ublk lz4 with its pages in kernel zram (--zram-device)
+  and split by entropy (--zram-entropy 6) beside its own store and kernel
   zram lz4, just written: RAM held (ours and the zram device's together),
   write and read times, random 4K read latency.
 - mem-limit: the corpus written page by page through a memory limit of half
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psutil
 
-from trueno_ublk.policy import DEFAULT_RECOMPRESS_AFTER
+from trueno_ublk.stores.policy import DEFAULT_RECOMPRESS_AFTER
 
 from benchlib import TOP, MiB, Trueno, Zram, fio, sh
 
@@ -182,9 +182,10 @@ def measure_trueno(size: str, options: str, after: int) -> dict:
 def measure_zram_tier(size: str) -> dict:
     """Each row just written: RAM held by our store and the zram device."""
     rows = {"zram lz4": measure_zram(size, "lz4")}
-    for name, backend in (("trueno lz4", "memory"), ("trueno lz4 zram", "zram"), ("trueno lz4 tiered", "tiered")):
-        zram = Zram(size, "lz4") if backend != "memory" else None
-        options = f"--algorithm lz4 --backend {backend}" + (f" --zram-device {zram.path}" if zram else "")
+    # --zram-entropy: none (no zram tier), every page (8) or those under 6 bits a byte
+    for name, entropy in (("trueno lz4", None), ("trueno lz4 zram", "8"), ("trueno lz4 tiered", "6")):
+        zram = Zram(size, "lz4") if entropy else None
+        options = "--algorithm lz4" + (f" --zram-device {zram.path} --zram-entropy {entropy}" if zram else "")
         try:
             dev = Trueno(size, f"{options} --recompress-after 0")
             try:

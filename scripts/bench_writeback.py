@@ -5,7 +5,7 @@ to the device itself.
 1. The device alone: --size of direct writes of k pages each (k from 1 to
    256), as a writeback of batches of k pages issues them. MiB/s, and
    against k = 1, the one-page writes of kernel zram before it batched.
-2. The store: --size of incompressible pages written to a ram store backed
+2. The store: --size of incompressible pages written to a page store backed
    by the device, then written back (`writeback huge`), then read back in
    128 KiB requests (neighbouring pages of a group in one read) and in 4 KiB
    requests at random offsets. Its writes come in batches of
@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 
 from trueno_ublk._native import lib
-from trueno_ublk.backing import open_backing
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.units import PAGE_SIZE, parse_size
 from trueno_ublk.benchmark.codecs import best_seconds
 from trueno_ublk.benchmark.targets import Zram
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.policy import Policy
 from trueno_ublk.stores import open_store
+from trueno_ublk.stores.backing import open_backing
 from trueno_ublk.stores.direct import DirectClient
-from trueno_ublk.units import PAGE_SIZE, parse_size
+from trueno_ublk.stores.policy import Policy
 
 MiB = 1 << 20
 RUN_PAGES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -89,7 +89,7 @@ def store_rates(path: str, data: bytes, repeats: int) -> tuple[float, float, flo
     policy = Policy(recompress_after=0, entropy_threshold=0, writeback_after=0)
     for _ in range(repeats):
         fd, size = open_backing(path)
-        store = open_store("ram", len(data), codec_for("lz4"), policy=policy)
+        store = open_store("page", len(data), codec_for("lz4"), policy=policy)
         try:
             store.set_backing(fd, size)
             client = DirectClient(store)

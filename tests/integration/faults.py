@@ -5,7 +5,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from trueno_ublk.state import RUN_DIR
+from trueno_ublk.devices.records import RUN_DIR
 
 from conftest import run_cli
 

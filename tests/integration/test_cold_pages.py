@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from trueno_ublk import admin
+from trueno_ublk.devices import admin
 
 from conftest import CLI, run_cli, sh
 from faults import FIO, PATTERN, record, start_fio, wait_for

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from trueno_ublk.state import socket_path
+from trueno_ublk.devices.records import socket_path
 
 from conftest import run_cli, sh
 from faults import FIO, PATTERN

@@ -4,7 +4,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from trueno_ublk.state import RUN_DIR
+from trueno_ublk.devices.records import RUN_DIR
 
 from conftest import run_cli, sh
 from faults import FIO, list_entry, record, wait_for

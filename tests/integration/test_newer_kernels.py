@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 
-from trueno_ublk import admin
+from trueno_ublk.devices import admin
 
 from conftest import run_cli, sh
 from one_line_error import assert_one_line_error

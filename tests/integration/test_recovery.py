@@ -62,7 +62,7 @@ def test_where_io_fails_without_a_server_a_dead_worker_fails_it_but_keeps_every_
     """No systemd and Linux 6.13+: the kernel fails I/O while the device has
     no server (FAIL_IO), so the reads in flight when the worker dies fail,
     and the supervisor's next worker serves every page again."""
-    from trueno_ublk.control import Control, feature_names
+    from trueno_ublk.base.control import Control, feature_names
     with Control() as ctrl:
         if "USER_RECOVERY_FAIL_IO" not in feature_names(ctrl.features):
             pytest.skip("Linux 6.12 cannot fail I/O without a server: it holds it (test above)")

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from trueno_ublk import state
+from trueno_ublk.devices import records
 
 from conftest import run_cli, sh
 
@@ -172,7 +172,7 @@ def test_swap_mountpoint_in_list(device):
 
 def test_admin_socket_is_private_and_survives_garbage(device):
     n = int(device.removeprefix("/dev/ublkb"))
-    path = str(state.socket_path(n))
+    path = str(records.socket_path(n))
     st = os.stat(path)
     assert statmod.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
 

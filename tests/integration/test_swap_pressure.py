@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from trueno_ublk.state import record_path
+from trueno_ublk.devices.records import record_path
 
 from conftest import devices_state, run_cli, sh
 

@@ -19,7 +19,7 @@ ARENA = "/memfd:trueno-ublk-arena"
 
 
 def kernel_features() -> set[str]:
-    from trueno_ublk.control import Control, feature_names
+    from trueno_ublk.base.control import Control, feature_names
     with Control() as ctrl:
         return set(feature_names(ctrl.features))
 
@@ -54,7 +54,7 @@ def kill_whole_daemon(rec) -> None:
 
 
 def kernel_state(dev) -> int:
-    from trueno_ublk.control import Control
+    from trueno_ublk.base.control import Control
     with Control() as ctrl:
         return ctrl.info(int(dev.removeprefix("/dev/ublkb"))).state
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from trueno_ublk.state import RUN_DIR, log_path
+from trueno_ublk.devices.records import RUN_DIR, log_path
 
 from conftest import run_cli, sh
 from faults import PATTERN, alive, list_entry, record, start_fio, wait_for, wait_for_io

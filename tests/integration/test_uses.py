@@ -3,7 +3,7 @@ import hashlib
 import os
 import tempfile
 
-from trueno_ublk.state import record_path
+from trueno_ublk.devices.records import record_path
 
 from conftest import run_cli, sh
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trueno_ublk import state
+from trueno_ublk.devices import records
 
 from conftest import CLI, run_cli, sh
 from otlp_receiver import Receiver, decoded
@@ -97,7 +97,7 @@ def test_otlp_export_from_the_daemon(make_device):
         assert resource["trueno_ublk.device"] == name and resource["service.name"] == "trueno-ublk"
         assert found["trueno_ublk_up"][2] == {(("device", name),): 1}
         # Its own process, a child of the supervisor, none of its memory locked.
-        (record,) = [r for r in state.load_all() if f"ublkb{r.dev_id}" == name]
+        (record,) = [r for r in records.load_all() if f"ublkb{r.dev_id}" == name]
         exporter = exporter_of(record.pid)
         status = Path(f"/proc/{exporter}/status").read_text()
         assert "VmLck:\t       0 kB" in status, status
@@ -110,13 +110,13 @@ def test_otlp_export_from_the_daemon(make_device):
 
 def exporter_of(supervisor: int) -> int:
     children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-    return next(int(c) for c in children if b"trueno_ublk.otlp" in Path(f"/proc/{c}/cmdline").read_bytes())
+    return next(int(c) for c in children if b"trueno_ublk.observe.otlp" in Path(f"/proc/{c}/cmdline").read_bytes())
 
 
 def test_an_unreachable_collector_leaves_the_device_alone(make_device):
     # Port 9 on loopback: nobody listens, every export (one a second) is refused.
     dev = make_device("--otlp-endpoint", "http://127.0.0.1:9", "--otlp-interval", "1")
-    log = state.log_path(int(dev.removeprefix("/dev/ublkb")))
+    log = records.log_path(int(dev.removeprefix("/dev/ublkb")))
     deadline, after_first = time.monotonic() + 60, None
     while after_first is None or time.monotonic() < after_first + 5:
         sh(f"dd if=/dev/urandom of=/tmp/otlp-page bs=1M count=4 status=none && "

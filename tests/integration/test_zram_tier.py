@@ -1,4 +1,4 @@
-"""Kernel zram as a tier (create --backend zram|tiered) on the real drivers:
+"""Kernel zram as a tier (create --zram-device, --zram-entropy) on the real drivers:
 pages routed by entropy to a real zram device and read back; a page that
 leaves zram frees its copy there; a zram at its own mem_limit sends pages to
 RAM instead; kill -9 of the worker with pages in every tier, zram and the
@@ -51,7 +51,7 @@ THREE_LETTERS = bytes(b"abc"[i % 3] for i in range(256))
 
 
 def text_pages(n: int) -> bytes:
-    """Pages the tiered backend sends to zram (under 6 bits a byte)."""
+    """Pages --zram-entropy 6 sends to zram (under 6 bits a byte)."""
     return b"".join(random.choices(WORDS, k=n * PAGE // 4))[:n * PAGE]
 
 
@@ -77,7 +77,7 @@ def zram():
 
 def test_tiered_sends_low_entropy_pages_to_zram_and_frees_them_there_when_they_leave(zram, make_device):
     z = zram()
-    dev = make_device("--backend", "tiered", "--zram-device", z.path, size="64M")
+    dev = make_device("--zram-device", z.path, "--zram-entropy", "6", size="64M")
     text, noise = text_pages(256), os.urandom(256 * PAGE)
     write_direct(dev, 0, text)
     write_direct(dev, 4 * MiB, noise)
@@ -100,7 +100,7 @@ def test_tiered_sends_low_entropy_pages_to_zram_and_frees_them_there_when_they_l
 def test_a_zram_at_its_memory_limit_sends_pages_to_ram_and_none_fails(zram, make_device):
     z = zram()
     (z.sysfs / "mem_limit").write_text(str(1 * MiB))
-    dev = make_device("--backend", "zram", "--zram-device", z.path, size="64M")
+    dev = make_device("--zram-device", z.path, size="64M")
     text = text_pages(2048)
     write_direct(dev, 0, text)
     figures = stat(dev)
@@ -113,7 +113,7 @@ def test_kill_9_with_pages_in_every_tier_loses_none(zram, backing, make_device):
     z, bk = zram(), backing()
     # Text (4-5 bits of entropy a byte) stays in the store; three letters
     # (under 2) go to zram.
-    dev = make_device("--backend", "tiered", "--zram-device", z.path, "--zram-entropy", "2",
+    dev = make_device("--zram-device", z.path, "--zram-entropy", "2",
                       "--backing-dev", bk.path, "--writeback-after", "0", "--recompress-after", "0", size="64M")
     pages = 64
     text = text_pages(2 * pages)
@@ -150,15 +150,15 @@ def test_kill_9_with_pages_in_every_tier_loses_none(zram, backing, make_device):
 
 def test_zram_device_errors_are_one_line(zram):
     small = zram(16 * MiB)
-    result = run_cli("create", "--size", "64M", "--backend", "zram", "--zram-device", small.path, check=False)
+    result = run_cli("create", "--size", "64M", "--zram-device", small.path, check=False)
     assert_one_line_error(result, small.path, "less than --size")
-    result = run_cli("create", "--size", "16M", "--backend", "tiered", "--zram-device", "/dev/null", check=False)
+    result = run_cli("create", "--size", "16M", "--zram-device", "/dev/null", "--zram-entropy", "6", check=False)
     assert_one_line_error(result, "not a kernel zram device")
     sh(f"mkswap {small.path} && swapon {small.path}")
     try:
-        result = run_cli("create", "--size", "16M", "--backend", "zram", "--zram-device", small.path, check=False)
+        result = run_cli("create", "--size", "16M", "--zram-device", small.path, check=False)
         assert_one_line_error(result, "in use")
     finally:
         sh(f"swapoff {small.path}")
-    result = run_cli("create", "--size", "16M", "--zram-device", small.path, check=False)
-    assert_one_line_error(result, "--zram-device goes with --backend")
+    result = run_cli("create", "--size", "16M", "--zram-entropy", "6", check=False)
+    assert_one_line_error(result, "--zram-entropy goes with --zram-device")

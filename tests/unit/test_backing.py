@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trueno_ublk.backing import BackingError, open_backing
-from trueno_ublk.codecs import codec_for
+from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.stores import open_store
+from trueno_ublk.stores.backing import BackingError, open_backing
 from trueno_ublk.stores.direct import DirectClient
 
 PAGE = 4096
@@ -28,7 +28,7 @@ def backing_file(path, pages) -> tuple[int, int]:
 def backed_store(fd: int, size: int, pages: int, **options):
     """A ram store of `pages` pages writing back to `fd` (`size` bytes), and
     a client serving it."""
-    store = open_store("ram", pages * PAGE, codec_for("lz4"), **options)
+    store = open_store("page", pages * PAGE, codec_for("lz4"), **options)
     store.set_backing(fd, size)
     return store, DirectClient(store)
 
@@ -159,7 +159,7 @@ def test_writeback_limit_is_a_budget(tmp_path):
 
 
 def test_a_store_without_backing_refuses_writeback():
-    store = open_store("ram", 64 * PAGE, codec_for("lz4"))
+    store = open_store("page", 64 * PAGE, codec_for("lz4"))
     with pytest.raises(ValueError, match="no backing device"):
         store.writeback("all", 10)
     store.close()
@@ -174,7 +174,7 @@ def test_a_map_past_the_device_is_refused(tmp_path):
     arena = os.dup(store.fd)
     store.close()
     small_fd, small = backing_file(tmp_path / "small", 4)
-    store = open_store("ram", 16 * PAGE, codec_for("lz4"), arena_fd=arena, attach=True)
+    store = open_store("page", 16 * PAGE, codec_for("lz4"), arena_fd=arena, attach=True)
     with pytest.raises(ValueError, match="not the device these pages were written to"):
         store.set_backing(small_fd, small)
     store.close()
@@ -219,7 +219,7 @@ def test_a_failed_write_leaves_every_page_in_ram(tmp_path):
 def test_writes_past_the_memory_limit_spill_to_the_backing_device(tmp_path):
     """Four times the limit written, no write fails: the background spills
     the coldest pages while writes at the limit wait for room."""
-    from trueno_ublk.policy import Policy
+    from trueno_ublk.stores.policy import Policy
     fd, size = backing_file(tmp_path / "dev", 4096)                 # 16 MiB
     store, client = backed_store(fd, size, 4096, policy=Policy(writeback_after=0))
     store.set_mem_limit(4 << 20)
@@ -234,8 +234,8 @@ def test_writes_past_the_memory_limit_spill_to_the_backing_device(tmp_path):
 
 
 def test_without_room_on_the_device_writes_at_the_limit_fail(tmp_path):
-    from trueno_ublk.policy import Policy
     from trueno_ublk.stores.direct import StoreError
+    from trueno_ublk.stores.policy import Policy
     fd, size = backing_file(tmp_path / "dev", 64)
     store, client = backed_store(fd, size, 4096, policy=Policy(writeback_after=0))
     store.set_mem_limit(1 << 20)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trueno_ublk.cli import parse_device
-from trueno_ublk.errors import UserError
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.cli.options import parse_device
 
 from one_line_error import assert_one_line_error
 

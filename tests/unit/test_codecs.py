@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from trueno_ublk.codecs import codec_for
+from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient
 
@@ -11,7 +11,7 @@ PAGE = (b"some text that repeats " * 200)[:4096]
 
 @pytest.mark.parametrize("name", ["lz4", "lz4hc", "zstd", "zstd:1", "zstd:19"])
 def test_round_trip_through_the_store(name):
-    store = open_store("ram", 3 * 4096, codec_for(name))
+    store = open_store("page", 3 * 4096, codec_for(name))
     client = DirectClient(store)
     pages = (PAGE, os.urandom(4096), PAGE[::-1])
     for i, page in enumerate(pages):
@@ -24,7 +24,7 @@ def test_round_trip_through_the_store(name):
 
 
 def test_none_stores_raw():
-    store = open_store("ram", 4096, codec_for("none"))
+    store = open_store("page", 4096, codec_for("none"))
     DirectClient(store).write(0, PAGE)
     assert store.stats()["compr_data_size"] == 4096
     store.close()

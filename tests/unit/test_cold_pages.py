@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.policy import Policy
+from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient
+from trueno_ublk.stores.policy import Policy
 
 PAGE = 4096
 # Real text: this project's own sources, a page at a time.
@@ -27,7 +27,7 @@ def text_pages(n: int, start: int = 0) -> list[bytes]:
 
 
 def ram(size=1 << 20, policy=NEVER, algorithm="lz4", **options):
-    store = open_store("ram", size, codec_for(algorithm), policy=policy, **options)
+    store = open_store("page", size, codec_for(algorithm), policy=policy, **options)
     return store, DirectClient(store)
 
 

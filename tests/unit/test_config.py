@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trueno_ublk import backing, cli, config, control, detach, state
-from trueno_ublk.errors import UserError
+from trueno_ublk import cli
+from trueno_ublk.base import control
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.cli import options
+from trueno_ublk.daemon import detach
+from trueno_ublk.devices import records
+from trueno_ublk.stores import backing
+from trueno_ublk.systemd import config
 
 CLI = str(Path(sys.executable).with_name("trueno-ublk"))
 RAM = 8192.0                        # MiB
@@ -113,7 +119,7 @@ def test_fs_type_swap_means_swap(tmp_path):
     ("[ublkb0]\nsize = ram - ram\n", 2,
      "size 'ram - ram' comes to 0 MiB in [ublkb0]: it must be at least 4K"),
     ("[ublkb0]\nsize = 0.001\n", 2, "it must be at least 4K"),
-    ("[ublkb0]\nsize = ram * 1e12\n", 2, "it must be at most 1 EiB"),
+    ("[ublkb0]\nsize = ram * 1e12\n", 2, "it must be at most 64T (64 TiB)"),
     ("[ublkb0]\nsize = 4G\n", 2, "not a size expression"),
     ("[ublkb0]\nsize = __import__('os')\n", 2, "is not allowed in a size"),
     ("[ublkb0]\nfs-type = ext4\n", 2, "has fs-type ext4 but no mount-point"),
@@ -138,10 +144,12 @@ def test_fs_type_swap_means_swap(tmp_path):
     ("[ublkb0]\nwriteback-device = sdb1\n", 2, "writeback-device must be an absolute path, not 'sdb1'"),
     ("[ublkb0]\nwriteback-after = later\n", 2, "writeback-after must be a duration like 300"),
     ("[ublkb0]\nwriteback-limit = lots\n", 2, "lots"),
-    ("[ublkb0]\nbackend = disk\n", 2, "backend must be one of memory, zram, tiered, not 'disk'"),
-    ("[ublkb0]\nbackend = tiered\n", 2, "[ublkb0] has backend tiered but no zram-device"),
-    ("[ublkb0]\nzram-device = /dev/zram1\n", 2, "[ublkb0] has a zram-device but backend memory"),
-    ("[ublkb0]\nbackend = zram\nzram-device = zram1\n", 3, "zram-device must be a device path like /dev/zram0"),
+    ("[ublkb0]\nbackend = zram\n", 2, "unknown key 'backend'"),
+    ("[ublkb0]\nzram-entropy = 6\n", 2, "zram-entropy goes with zram-device in [ublkb0]"),
+    ("[ublkb0]\nzram-device = /dev/zram1\nzram-entropy = 0\n", 3, "zram-entropy must be above 0"),
+    ("[ublkb0]\nzram-device = zram1\n", 2, "zram-device must be a device path like /dev/zram0"),
+    ("[ublkb0]\nwriteback-limit = 1G\n", 2, "writeback-limit goes with writeback-device in [ublkb0]"),
+    (f"[ublkb0]\nsize = {(64 << 20) + 1}\n", 2, "it must be at most 64T"),
     ("[ublkb0]\nzram-entropy = 9\n", 2, "zram-entropy must be a number of bits a byte from 0"),
     ("[ublkb0]\nsize\n", 2, "expected 'key = value', got 'size'"),
     ("[ublkb0]\n= 5\n", 2, "expected 'key = value'"),
@@ -318,10 +326,10 @@ def create(monkeypatch):
     """`create ARGS` up to the point where a device would be made: returns
     the DeviceConfig it would be made with, or raises the UserError."""
     made = []
-    monkeypatch.setattr(cli, "require_root", lambda: None)
+    monkeypatch.setattr(options, "require_root", lambda: None)
     # The CLI imports these where a command runs: patch them where they live.
     monkeypatch.setattr(control, "require_control_device", lambda: None)
-    monkeypatch.setattr(state, "load", lambda dev_id: None)
+    monkeypatch.setattr(records, "load", lambda dev_id: None)
     monkeypatch.setattr(detach, "spawn_detached", lambda cfg: made.append(cfg) or max(cfg.dev_id, 0))
 
     def run_create(*args):
@@ -357,11 +365,13 @@ def test_create_from_config_takes_otlp_export(tmp_path, create):
 
 def test_create_from_config_takes_the_zram_tier(tmp_path, create, monkeypatch):
     monkeypatch.setattr(backing, "open_zram", lambda path: (os.open(os.devnull, os.O_RDONLY), 1 << 30, "zram1"))
-    path = write(tmp_path, "[ublkb3]\nsize = 256\nbackend = tiered\nzram-device = /dev/zram1\nzram-entropy = 5\n")
+    path = write(tmp_path, "[ublkb3]\nsize = 256\nzram-device = /dev/zram1\nzram-entropy = 5\n")
     made = create("--from-config", "ublkb3", "--config-file", str(path))
-    assert (made.zram_device, made.zram_below) == ("/dev/zram1", 5.0)
-    made = create("--from-config", "ublkb3", "--config-file", str(path), "--backend", "zram")
-    assert (made.zram_device, made.zram_below) == ("/dev/zram1", 8.0)       # every page
+    assert (made.zram_device, made.zram_entropy) == ("/dev/zram1", 5.0)
+    made = create("--from-config", "ublkb3", "--config-file", str(path), "--zram-entropy", "8")
+    assert (made.zram_device, made.zram_entropy) == ("/dev/zram1", 8.0)       # every page
+    path = write(tmp_path, "[ublkb3]\nsize = 256\nzram-device = /dev/zram1\n")
+    assert create("--from-config", "ublkb3", "--config-file", str(path)).zram_entropy == 8.0     # by default
 
 
 def test_create_options_given_win_over_the_config(tmp_path, create):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trueno_ublk import generator
+from trueno_ublk.systemd import generator
 
 CASES = Path(__file__).with_name("generator")
 TEMPLATE = Path(__file__).parents[2] / "systemd" / "trueno-ublk@.service"

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from trueno_ublk import metrics, metrics_server, top
+from trueno_ublk.observe import metrics, metrics_server, top
 
 STAT = {
     "device": {"dev_id": 0, "size": 1 << 30, "depth": 128, "recoveries": 1},

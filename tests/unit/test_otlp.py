@@ -1,4 +1,4 @@
-"""OTLP export (trueno_ublk.otlp) through the real OpenTelemetry SDK to a
+"""OTLP export (trueno_ublk.observe.otlp) through the real OpenTelemetry SDK to a
 receiver that decodes the real OTLP protobuf messages (opentelemetry-proto).
 The daemon's side of it runs in tests/integration/test_watch.py."""
 import logging
@@ -7,7 +7,7 @@ import time
 import pytest
 from test_metrics_and_top import STAT
 
-from trueno_ublk import metrics, otlp
+from trueno_ublk.observe import metrics, otlp
 
 from otlp_receiver import Receiver, decoded
 
@@ -53,7 +53,7 @@ def test_a_dead_worker_reads_as_down(receiver):
 def test_an_unreachable_collector_costs_one_log_line(caplog):
     with socket_nobody_listens_on() as port:
         export = otlp.OtlpExport(f"http://127.0.0.1:{port}", "ublkb0", lambda: STAT, interval=0.2)
-        with caplog.at_level(logging.INFO, logger="trueno_ublk.otlp"):
+        with caplog.at_level(logging.INFO, logger="trueno_ublk.observe.otlp"):
             export.start()
             time.sleep(4)                       # about 20 failed exports
             started = time.monotonic()

@@ -1,4 +1,4 @@
-"""The page codec as a library (trueno_ublk.pagecodec) and `benchmark codecs`."""
+"""The page codec as a library (trueno_ublk.base.pagecodec) and `benchmark codecs`."""
 import json
 import random
 import subprocess
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from trueno_ublk.base.pagecodec import PageCodec, is_same_filled
 from trueno_ublk.benchmark import codecs as benchmark
 from trueno_ublk.cli import cli
-from trueno_ublk.pagecodec import PageCodec, is_same_filled
 
 from one_line_error import assert_one_line_error
 

@@ -1,5 +1,5 @@
 """procfs.users_of and supervisor.run_tool: what a systemd stop runs before it stops the device."""
-from trueno_ublk import procfs
+from trueno_ublk.base import procfs
 
 SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
 /dev/ublkb1                             partition\t262140\t\t1024\t\t100
@@ -36,7 +36,7 @@ def test_an_unused_device_needs_nothing(tmp_path):
 
 
 def test_run_tool_says_why_in_one_line():
-    from trueno_ublk.supervisor import run_tool
+    from trueno_ublk.daemon.supervisor import run_tool
     assert run_tool(["true"], 10) is None
     assert run_tool(["sh", "-c", "echo first >&2; echo 'swapoff: last' >&2; exit 1"], 10) == "swapoff: last"
     assert run_tool(["false"], 10) == "no reason given"

@@ -4,7 +4,7 @@ import errno
 
 import prctl
 
-from trueno_ublk import queue
+from trueno_ublk.daemon import queue
 from trueno_ublk.stores import open_store
 
 

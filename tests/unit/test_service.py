@@ -5,10 +5,10 @@ import socket
 
 import pytest
 
-from trueno_ublk import service
 from trueno_ublk._native import lib
-from trueno_ublk.errors import UserError
-from trueno_ublk.supervisor import DeviceConfig, recovery_flags
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.daemon.supervisor import DeviceConfig, recovery_flags
+from trueno_ublk.systemd import service
 
 HOLD = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_REISSUE
 FAIL = lib.UBLK_F_USER_RECOVERY | lib.UBLK_F_USER_RECOVERY_FAIL_IO

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trueno_ublk.codecs import codec_for
+from trueno_ublk.base.codecs import codec_for
 from trueno_ublk.stores import open_store
 from trueno_ublk.stores.direct import DirectClient, StoreError
 
 
 def ram(size, algorithm="lz4", **options):
     """A ram store and a client serving it."""
-    store = open_store("ram", size, codec_for(algorithm), **options)
+    store = open_store("page", size, codec_for(algorithm), **options)
     return store, DirectClient(store)
 
 SECTOR = 512
@@ -139,7 +139,7 @@ def test_null_store_keeps_nothing():
 
 
 def test_unknown_store():
-    with pytest.raises(ValueError, match="valid ones are ram, null"):
+    with pytest.raises(ValueError, match="valid ones are page, null"):
         open_store("disk", 1 << 20)
 
 
@@ -309,7 +309,7 @@ def test_attach_refuses_an_arena_of_another_codec_and_the_check_says_so_first():
     """A takeover checks the arena before it touches the device
     (ps_arena_check): the same verdicts as attaching, without mapping it."""
     from trueno_ublk._native import lib
-    from trueno_ublk.stores.ram import pages_for
+    from trueno_ublk.stores.page import pages_for
     store, client = ram(1 << 20, "lz4")
     _fill(client, [make_data("text", 4096, 1)])
     pages = pages_for(1 << 20)
@@ -428,7 +428,7 @@ def test_threads_writing_discarding_compacting_and_recompressing_keep_every_page
 
 def test_the_queue_server_serves_and_counts_every_kind_of_request():
     buf_size, dev_size = 16384, 1 << 20
-    for store in (open_store("ram", dev_size, codec_for("zstd")), open_store("null", dev_size)):
+    for store in (open_store("page", dev_size, codec_for("zstd")), open_store("null", dev_size)):
         client = DirectClient(store, depth=4, buf_size=buf_size, helper=True)
         counts = client.counts
         text = make_data("text", buf_size, 5)
@@ -446,7 +446,7 @@ def test_the_queue_server_serves_and_counts_every_kind_of_request():
 
 
 def test_a_large_batch_split_with_the_helper_thread_is_served_whole():
-    store = open_store("ram", 8 << 20, codec_for("lz4"))
+    store = open_store("page", 8 << 20, codec_for("lz4"))
     client = DirectClient(store, depth=16, buf_size=128 << 10, helper=True)
     data = [make_data(("text", "random")[i % 2], 128 << 10, i) for i in range(16)]
     for tag, chunk in enumerate(data):

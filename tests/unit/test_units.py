@@ -1,6 +1,6 @@
 import pytest
 
-from trueno_ublk.units import format_size, parse_size
+from trueno_ublk.base.units import format_size, parse_size
 
 
 @pytest.mark.parametrize("text, expected", [

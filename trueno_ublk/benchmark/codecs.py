@@ -1,14 +1,14 @@
 """`trueno-ublk benchmark codecs`: the page codec's speed and ratio per
 algorithm, on generated data of a chosen kind or on a user's file, with
-one thread and with every CPU (trueno_ublk.pagecodec)."""
+one thread and with every CPU (trueno_ublk.base.pagecodec)."""
 import dataclasses
 import os
 import random
 import time
 from pathlib import Path
 
-from trueno_ublk.pagecodec import PageCodec, is_same_filled
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.base.pagecodec import PageCodec, is_same_filled
+from trueno_ublk.base.units import PAGE_SIZE
 
 DATA_KINDS = ("zero", "text", "mixed", "random")
 DEFAULT_ALGORITHMS = "lz4,lz4hc,zstd,zstd:6"

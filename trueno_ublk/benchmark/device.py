@@ -23,10 +23,10 @@ import platform
 import statistics
 import subprocess
 
+from trueno_ublk.base.pagecodec import PageCodec
+from trueno_ublk.base.units import PAGE_SIZE
 from trueno_ublk.benchmark.codecs import DATA_KINDS, load
 from trueno_ublk.benchmark.targets import MiB, Trueno, Zram, failure, fio
-from trueno_ublk.pagecodec import PageCodec
-from trueno_ublk.units import PAGE_SIZE
 
 SCHEMA = "trueno-ublk-benchmark"
 SCHEMA_VERSION = 1

@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from trueno_ublk.stats import MM_STAT
+from trueno_ublk.base.stats import ZRAM_LINES
 
 MiB = 1 << 20
 RESET_TRIES = 100           # a tenth of a second apart
-MEMORY = MM_STAT[:3]        # orig_data_size, compr_data_size, mem_used_total: what memory() gives
+MEMORY = ZRAM_LINES["mm_stat"][:3]       # orig_data_size, compr_data_size, mem_used_total: what memory() gives
 
 
 def sh(cmd: str) -> str:

@@ -9,9 +9,9 @@ the CLI's start-up pays for none of them.
 import dataclasses
 import importlib
 
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.base.units import PAGE_SIZE
 
-# Pages that compress worse than this are stored raw (the ram store's "huge").
+# Pages that compress worse than this are stored raw (the page store's "huge").
 # Measured on real files (scripts/bench tiers): 3K stored 6,200 more pages
 # raw than kernel zram and held 4 MiB more of 192; from 7/8 of a page up the
 # memory held stops falling, while every page kept compressed still costs a
@@ -25,15 +25,48 @@ class StoreKind:
     opener: str                 # "module:Class" that opens it for a device
     arena: bool = False         # keeps pages in the device's memfd, which outlives a worker
     codec: bool = False         # compresses: --algorithm and --huge-threshold apply
-    holds_memory: bool = False  # --mem-limit applies
-    native: str = ""            # the C store serving it (native/stores/NATIVE.c); "": its own name
+    holds_memory: bool = False  # --mem-limit, a backing device and the zram tier apply
 
 
 STORES = {
-    "ram": StoreKind("compressed pages in RAM", "trueno_ublk.stores.ram:CompressedRamStore",
-                     arena=True, codec=True, holds_memory=True, native="page"),
+    "page": StoreKind("compressed pages in RAM", "trueno_ublk.stores.page:PageStore",
+                      arena=True, codec=True, holds_memory=True),
     "null": StoreKind("no data: measures the ublk transport alone", "trueno_ublk.stores.base:Store"),
 }
+DEFAULT_STORE = "page"
+# Names a store had before, still taken wherever a name comes in: the CLI,
+# config files, and the records and upgrades of a daemon that spelled it so.
+OLD_NAMES = {"ram": "page"}
+
+
+def store_name(name: str) -> str:
+    """The store `name` names today (ValueError if none)."""
+    name = OLD_NAMES.get(name, name)
+    if name not in STORES:
+        raise ValueError(f"unknown store '{name}': valid ones are {', '.join(STORES)}")
+    return name
+
+
+def new_arena(name: str, size: int) -> int | None:
+    """The arena of a new device of `size` bytes served by store `name`:
+    a memfd (which the supervisor keeps, so that a new worker finds every
+    page), or None for a store that keeps none."""
+    if not STORES[name].arena:
+        return None
+    from trueno_ublk.stores.page import new_arena
+    return new_arena(size)
+
+
+def check_arena(name: str, arena_fd: int | None, size: int, algorithm: str) -> None:
+    """ValueError unless `arena_fd` holds the pages of a device of `size`
+    bytes served by store `name` with `algorithm`: what a takeover checks
+    before it touches anything."""
+    if not STORES[name].arena:
+        return
+    if arena_fd is None:
+        raise ValueError("no arena was kept: its pages are gone")
+    from trueno_ublk.stores.page import check_arena
+    check_arena(arena_fd, size, algorithm)
 
 
 def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_HUGE_THRESHOLD,
@@ -42,9 +75,8 @@ def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_H
     with an arena works in `arena_fd` (attach: find the pages a previous
     worker left there), a compressing one with `codec` and the cold-page
     `policy` (policy.Policy; None: its defaults)."""
-    kind = STORES.get(name)
-    if kind is None:
-        raise ValueError(f"unknown store '{name}': valid ones are {', '.join(STORES)}")
+    name = store_name(name)
+    kind = STORES[name]
     module, _, cls = kind.opener.partition(":")
     opener = getattr(importlib.import_module(module), cls)
     options = {}

@@ -11,7 +11,8 @@ subclass it.
 import os
 
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.units import format_size
+from trueno_ublk.base.units import format_size
+from trueno_ublk.stores import STORES
 
 
 class Store:
@@ -76,7 +77,8 @@ class Store:
                              "shrinking would lose them (discard them first)")
 
     def stats(self) -> dict:
-        """zram's mm_stat figures, where the store has them."""
+        """The store's statistics by key (base/stats.py); none for a
+        store that holds nothing."""
         return {}
 
     def set_mem_limit(self, limit: int) -> None:

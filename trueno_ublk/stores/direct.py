@@ -8,7 +8,7 @@ import errno
 import mmap
 
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.units import SECTOR_SIZE
+from trueno_ublk.base.units import SECTOR_SIZE
 
 OPS = {"read": lib.UBLK_IO_OP_READ, "write": lib.UBLK_IO_OP_WRITE,
        "discard": lib.UBLK_IO_OP_DISCARD, "write_zeroes": lib.UBLK_IO_OP_WRITE_ZEROES,

@@ -1,11 +1,12 @@
-"""Compressed pages in RAM, like kernel zram, kept in a shared-memory arena.
+"""The page store: compressed pages in RAM, like kernel zram, kept in a
+shared-memory arena.
 
 The per-page mechanics -- same-fill detection, compression straight from
 the request buffer into the arena, the zsmalloc-like slot allocator, the
 page map -- are C (native/page_store/, served by native/stores/page.c).
 This class opens the store with its policy (codec, huge threshold, the
 cold-page policy of policy.py) and answers for it: memory limit,
-compaction, idle marks and recompression by hand, zram's statistics.
+compaction, idle marks, recompression and writeback by hand, its figures.
 
 The arena is a memfd. The supervisor keeps it open, so that a new I/O
 worker can attach to it after a crash and find every page again.
@@ -13,12 +14,13 @@ worker can attach to it after a crash and find every page again.
 import errno
 import os
 
-from trueno_ublk import limits
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.policy import RECOMPRESS_TYPES, WRITEBACK_TYPES, Policy, recompress_codec
+from trueno_ublk.base import limits, stats
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.units import PAGE_SIZE, format_size
 from trueno_ublk.stores import DEFAULT_HUGE_THRESHOLD
 from trueno_ublk.stores.base import Store
-from trueno_ublk.units import PAGE_SIZE, format_size
+from trueno_ublk.stores.policy import Policy, recompress_codec, recompress_type, writeback_type
 
 
 def new_arena(size: int) -> int:
@@ -32,7 +34,21 @@ def pages_for(size: int) -> int:
     return (size + PAGE_SIZE - 1) // PAGE_SIZE
 
 
-class CompressedRamStore(Store):
+def check_arena(fd: int, size: int, algorithm: str) -> None:
+    """ValueError unless the memfd `fd` holds a device of `size` bytes
+    compressed with `algorithm`, checked without mapping it."""
+    ret = lib.ps_arena_check(fd, pages_for(size), codec_for(algorithm).kind)
+    if ret == -errno.EMEDIUMTYPE:
+        raise ValueError(f"its pages are not compressed with {algorithm}: it was made with another --algorithm")
+    if ret < 0:
+        raise ValueError(f"its arena does not hold a device of its size ({size} bytes)")
+
+
+# struct ps_stats' fields, which stats() gives by their C names.
+PS_STATS = tuple(name for name, _ in ffi.typeof("struct ps_stats").fields)
+
+
+class PageStore(Store):
     splits_batches = True
 
     def __init__(self, name: str, size: int, codec, huge_threshold: int = DEFAULT_HUGE_THRESHOLD,
@@ -92,7 +108,7 @@ class CompressedRamStore(Store):
     def recompress(self, kind: str, algorithm: str | None, max_pages: int) -> tuple[int, int]:
         codec = recompress_codec(algorithm or self.policy.recompress_algorithm)
         done, saved = ffi.new("uint64_t *"), ffi.new("uint64_t *")
-        ret = lib.ps_recompress(self.handle, RECOMPRESS_TYPES.index(kind), codec.kind, codec.level,
+        ret = lib.ps_recompress(self.handle, recompress_type(kind), codec.kind, codec.level,
                                 max_pages, done, saved)
         if ret < 0:
             raise OSError(-ret, f"recompressing: {os.strerror(-ret)}")
@@ -100,7 +116,8 @@ class CompressedRamStore(Store):
 
     def set_backing(self, fd: int, size: int) -> None:
         """Write pages back to `fd` (backing.open_backing's) of `size` bytes;
-        a recovered worker finds the pages its predecessor left there."""
+        a new worker (after a crash or a takeover) finds the pages the one
+        before it left there."""
         ret = lib.ps_set_backing(self.handle, fd, size // PAGE_SIZE)
         if ret == -errno.EUCLEAN:
             raise ValueError("the page map names blocks past the backing device's end: "
@@ -111,8 +128,8 @@ class CompressedRamStore(Store):
     def set_zram(self, fd: int, size: int, name: str, below_bits: float) -> None:
         """Put pages of less than `below_bits` bits of entropy a byte (8:
         all) in kernel zram device `name` (backing.open_zram's `fd`, `size`
-        bytes) instead of RAM; a recovered worker finds its predecessor's
-        pages there."""
+        bytes) instead of RAM; a new worker finds the pages the one before
+        it left there."""
         ret = lib.ps_set_zram(self.handle, fd, size // PAGE_SIZE, below_bits)
         if ret == -errno.EUCLEAN:
             raise ValueError(f"the page map has pages in zram past the end of {name}: "
@@ -137,7 +154,7 @@ class CompressedRamStore(Store):
         """Idle pages are those marked idle or unused for `age` seconds.
         OSError(EIO) when the device failed a write (those pages stayed in RAM)."""
         done = ffi.new("uint64_t *")
-        ret = lib.ps_writeback(self.handle, WRITEBACK_TYPES.index(kind), age, max_pages, done)
+        ret = lib.ps_writeback(self.handle, writeback_type(kind), age, max_pages, done)
         if ret == -errno.ENODEV:
             raise ValueError("the device has no backing device (create --backing-dev)")
         if ret < 0:
@@ -163,8 +180,13 @@ class CompressedRamStore(Store):
         return lib.ps_pages_stored_from(self.handle, pages_for(offset))
 
     def stats(self) -> dict:
+        """Its statistics (base/stats.py), from ps_stats' fields and the
+        figures worked out here: memory used now and at its peak, and what
+        the zram tier's device holds (its own mm_stat)."""
         st = self._stats
         lib.ps_get_stats(self.handle, st)
+        figures = {name: getattr(st, name) for name in PS_STATS}
+        figures["entropy_pages"] = list(st.entropy_pages)
         # What the memfd holds (maps, chunks in use, the reserve), plus bookkeeping.
         mem_used = st.arena_bytes + st.metadata_bytes
         # The C side notes its chunk peak as it happens; the rest of the
@@ -172,47 +194,6 @@ class CompressedRamStore(Store):
         peak = mem_used + (st.peak_live_chunks - st.live_chunks) * lib.PS_CHUNK_SIZE
         self.mem_used_max = max(self.mem_used_max, mem_used, peak)
         zram_compr, zram_used = self._zram_held()
-        return {
-            "orig_data_size": st.pages_stored * PAGE_SIZE,
-            "compr_data_size": st.compr_data_size,
-            "mem_used_total": mem_used,
-            "mem_limit": st.mem_limit,
-            "mem_used_max": self.mem_used_max,
-            "mem_reserve": st.reserve_chunks * lib.PS_CHUNK_SIZE,
-            "mem_map": st.map_bytes,
-            "same_pages": st.same_pages,
-            "pages_compacted": st.pages_compacted,
-            "huge_pages": st.huge_pages,
-            "pages_stored": st.pages_stored,
-            "notify_free": st.notify_free,
-            "reserve_misses": st.reserve_misses,
-            "recompressed_pages": st.recompressed_pages,
-            "recompressed_bytes": st.recompressed_bytes,
-            "frames": st.frames,
-            "frame_pages": st.frame_pages,
-            "frame_bytes": st.frame_bytes,
-            "recompressions": st.recompressions,
-            "recompress_saved": st.recompress_saved,
-            "idle_pages": st.idle_pages,
-            "entropy_raw_pages": st.entropy_raw,
-            "entropy_pages": list(st.entropy_pages),
-            "background_cpu_seconds": round(st.background_ns / 1e9, 3),
-            "background_paused": st.background_paused,
-            # zram's bd_stat, in 4 KiB pages, and the device's size
-            "bd_count": st.bd_count,
-            "bd_reads": st.bd_reads,
-            "bd_writes": st.bd_writes,
-            "bd_read_errors": st.bd_read_errors,
-            "bd_write_errors": st.bd_write_errors,
-            "backing_bytes": st.bd_blocks * PAGE_SIZE,
-            # The kernel zram tier: its pages, and what its device holds
-            # for them (compressed, and in all: zram's mm_stat)
-            "zram_pages": st.zram_pages,
-            "zram_reads": st.zram_reads,
-            "zram_writes": st.zram_writes,
-            "zram_read_errors": st.zram_read_errors,
-            "zram_write_errors": st.zram_write_errors,
-            "zram_discard_errors": st.zram_discard_errors,
-            "zram_compr_data_size": zram_compr,
-            "zram_mem_used_total": zram_used,
-        }
+        figures.update(mem_used_total=mem_used, mem_used_max=self.mem_used_max,
+                       zram_compr_data_size=zram_compr, zram_mem_used_total=zram_used)
+        return stats.convert(figures, stats.STORE_SECTIONS)

@@ -1,13 +1,32 @@
 """What every running daemon leaves under /run/trueno-ublk/, so that `list`
-and `delete` can find it: one JSON record and one log per device."""
+and `delete` can find it: one JSON record and one log per device, and the
+states a device can be in."""
 import dataclasses
+import enum
 import json
 import os
 from pathlib import Path
 
-from trueno_ublk import procfs
+from trueno_ublk.base import procfs
+from trueno_ublk.stores import store_name
 
 RUN_DIR = Path(os.environ.get("TRUENO_UBLK_RUN_DIR", "/run/trueno-ublk"))
+
+
+class State(enum.StrEnum):
+    """A device's state as `list` and `top` show it. A supervisor moves its
+    record through the first six (daemon/supervisor.py draws the machine);
+    the rest are what a device is found in without a live supervisor."""
+    STARTING = "starting"
+    TAKING_OVER = "taking-over"
+    LIVE = "live"
+    RECOVERING = "recovering"
+    HANDING_OVER = "handing-over"
+    STOPPING = "stopping"
+    HELD = "held"               # its daemon is gone, the kernel holds its I/O for the next
+    FAILING = "failing"         # its daemon is gone, the kernel fails its I/O
+    DEAD = "dead"               # its daemon is gone, and the device with it
+    UNMANAGED = "unmanaged"     # a ublk device no trueno-ublk daemon made
 
 
 @dataclasses.dataclass
@@ -23,10 +42,14 @@ class DeviceRecord:
     features: list[str]
     max_io_bytes: int = 0
     queue_threads: int = 1      # threads serving each queue (PER_IO_DAEMON)
-    state: str = "starting"     # supervisor.State
+    state: State = State.STARTING
     worker_pid: int = 0         # the I/O worker serving the device now
     recoveries: int = 0         # workers replaced after dying
     takeovers: int = 0          # supervisors that took the device over (upgrade, restart)
+
+    def __post_init__(self):
+        self.state = State(self.state)      # as read back from JSON
+        self.store = store_name(self.store)     # as an older daemon may have spelled it
 
     @property
     def block_path(self) -> str:

@@ -7,8 +7,8 @@
     size = min(ram / 2, 4096)       # MiB; an expression over ram (MiB)
     algorithm = zstd
     swap-priority = 100
-    recompress-after = 10m          # the cold-page policy (policy.py)
-    otlp-endpoint = http://127.0.0.1:4318   # OTLP export of the metrics (otlp.py)
+    recompress-after = 10m          # the cold-page policy (stores/policy.py)
+    otlp-endpoint = http://127.0.0.1:4318   # OTLP export of the metrics (observe/otlp.py)
 
 Comments start a line with # or ;, or follow whitespace after a value.
 $TRUENO_UBLK_CONFIG names another main file (its drop-ins: the same name
@@ -23,17 +23,17 @@ import os
 import re
 from pathlib import Path
 
-from trueno_ublk import limits, procfs
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.policy import BACKENDS, DEFAULT_ZRAM_ENTROPY, Policy, parse_duration, parse_entropy, recompress_codec
-from trueno_ublk.units import PAGE_SIZE, parse_size
+from trueno_ublk.base import limits, procfs
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.units import PAGE_SIZE, format_size, parse_size
+from trueno_ublk.devices.settings import problems as settings_problems
+from trueno_ublk.stores.policy import Policy, parse_duration, parse_entropy, recompress_codec
 
 DEFAULT_MAIN_FILE = Path("/etc/trueno-ublk.conf")
 CONFIG_ENV = "TRUENO_UBLK_CONFIG"
 DEFAULT_SIZE = "min(ram / 2, 4096)"
 SECTION = re.compile(r"ublkb(0|[1-9]\d*)")     # one spelling per device: no ublkb01
 SWAP_PRIORITY = limits.Range(-1, 32767)    # swapon(8): -1 lets the kernel choose
-MAX_SIZE = 1 << 60                      # far beyond any RAM, well within the kernel's u64 sectors
 INLINE_COMMENT = re.compile(r"\s[#;].*$")
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -65,13 +65,12 @@ class DeviceSection:
     mount_point: str = ""
     options: str = "discard"
     policy: Policy = Policy()           # recompress-algorithm, recompress-after, entropy-threshold
-    otlp_endpoint: str = ""             # otlp-endpoint: OTLP export (otlp.py); empty: off
+    otlp_endpoint: str = ""             # otlp-endpoint: OTLP export (observe/otlp.py); empty: off
     otlp_interval: int = 60
     backing_dev: str = ""               # writeback-device (zram-generator's name); empty: none
     writeback_limit: int | None = None  # writeback-limit, bytes; None: no limit
-    backend: str = "memory"             # backend: policy.BACKENDS
     zram_device: str = ""               # zram-device: the zram tier's device; empty: none
-    zram_entropy: float = DEFAULT_ZRAM_ENTROPY      # zram-entropy, bits a byte (tiered)
+    zram_entropy: float | None = None   # zram-entropy, bits a byte; None: policy.DEFAULT_ZRAM_ENTROPY
 
     @property
     def is_swap(self) -> bool:
@@ -207,8 +206,9 @@ def _size(value: str, ram: float) -> int:
     size = int(mib * (1 << 20)) // PAGE_SIZE * PAGE_SIZE        # whole pages, rounded down
     if size <= 0:
         raise ValueError(f"size {_shown(value)} comes to {mib:g} MiB: it must be at least 4K")
-    if size > MAX_SIZE:
-        raise ValueError(f"size {_shown(value)} comes to {mib:g} MiB: it must be at most 1 EiB")
+    if size > limits.SIZE.high:
+        raise ValueError(f"size {_shown(value)} comes to {mib:g} MiB: it must be at most "
+                         f"{format_size(limits.SIZE.high)} ({limits.SIZE.why})")
     return size
 
 
@@ -253,10 +253,6 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
         dev.policy = dataclasses.replace(dev.policy, writeback_after=parse_duration(value, "writeback-after"))
     elif key == "writeback-limit":
         dev.writeback_limit = parse_size(value)
-    elif key == "backend":
-        if value not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {_shown(value)}")
-        dev.backend = value
     elif key == "zram-device":
         if not value.startswith("/dev/") or CONTROL_CHARS.search(value):
             raise ValueError(f"zram-device must be a device path like /dev/zram0, not {_shown(value)}")
@@ -264,14 +260,14 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
     elif key == "zram-entropy":
         dev.zram_entropy = parse_entropy(value, "zram-entropy")
     elif key == "otlp-endpoint":
-        from trueno_ublk.otlp import metrics_url
+        from trueno_ublk.observe.otlp import metrics_url
         try:
             metrics_url(value)
         except ValueError as e:
             raise ValueError(f"otlp-endpoint: {e}") from None
         dev.otlp_endpoint = value
     elif key == "otlp-interval":
-        from trueno_ublk.otlp import parse_interval
+        from trueno_ublk.observe.otlp import parse_interval
         dev.otlp_interval = parse_interval(value)
     elif key == "options":
         if not value or CONTROL_CHARS.search(value):
@@ -282,15 +278,19 @@ def _apply(dev: DeviceSection, key: str, value: str, ram: float) -> None:
         raise ValueError(f"unknown key {_shown(key)}")
 
 
+def _key(option: str) -> str:
+    """The config key of a `create` option."""
+    return {"backing-dev": "writeback-device"}.get(option, option)
+
+
 def _check_device(dev: DeviceSection, keys: dict, mount_points: dict) -> list[tuple]:
     """Problems between the keys of one device, and with mount points
     other devices took, as (path, line, message)."""
-    problems = []
-    if dev.backend != "memory" and not dev.zram_device:
-        problems.append((*keys["backend"][1:], f"[{dev.name}] has backend {dev.backend} but no zram-device"))
-    if dev.zram_device and dev.backend == "memory":
-        problems.append((*keys["zram-device"][1:], f"[{dev.name}] has a zram-device but backend memory "
-                                                   "(zram or tiered use it)"))
+    settings = {"size": dev.size, "queues": dev.queues, "mem-limit": dev.mem_limit, "backing-dev": dev.backing_dev,
+                "writeback-limit": dev.writeback_limit, "zram-device": dev.zram_device,
+                "zram-entropy": dev.zram_entropy}
+    problems = [(*keys[_key(option)][1:], f"{message} in [{dev.name}]")
+                for option, message in settings_problems(settings, spell=_key)]
     if dev.fs_type and not dev.mount_point:
         problems.append((*keys["fs-type"][1:], f"[{dev.name}] has fs-type {dev.fs_type} "
                                                "but no mount-point"))

@@ -1,9 +1,8 @@
-"""The admin socket: each daemon answers stat, set, compact, resize, idle
-and recompress requests on /run/trueno-ublk/N.sock (root only, mode 0600).
-
-One JSON object per line each way. Requests are bounded in size and time;
-anything malformed gets an error reply, and nothing a client sends can stop
-the daemon's I/O.
+"""The admin socket's server: each worker answers stat, set, compact,
+resize, idle, recompress and writeback requests on /run/trueno-ublk/N.sock
+(root only, mode 0600), one JSON object per line each way (devices/admin.py
+is the client). Requests are bounded in size and time; anything malformed
+gets an error reply, and nothing a client sends can stop the daemon's I/O.
 """
 import json
 import logging
@@ -11,8 +10,8 @@ import os
 import socket
 import threading
 
-from trueno_ublk import state
-from trueno_ublk.errors import UserError
+from trueno_ublk.devices import records
+from trueno_ublk.devices.admin import encode
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ class AdminServer:
     def __init__(self, dev_id: int, handlers: dict):
         self.handlers = handlers
         self._client_slots = threading.BoundedSemaphore(MAX_CLIENTS)
-        self.path = str(state.socket_path(dev_id))
+        self.path = str(records.socket_path(dev_id))
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -82,10 +81,10 @@ class AdminServer:
                         if not line:
                             return
                         if len(line) > MAX_REQUEST_BYTES or not line.endswith(b"\n"):
-                            conn.sendall(_encode({"ok": False, "error":
+                            conn.sendall(encode({"ok": False, "error":
                                                   f"request longer than {MAX_REQUEST_BYTES} bytes"}))
                             return
-                        conn.sendall(_encode(self.answer(line)))
+                        conn.sendall(encode(self.answer(line)))
         except OSError:
             return                              # timeouts, clients gone mid-reply
         finally:
@@ -105,39 +104,3 @@ class AdminServer:
         except Exception as e:                  # the daemon outlives any request
             log.exception("admin request failed")
             return {"ok": False, "error": f"internal error: {e}"}
-
-
-def _encode(reply: dict) -> bytes:
-    return json.dumps(reply).encode() + b"\n"
-
-
-def request(dev_id: int, command: str, timeout: float | None = 30.0, **args) -> dict:
-    """Ask the daemon of /dev/ublkbN, waiting `timeout` seconds for its
-    answer (None: as long as it works on it); raises UserError when it
-    cannot answer."""
-    path = str(state.socket_path(dev_id))
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(path)
-            s.sendall(_encode({"command": command, **args}))
-            with s.makefile("rb") as f:
-                reply = json.loads(f.readline() or b"null")
-    except PermissionError:
-        raise UserError(f"cannot reach the daemon of /dev/ublkb{dev_id}: permission denied (run as root)") from None
-    except (OSError, ValueError):
-        raise UserError(f"the daemon of /dev/ublkb{dev_id} is not answering") from None
-    if not isinstance(reply, dict) or not reply.get("ok"):
-        raise UserError(f"/dev/ublkb{dev_id}: {reply.get('error') if isinstance(reply, dict) else 'bad reply'}")
-    return reply
-
-
-def live_stat(record) -> dict | None:
-    """The `stat` reply (stats.py) of the device `record` describes, or None
-    when its daemon is dead, not live yet, or not answering."""
-    if not (record.state == "live" and record.daemon_alive()):
-        return None
-    try:
-        return request(record.dev_id, "stat")
-    except UserError:
-        return None

@@ -8,7 +8,7 @@ output directories; the units go into the first. Per device ublkbN:
     the device stops. Not bound to it: systemd would then swapoff for a
     restart of the service and when its daemon dies, which its successor
     survives with every page; `systemctl stop` of the service has the
-    daemon swapoff / umount first itself (supervisor.py);
+    daemon swapoff / umount first itself (daemon/supervisor.py);
   - a drop-in for that service, wants.conf: it wants the swap / mount
     unit, so that a service systemd restarted brings its user back too.
 The service's daemon (create --from-config) formats a device it made new
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from trueno_ublk import config
+from trueno_ublk.systemd import config
 
 SERVICE = "trueno-ublk@{name}.service"
 

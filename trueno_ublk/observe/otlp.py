@@ -2,7 +2,7 @@
 `trueno-ublk metrics` (metrics.families) pushed to a collector over
 OTLP/HTTP with protobuf, through the OpenTelemetry SDK.
 
-It runs as a process of its own (`python -m trueno_ublk.otlp`), which the
+It runs as a process of its own (`python -m trueno_ublk.observe.otlp`), which the
 supervisor starts once the device is live and stops with it. It asks the
 worker for `stat` over the admin socket, like the CLI: the worker's I/O
 threads never share a lock or the GIL with it, and its memory (about 40
@@ -14,8 +14,8 @@ costs the SDK's thread its retries and the log one line a minute at most
 (RateLimitedLog). The SDK is an extra (pip install 'trueno-ublk[otlp]').
 
 Names: Prometheus' (trueno_ublk_ prefix), less the `_total` a counter has
-there (an OTLP-to-Prometheus bridge adds it back); units from the name's
-suffix (UCUM: By, s).
+there (an OTLP-to-Prometheus bridge adds it back); units UCUM's (By, s)
+for the metrics' own (stats.Stat.unit).
 """
 import importlib.util
 import logging
@@ -26,8 +26,8 @@ import threading
 import time
 import urllib.parse
 
-from trueno_ublk.metrics import BREAKDOWN_METRICS, DEVICE_METRICS, PREFIX, QUEUE_METRICS, families
-from trueno_ublk.policy import parse_duration
+from trueno_ublk.observe.metrics import PREFIX, declared, families
+from trueno_ublk.stores.policy import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,7 @@ def otlp_name(name: str, kind: str) -> str:
     return PREFIX + (name[:-len("_total")] if kind == "counter" and name.endswith("_total") else name)
 
 
-def unit(name: str) -> str:
-    base = name[:-len("_total")] if name.endswith("_total") else name
-    return "By" if base.endswith("_bytes") else "s" if base.endswith("_seconds") else "1"
+UCUM_UNITS = {"bytes": "By", "seconds": "s"}        # any other: "1", a count
 
 
 class RateLimitedLog(logging.Handler):
@@ -130,9 +128,10 @@ class OtlpExport:
             export_interval_millis=self.interval * 1000, export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)
         provider = MeterProvider(resource=resource, metric_readers=[reader])
         meter = provider.get_meter("trueno_ublk")
-        for name, kind, help_text, *_ in DEVICE_METRICS + BREAKDOWN_METRICS + QUEUE_METRICS:
-            make = meter.create_observable_counter if kind == "counter" else meter.create_observable_gauge
-            make(otlp_name(name, kind), callbacks=[self._observer(name)], unit=unit(name), description=help_text)
+        for metric in declared():
+            make = meter.create_observable_counter if metric.kind == "counter" else meter.create_observable_gauge
+            make(otlp_name(metric.name, metric.kind), callbacks=[self._observer(metric.name)],
+                 unit=UCUM_UNITS.get(metric.unit, "1"), description=metric.help)
         self.provider = provider
         log.info("exporting metrics over OTLP to %s every %gs", self.url, self.interval)
 
@@ -166,16 +165,16 @@ class OtlpExport:
 
 
 def main() -> None:
-    """python -m trueno_ublk.otlp DEV_ID ENDPOINT INTERVAL SUPERVISOR_PID:
+    """python -m trueno_ublk.observe.otlp DEV_ID ENDPOINT INTERVAL SUPERVISOR_PID:
     export device DEV_ID's metrics until SIGTERM, or until the supervisor
     that started it dies (PDEATHSIG); then one last export."""
     import signal
 
     import prctl
 
-    from trueno_ublk import admin
-    from trueno_ublk.errors import UserError
-    from trueno_ublk.service import configure_logging
+    from trueno_ublk.base.errors import UserError
+    from trueno_ublk.base.logs import configure_logging
+    from trueno_ublk.devices import admin
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     prctl.set_pdeathsig(signal.SIGTERM)

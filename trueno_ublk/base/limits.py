@@ -8,7 +8,7 @@ import dataclasses
 import os
 
 from trueno_ublk._native import lib
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.base.units import PAGE_SIZE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 by one with LZ4, LZ4HC or zstd at any level, and the same-fill check that
 spares most zero pages the codec.
 
-    from trueno_ublk.pagecodec import PageCodec, is_same_filled
+    from trueno_ublk.base.pagecodec import PageCodec, is_same_filled
 
     codec = PageCodec("zstd:6")
     payload = codec.compress(page)           # None: the page does not compress
@@ -18,8 +18,8 @@ import itertools
 import threading
 
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.units import PAGE_SIZE
 
 
 def is_same_filled(page) -> bool:

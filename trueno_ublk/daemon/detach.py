@@ -2,10 +2,10 @@
 background, its start-up failures still reported by `create` itself."""
 import os
 
-from trueno_ublk.errors import UserError
-from trueno_ublk.report import Report
-from trueno_ublk.service import configure_logging
-from trueno_ublk.supervisor import DeviceConfig, Supervisor
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.base.logs import configure_logging
+from trueno_ublk.daemon.report import Report
+from trueno_ublk.daemon.supervisor import DeviceConfig, Supervisor
 
 
 def spawn_detached(config: DeviceConfig) -> int:

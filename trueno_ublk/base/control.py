@@ -6,7 +6,7 @@ import threading
 import time
 
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.errors import UserError
+from trueno_ublk.base.errors import UserError
 
 CONTROL_PATH = "/dev/ublk-control"
 NO_QUEUE = 0xFFFF

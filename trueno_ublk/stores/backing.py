@@ -1,7 +1,7 @@
 """The devices a store puts pages on outside its own RAM, opened here and
 used by the C side: the backing device it writes cold and incompressible
-pages to, as zram's backing_dev (page_backing.c), and the kernel zram
-device of the zram tier (page_zram.c).
+pages to, as zram's backing_dev, and the kernel zram
+device of the zram tier.
 
 A block device (a partition, an LV, a namespace) is opened O_DIRECT and
 O_EXCL, so that no filesystem or second device can hold it meanwhile. A
@@ -20,7 +20,7 @@ import os
 import stat
 import struct
 
-from trueno_ublk.units import PAGE_SIZE, format_size
+from trueno_ublk.base.units import PAGE_SIZE, format_size
 
 FS_IOC_FIEMAP = 0xC020660B
 FIEMAP_HEADER = struct.Struct("=QQLLLL")          # start, length, flags, mapped, count, reserved
@@ -62,16 +62,7 @@ def open_backing(path: str) -> tuple[int, int]:
         flags = os.O_RDWR | os.O_DIRECT | os.O_EXCL | os.O_CLOEXEC
     else:
         raise BackingError(f"backing device {path}: not a block device or a regular file")
-    try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        why = "in use (mounted, swap, or held by another device)" if e.errno == errno.EBUSY else e.strerror
-        raise BackingError(f"backing device {path}: {why}") from None
-    size = os.lseek(fd, 0, os.SEEK_END) // PAGE_SIZE * PAGE_SIZE
-    if size == 0:
-        os.close(fd)
-        raise BackingError(f"backing device {path}: smaller than a page")
-    return fd, size
+    return _open_pages(path, flags, "backing device", "smaller than a page")
 
 
 def open_zram(path: str) -> tuple[int, int, str]:
@@ -86,16 +77,24 @@ def open_zram(path: str) -> tuple[int, int, str]:
     name = os.path.basename(os.path.realpath(sysfs)) if stat.S_ISBLK(st.st_mode) else ""
     if not name.startswith("zram"):
         raise BackingError(f"zram device {path}: not a kernel zram device (/dev/zramN)")
+    fd, size = _open_pages(path, os.O_RDWR | os.O_DIRECT | os.O_EXCL | os.O_CLOEXEC, "zram device",
+                           f"no disksize set (zramctl --size SIZE {path})")
+    return fd, size, name
+
+
+def _open_pages(path: str, flags: int, what: str, when_empty: str) -> tuple[int, int]:
+    """(fd, size in whole pages) of `path` opened with `flags`; BackingError
+    saying why not, `what` naming it, `when_empty` if it holds no page."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_DIRECT | os.O_EXCL | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except OSError as e:
-        why = "in use (swap, mounted, or held by another device)" if e.errno == errno.EBUSY else e.strerror
-        raise BackingError(f"zram device {path}: {why}") from None
+        why = "in use (mounted, swap, or held by another device)" if e.errno == errno.EBUSY else e.strerror
+        raise BackingError(f"{what} {path}: {why}") from None
     size = os.lseek(fd, 0, os.SEEK_END) // PAGE_SIZE * PAGE_SIZE
     if size == 0:
         os.close(fd)
-        raise BackingError(f"zram device {path}: no disksize set (zramctl --size SIZE {path})")
-    return fd, size, name
+        raise BackingError(f"{what} {path}: {when_empty}")
+    return fd, size
 
 
 def _check_file(path: str, st: os.stat_result) -> None:

@@ -10,7 +10,7 @@ import logging
 import os
 import traceback
 
-from trueno_ublk.errors import UserError
+from trueno_ublk.base.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The cold-page policy of a store that compresses, as `create` options and
 config keys give it: which idle pages are recompressed, with what codec,
 and which pages are stored raw on their entropy alone. The mechanics are
-C (native/page_recompress.c, page_codec.c); here are the choices, their
-defaults and the checks on them.
+C (native/page_store.h); here are the choices, their defaults and the
+checks on them.
 
 The defaults need no tuning; each was chosen by measurement on real files
 (`scripts/bench tiers`' corpus: shared libraries, Python sources, gzip'd
@@ -13,7 +13,7 @@ files, a third each; natively, one page at a time):
   fourteenth of the speed. Reading a page back costs 7 us against LZ4's 1.6.
 - two minutes idle before a page counts as cold.
 - 7.5 bits of entropy a byte, estimated from the distinct byte values in
-  a sample of 8 bytes in a row every 128 (page_codec.c): it sends 16,405 of
+  a sample of 8 bytes in a row every 128 (the page store's codec): it sends 16,405 of
   the 16,554 pages LZ4 cannot compress straight to raw storage (those it
   leaves are mostly code that zstd may still shrink), and only 10 pages
   that LZ4 would have compressed. Shannon's formula over the same sample's
@@ -24,8 +24,9 @@ files, a third each; natively, one page at a time):
 import dataclasses
 import re
 
-from trueno_ublk import limits
-from trueno_ublk.codecs import codec_for
+from trueno_ublk._native import lib
+from trueno_ublk.base import limits
+from trueno_ublk.base.codecs import codec_for
 
 DEFAULT_RECOMPRESS_ALGORITHM = "zstd:6"
 DEFAULT_RECOMPRESS_AFTER = 120              # seconds
@@ -33,18 +34,17 @@ DEFAULT_ENTROPY_THRESHOLD = 7.5             # bits a byte; 0: never route by ent
 # With a backing device: pages idle this long leave RAM for it (recompressed
 # first, at recompress-after); incompressible pages leave at once.
 DEFAULT_WRITEBACK_AFTER = 600               # seconds
-# The store's backends (create --backend): pages in our RAM store, in a
-# kernel zram device, or split between them by entropy (tiered): pages below
-# DEFAULT_ZRAM_ENTROPY bits a byte go to zram, as the predecessor routed
-# them (text, tables: cheap for the kernel's codec), the rest to our store.
-BACKENDS = ("memory", "zram", "tiered")
-DEFAULT_ZRAM_ENTROPY = 6.0
+# With a zram tier (create --zram-device): pages of fewer bits of entropy a
+# byte than this go to kernel zram, the rest stay in the page store. 8: every
+# page; below it, low-entropy pages (text, tables: cheap for the kernel's
+# codec) go there, and the others, which zram would store as they are, here.
+DEFAULT_ZRAM_ENTROPY = 8.0
 RECOMPRESS_AFTER = limits.Range(0, 2**32 - 1, "0: never")
 ENTROPY_BITS = (0.0, 8.0)
 DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
 SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-RECOMPRESS_TYPES = ("idle", "huge", "all")  # `recompress --type`, as PS_RECOMPRESS_*
-WRITEBACK_TYPES = ("idle", "huge", "incompressible", "all")    # `writeback --type`, as PS_WRITEBACK_*
+RECOMPRESS_TYPES = ("idle", "huge", "all")  # `recompress --type`: PS_RECOMPRESS_IDLE, ...
+WRITEBACK_TYPES = ("idle", "huge", "incompressible", "all")    # `writeback --type`: PS_WRITEBACK_IDLE, ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +76,14 @@ def parse_entropy(text: str | float, what: str = "entropy-threshold") -> float:
     return bits
 
 
-def zram_below(backend: str, zram_entropy: float) -> float:
-    """The bits of entropy a byte below which pages go to the zram tier:
-    every page for --backend zram, those under `zram_entropy` for tiered."""
-    return ENTROPY_BITS[1] if backend == "zram" else zram_entropy
+def recompress_type(kind: str) -> int:
+    """PS_RECOMPRESS_* of a RECOMPRESS_TYPES name."""
+    return getattr(lib, f"PS_RECOMPRESS_{kind.upper()}")
+
+
+def writeback_type(kind: str) -> int:
+    """PS_WRITEBACK_* of a WRITEBACK_TYPES name."""
+    return getattr(lib, f"PS_WRITEBACK_{kind.upper()}")
 
 
 def recompress_codec(name: str):

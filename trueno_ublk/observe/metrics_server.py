@@ -7,7 +7,7 @@ import socket
 import socketserver
 import threading
 
-from trueno_ublk.metrics import parse_address
+from trueno_ublk.observe.metrics import parse_address
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,10 @@
-"""How a daemon meets its service manager: sd_notify(3), systemd's file
-descriptor store, and its logs."""
+"""How a daemon meets its service manager: sd_notify(3) and systemd's
+file descriptor store."""
 import array
 import logging
 import os
 import socket
 import subprocess
-import sys
 
 log = logging.getLogger(__name__)
 
@@ -115,16 +114,3 @@ def restart_queued() -> bool:
         if len(fields) >= 3 and fields[1] == unit and fields[2] in ("restart", "try-restart"):
             return True
     return False
-
-
-def configure_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
-
-
-def redirect_output(path) -> None:
-    """stdout and stderr (and so the log) to `path`, appended."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)

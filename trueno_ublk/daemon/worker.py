@@ -19,19 +19,20 @@ import time
 
 import prctl
 
-from trueno_ublk import limits, procfs, state
 from trueno_ublk._native import ffi, lib
-from trueno_ublk.admin import AdminServer
-from trueno_ublk.backing import open_backing, open_zram
-from trueno_ublk.codecs import codec_for
-from trueno_ublk.control import Control, ControlError
-from trueno_ublk.errors import UserError
-from trueno_ublk.metrics import render
-from trueno_ublk.policy import RECOMPRESS_AFTER, RECOMPRESS_TYPES, WRITEBACK_TYPES
-from trueno_ublk.queue import IO_COUNTERS, Queue
-from trueno_ublk.report import Report
+from trueno_ublk.base import limits, procfs, stats
+from trueno_ublk.base.codecs import codec_for
+from trueno_ublk.base.control import Control, ControlError
+from trueno_ublk.base.errors import UserError
+from trueno_ublk.base.units import PAGE_SIZE
+from trueno_ublk.daemon.admin_server import AdminServer
+from trueno_ublk.daemon.queue import IO_COUNTERS, Queue
+from trueno_ublk.daemon.report import Report
+from trueno_ublk.devices import records
+from trueno_ublk.observe.metrics import render
 from trueno_ublk.stores import open_store
-from trueno_ublk.units import PAGE_SIZE
+from trueno_ublk.stores.backing import open_backing, open_zram
+from trueno_ublk.stores.policy import RECOMPRESS_AFTER, RECOMPRESS_TYPES, WRITEBACK_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def harden_process() -> None:
 
 
 class Worker:
-    def __init__(self, config, record: state.DeviceRecord, arena_fd: int | None, recovering: bool,
+    def __init__(self, config, record: records.DeviceRecord, arena_fd: int | None, recovering: bool,
                  arena_kept: bool = False):
         self.config = config
         self.record = record
@@ -108,13 +109,13 @@ class Worker:
             store.set_mem_limit(cfg.mem_limit)
         if cfg.backing_dev:
             # Opened anew by each worker (O_EXCL: a dead one's is closed); a
-            # recovered one finds the pages its predecessor wrote there.
+            # new one finds the pages the one before it wrote there.
             backing_fd, backing_size = open_backing(cfg.backing_dev)
             store.set_backing(backing_fd, backing_size)
             if cfg.writeback_limit is not None:     # the budget is the worker's: a new one starts it again
                 store.set_writeback_limit(cfg.writeback_limit // PAGE_SIZE)
         if cfg.zram_device:
-            store.set_zram(*open_zram(cfg.zram_device), cfg.zram_below)
+            store.set_zram(*open_zram(cfg.zram_device), cfg.zram_entropy)
         with Control() as ctrl:
             cdev_fd = open_char_device(dev_id)
             fetch_op = ctrl.opcode(lib.UBLK_U_IO_FETCH_REQ, lib.UBLK_IO_FETCH_REQ)
@@ -129,7 +130,7 @@ class Worker:
             admin = AdminServer(dev_id, handlers)
             metrics = None
             if cfg.metrics_listen:
-                from trueno_ublk.metrics_server import MetricsServer  # only when asked for
+                from trueno_ublk.observe.metrics_server import MetricsServer  # only when asked for
                 try:
                     metrics = MetricsServer(cfg.metrics_listen,
                                             lambda: render([(f"ublkb{dev_id}", handlers["stat"]())]))
@@ -155,7 +156,7 @@ class Worker:
                     serve_requests_unscheduled(dev_id)
                 started = True
                 gc.freeze()         # start-up objects never need scanning again
-                self.record.state, self.record.worker_pid = "live", os.getpid()
+                self.record.state, self.record.worker_pid = records.State.LIVE, os.getpid()
                 report.live()
                 while not self.stop_requested:
                     select.select([wake_r], [], [], 1.0)
@@ -207,7 +208,7 @@ class Worker:
             counts = [q.io_counts() for q in queues]
             io = {name: sum(c[name] for c in counts) for name in IO_COUNTERS}
             cpu = procfs.thread_cpu_seconds(os.getpid())
-            return {"device": dataclasses.asdict(record), "mm_stat": store.stats(), "io_stat": io,
+            return {"device": dataclasses.asdict(record), **stats.sections(store.stats(), io),
                     "policy": dataclasses.asdict(store.policy) if store.policy else {},
                     "queues": [{"id": q.name, "tid": q.tid, "inflight": q.inflight,
                                 "cpu_seconds": round(cpu.get(q.tid, 0.0), 3)} for q in queues]}
@@ -262,7 +263,7 @@ class Worker:
                 except ControlError as e:
                     raise ValueError(f"the kernel refused the new size: {e.strerror}") from None
                 record.size = size
-                state.save(record)
+                records.save(record)
             return {"size": size}
 
         def writeback(kind="all", max_pages=0):

@@ -6,8 +6,9 @@ frame() is testable without a terminal and `--once` prints it as text.
 import curses
 import time
 
-from trueno_ublk import admin, state, stats
-from trueno_ublk.units import format_size
+from trueno_ublk.base import stats
+from trueno_ublk.base.units import format_size
+from trueno_ublk.devices import admin, records
 
 HEADER = (f"{'DEVICE':<12}{'STATE':<11}{'R IOPS':>8}{'W IOPS':>8}{'R MiB/s':>9}{'W MiB/s':>9}"
           f"{'RATIO':>7}{'MEM USED':>10}{'LIMIT':>8}{'SAME':>6}{'HUGE':>6}{'RECOMP':>7}{'IDLE':>6}"
@@ -17,10 +18,10 @@ HEADER = (f"{'DEVICE':<12}{'STATE':<11}{'R IOPS':>8}{'W IOPS':>8}{'R MiB/s':>9}{
 def sample(dev_ids: list[int] | None = None) -> dict[int, tuple[float, dict | None, str]]:
     """{dev_id: (time, stat reply or None, state)} for the devices asked (all if None)."""
     out = {}
-    for record in state.load_all():
+    for record in records.load_all():
         if dev_ids is not None and record.dev_id not in dev_ids:
             continue
-        status = record.state if record.daemon_alive() else "dead"
+        status = record.state if record.daemon_alive() else records.State.DEAD
         out[record.dev_id] = (time.monotonic(), admin.live_stat(record), status)
     return out
 
@@ -37,7 +38,7 @@ def device_line(dev_id: int, now, before) -> str:
         return f"{'ublkb%d' % dev_id:<12}{status:<11}"
     t0, previous, _ = before if before else (t1, None, "")
     dt = t1 - t0
-    mm, queues = reply["mm_stat"], reply.get("queues", [])
+    mm, queues = reply.get("mm_stat", {}), reply.get("queues", [])
     stored = mm.get("pages_stored", 0)
     ratio = f"{stats.compression_ratio(mm):.2f}" if mm.get("compr_data_size") else "-"
 
@@ -66,7 +67,7 @@ def detail_lines(dev_id: int, reply: dict) -> list[str]:
     """Where a live device's pages are (stats.tiers: share of the pages
     stored, bytes their payloads take) and the entropy of the pages
     written (each bucket's share); none for a store that keeps no pages."""
-    mm = reply["mm_stat"] if reply else {}
+    mm = stats.figures(reply) if reply else {}
     if "entropy_pages" not in mm:
         return []
     name = "ublkb%d" % dev_id

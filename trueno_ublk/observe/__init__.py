@@ -1,0 +1,1 @@
+"""Watching devices: `list`, `top`, the metrics (Prometheus, OTLP)."""
