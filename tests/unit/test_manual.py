@@ -17,13 +17,6 @@ MAN = Path(__file__).resolve().parents[2] / "man"
 COMMAND_PAGE = MAN / "trueno-ublk.8.scd"
 CONFIG_PAGE = MAN / "trueno-ublk.conf.5.scd"
 
-# The pages already describe the CLI as issue 29's restructuring leaves it:
-# the zram tier is turned on by --zram-device alone, so create's --backend
-# and the config key `backend` are gone. Until that change is merged the code
-# still has them. After the merge this set is empty: make it set().
-KNOWN_PENDING = {"create --backend", "config key backend"}
-
-
 def root_command() -> click.Command:
     """The click group behind the installed command. The console script names
     a function that runs it (or the group itself); the group is then the one
@@ -42,7 +35,7 @@ def root_command() -> click.Command:
 def config_keys() -> set[str]:
     """Every key the config file takes, read from the config module's parser
     (one `key == "..."` branch each). The one line that names the module."""
-    from trueno_ublk import config
+    from trueno_ublk.systemd import config
     return set(re.findall(r'key == "([a-z][a-z-]*)"', inspect.getsource(config)))
 
 
@@ -81,18 +74,13 @@ def defined_terms(text: str) -> set[str]:
             for term in re.findall(r"\*([^*\s]+)\*", line)}
 
 
-def option_name(path: tuple, param: click.Option) -> str:
-    """"create --size": how KNOWN_PENDING names an option."""
-    return f"{' '.join(path) or 'trueno-ublk'} {param.opts[-1]}"
-
-
 def documented_options(command: click.Command, path: tuple) -> dict[str, list[str]]:
     """Every spelling of each option of `command`, with its choices, as
     {"--opt": [choices]}; the help option only at the top, where the page says
     every command takes it."""
     options = {}
     for param in command.params:
-        if isinstance(param, click.Option) and option_name(path, param) not in KNOWN_PENDING:
+        if isinstance(param, click.Option):
             choices = list(param.type.choices) if isinstance(param.type, click.Choice) else []
             for opt in [*param.opts, *param.secondary_opts]:
                 options[opt] = choices
@@ -139,21 +127,11 @@ def test_no_section_defines_an_option_its_command_lacks():
 
 
 def test_config_keys_match_the_conf_page():
-    keys = config_keys() - {p.removeprefix("config key ") for p in KNOWN_PENDING}
+    keys = config_keys()
     assert len(keys) > 10, "config_keys() found too few keys: the config module changed, fix the lookup"
     defined = set(re.findall(r"^\*([a-z][a-z-]*)\* = ", sections(CONFIG_PAGE)["KEYS"], re.M))
     assert keys - defined == set(), f"{CONFIG_PAGE.name} does not define these keys"
     assert defined - keys == set(), f"{CONFIG_PAGE.name} defines keys the config does not take"
-
-
-def test_known_pending_is_still_pending():
-    """Each difference KNOWN_PENDING forgives must still be in the code:
-    once the change lands, the set is emptied, not left to hide new gaps."""
-    root = root_command()
-    options = {option_name(path, param) for path, command in walk(root)
-               for param in command.params if isinstance(param, click.Option)}
-    keys = {f"config key {key}" for key in config_keys()}
-    assert KNOWN_PENDING - options - keys == set(), "landed already: remove from KNOWN_PENDING"
 
 
 @pytest.mark.parametrize("page", [COMMAND_PAGE, CONFIG_PAGE], ids=lambda p: p.name)

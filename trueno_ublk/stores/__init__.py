@@ -84,4 +84,4 @@ def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_H
         options.update(codec=codec, huge_threshold=huge_threshold, policy=policy)
     if kind.arena:
         options.update(arena_fd=arena_fd, attach=attach)
-    return opener(kind.native or name, size, **options)
+    return opener(name, size, **options)

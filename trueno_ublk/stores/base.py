@@ -12,7 +12,6 @@ import os
 
 from trueno_ublk._native import ffi, lib
 from trueno_ublk.base.units import format_size
-from trueno_ublk.stores import STORES
 
 
 class Store:
