@@ -93,16 +93,17 @@ def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_more_cycles_leak_no
     fds = daemon_fds(daemon)
     assert sum(f.startswith(ARENA) for f in fds) == 1
     # A leak shows after any cycle: a descriptor (compared exactly) or an
-    # arena (the device's memory, far above the shmem noise) more each time.
+    # arena (the device's memory, far above the shmem noise) more each time;
+    # two more upgrades show it as well as more would.
     shmem = []
-    for _ in range(4):
+    for _ in range(2):
         run_cli("upgrade", dev)
         shmem.append(int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
                               if line.startswith("Shmem:")).split()[1]))
     assert daemon_fds(daemon) == fds                           # no descriptor gained across execs
     children = Path(f"/proc/{daemon}/task/{daemon}/children").read_text().split()
     assert children == [str(record(dev)["worker_pid"])]        # one worker, no stray process
-    assert record(dev)["takeovers"] == 5
+    assert record(dev)["takeovers"] == 3
     assert max(shmem) - min(shmem) < 4096, shmem               # one arena, not one per upgrade
     sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {VERIFY}")
 
