@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import CLI, MiB, run_cli, sh
-from faults import FIO, PATTERN, record, start_load, stop_load, wait_for
+from faults import FIO, PATTERN, record, start_load, stop_load, wait_for, wait_for_io
 from one_line_error import assert_one_line_error
 
 # Reads and writes of another block device, the same on every kernel.
@@ -30,12 +30,14 @@ def test_pages_move_to_the_backing_device_and_back_under_fio_verify(backing, mak
     bk = backing()
     dev = make_device("--queues", "2", "--backing-dev", bk.path, "--writeback-after", "0", size="128M")
     sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--offset=0 --size=32M')}")
-    # Pages leave for the device while fio rewrites and reads others: three
-    # rounds at least, until pages moved, fio running throughout.
+    # Pages leave for the device while fio rewrites and reads others (its
+    # own among them, which it then reads back from there): once fio is
+    # under way, two rounds at least, until pages moved, fio running throughout.
     job = start_load(dev, f"--rw=randrw {verify('--offset=64M --size=32M')}")
     moved = rounds = 0
     try:
-        while rounds < 3 or moved == 0:
+        wait_for_io(dev)
+        while rounds < 2 or moved == 0:
             assert job.poll() is None, f"fio ended before the writeback it was to see: {job.stderr.read()}"
             assert rounds < 100, "100 rounds of idle and writeback, and no page moved"
             run_cli("idle", dev)
