@@ -2,6 +2,7 @@
 fixed sleeps), fio in the background."""
 import json
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +25,10 @@ def list_entry(dev) -> dict | None:
     return next((d for d in json.loads(out)["devices"] if d["name"] == dev), None)
 
 
-def wait_for(predicate, timeout=30.0, what="condition", detail=None):
-    """`detail`: what to show when it times out (called only then)."""
+def wait_for(predicate, timeout=120.0, what="condition", detail=None):
+    """`detail`: what to show when it times out (called only then). The
+    timeout is a deadline only a hang reaches, generous for a machine
+    whose cores other guests share: waiting ends at the event."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -34,8 +37,32 @@ def wait_for(predicate, timeout=30.0, what="condition", detail=None):
 
 
 def start_fio(dev, args) -> subprocess.Popen:
-    return subprocess.Popen(f"{FIO} --filename={dev} {args}", shell=True, cwd="/tmp",
+    # exec: the process is fio itself, not a shell around it.
+    return subprocess.Popen(f"exec {FIO} --filename={dev} {args}", shell=True, cwd="/tmp",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start_load(dev, args, deadline=1800) -> subprocess.Popen:
+    """fio as load that lasts until the event a test waits for, however
+    slow the machine: it runs until stop_load() (fio's --trigger-file),
+    `deadline` seconds at most, which only a hang reaches. fio's verify
+    phase never starts in such a run: check the data with --verify_only."""
+    trigger = Path(tempfile.mkdtemp(prefix="fio-load-")) / "stop"
+    fio = start_fio(dev, f"--time_based --runtime={deadline} --trigger-file={trigger} {args}")
+    fio.trigger = trigger
+    return fio
+
+
+def stop_load(fio, timeout=120) -> int:
+    """Stop a start_load() fio (it finishes the I/O in flight) and return
+    its exit status: 0 when every request went right."""
+    if fio.poll() is None:
+        fio.trigger.touch()
+    try:
+        return fio.wait(timeout=timeout)
+    finally:
+        fio.trigger.unlink(missing_ok=True)
+        fio.trigger.parent.rmdir()
 
 
 def completed_ios(dev) -> int:

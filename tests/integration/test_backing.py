@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import CLI, MiB, run_cli, sh
-from faults import FIO, PATTERN, record, start_fio, wait_for
+from faults import FIO, PATTERN, record, start_load, stop_load, wait_for, wait_for_io
 from one_line_error import assert_one_line_error
 
 # Reads and writes of another block device, the same on every kernel.
@@ -30,13 +30,22 @@ def test_pages_move_to_the_backing_device_and_back_under_fio_verify(backing, mak
     bk = backing()
     dev = make_device("--queues", "2", "--backing-dev", bk.path, "--writeback-after", "0", size="128M")
     sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--offset=0 --size=32M')}")
-    # Pages leave for the device while fio rewrites and reads others.
-    job = start_fio(dev, f"--rw=randrw --time_based --runtime=20 {verify('--offset=64M --size=32M')}")
-    moved = 0
-    while job.poll() is None:
-        run_cli("idle", dev)
-        moved += int(run_cli("writeback", dev, "--type", "all").stdout.split()[1])
-    assert job.returncode == 0, job.stderr.read()
+    # Pages leave for the device while fio rewrites and reads others (its
+    # own among them, which it then reads back from there): once fio is
+    # under way, two rounds at least, until pages moved, fio running throughout.
+    job = start_load(dev, f"--rw=randrw {verify('--offset=64M --size=32M')}")
+    moved = rounds = 0
+    try:
+        wait_for_io(dev)
+        while rounds < 2 or moved == 0:
+            assert job.poll() is None, f"fio ended before the writeback it was to see: {job.stderr.read()}"
+            assert rounds < 100, "100 rounds of idle and writeback, and no page moved"
+            run_cli("idle", dev)
+            moved += int(run_cli("writeback", dev, "--type", "all").stdout.split()[1])
+            rounds += 1
+    finally:
+        status = stop_load(job)
+    assert status == 0, job.stderr.read()
     assert moved > 0
     sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--offset=0 --size=32M')}")
     count, reads, writes = map(int, run_cli("stat", "--bd-stat", dev).stdout.split())
@@ -89,9 +98,9 @@ def test_kill_9_during_writeback_loses_no_page_and_leaks_no_block(backing, make_
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: stat(dev)["bd_count"] > 0, what="the writeback to begin")
     os.kill(worker, signal.SIGKILL)
-    writeback.wait(timeout=60)
+    writeback.wait(timeout=120)
     wait_for(lambda: record(dev)["state"] == "live" and record(dev)["worker_pid"] != worker,
-             timeout=60, what="the worker recovered")
+             timeout=120, what="the worker recovered")
     sh(f"{FIO} --filename={dev} --rw=write --verify_only {verify('--size=96M')}")
     backed = stat(dev)["bd_count"]
     assert backed > 0

@@ -4,8 +4,14 @@ natively, in tests/unit/test_cli.py.)"""
 import os
 import subprocess
 
+import pytest
+
 from conftest import CLI, run_cli, sh
 from one_line_error import assert_one_line_error
+
+# What the CLI says, from checks of its own before and after the kernel's
+# answers, which are the same on every kernel.
+pytestmark = pytest.mark.same_on_every_kernel
 
 
 def test_device_id_busy(make_device):

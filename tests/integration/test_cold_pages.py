@@ -13,7 +13,7 @@ import pytest
 from trueno_ublk.devices import admin
 
 from conftest import CLI, run_cli, sh
-from faults import FIO, PATTERN, record, start_fio, wait_for
+from faults import FIO, PATTERN, record, start_load, stop_load, wait_for
 
 pytestmark = pytest.mark.same_on_every_kernel
 
@@ -50,27 +50,31 @@ def test_pages_change_tiers_under_fio_verify_across_two_queues(make_device):
     st = stat(dev)
     assert st["entropy_raw_pages"] >= 0.95 * 8 * PAGES_PER_MIB, st      # raw, no codec tried
     assert st["entropy_pages"][7] >= st["entropy_raw_pages"]
-    # Two jobs writing and verifying, each its own region (fio's verify
-    # needs that), one a CPU so that both queues serve; light enough to
-    # leave the background to its work.
+    # Two jobs writing (fio checks their data at the end), each its own
+    # region (fio's verify needs that), one a CPU so that both queues serve;
+    # light enough to leave the background to its work. They write until
+    # every move below happened, however long the background takes.
     two_jobs = verify("--offset=32M --size=1M --offset_increment=1M --numjobs=2 --thread")
-    fio = start_fio(dev, f"--rw=randwrite --rate_iops=20 --time_based --runtime=60 {two_jobs}")
-    wait_for(lambda: stat(dev)["recompressed_pages"] >= 12 * PAGES_PER_MIB, timeout=120,
-             what="the background to recompress the cold pages")
-    sh(cold)
-    sh(noise)
-    # Rewritten pages start hot, in the fast codec again: they leave the
-    # tier (and, a second later, are cold enough to come back to it).
-    def left(st):
-        return st["recompressions"] - st["recompressed_pages"]
-    before = left(stat(dev))
-    cold = region(dev, "cold", 4, 0, f"{TEXT} | tail -c 8M")
-    assert left(stat(dev)) >= before + 3 * PAGES_PER_MIB
-    sh(cold)
-    # By hand, at full speed, while the jobs go on.
-    assert "pages recompressed" in run_cli("recompress", dev, timeout=600).stdout
-    assert fio.poll() is None, "fio ended before the moves it was to see"
-    assert fio.wait(timeout=600) == 0, fio.stderr.read()
+    fio = start_load(dev, f"--rw=randwrite --rate_iops=20 {two_jobs}")
+    try:
+        wait_for(lambda: stat(dev)["recompressed_pages"] >= 12 * PAGES_PER_MIB, timeout=600,
+                 what="the background to recompress the cold pages", detail=lambda: stat(dev))
+        sh(cold)
+        sh(noise)
+        # Rewritten pages start hot, in the fast codec again: they leave the
+        # tier (and, a second later, are cold enough to come back to it).
+        def left(st):
+            return st["recompressions"] - st["recompressed_pages"]
+        before = left(stat(dev))
+        cold = region(dev, "cold", 4, 0, f"{TEXT} | tail -c 8M")
+        assert left(stat(dev)) >= before + 3 * PAGES_PER_MIB
+        sh(cold)
+        # By hand, at full speed, while the jobs go on.
+        assert "pages recompressed" in run_cli("recompress", dev, timeout=900).stdout
+        assert fio.poll() is None, f"fio ended before the moves it was to see: {fio.stderr.read()}"
+    finally:
+        status = stop_load(fio)
+    assert status == 0, fio.stderr.read()
     queues = admin.request(int(dev.removeprefix("/dev/ublkb")), "stat")["queues"]
     assert len(queues) == 2 and all(q["cpu_seconds"] > 0 for q in queues), queues
     st = stat(dev)

@@ -2,7 +2,12 @@
 kill, IO_FLUSHER queue threads."""
 from pathlib import Path
 
+import pytest
+
 from faults import record
+
+# Process settings (mlock, OOM score, PR_SET_IO_FLUSHER), the same on every kernel.
+pytestmark = pytest.mark.same_on_every_kernel
 
 # task flags (include/linux/sched.h) that PR_SET_IO_FLUSHER sets
 PF_MEMALLOC_NOIO, PF_LOCAL_THROTTLE = 0x80000, 0x100000

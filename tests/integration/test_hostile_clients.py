@@ -11,6 +11,7 @@ from conftest import run_cli, sh
 from faults import FIO, PATTERN
 
 
+@pytest.mark.same_on_every_kernel          # the daemon's admin socket
 def test_admin_clients_that_disconnect_mid_reply_do_not_disturb_io(device):
     path = str(socket_path(int(device.removeprefix("/dev/ublkb"))))
     stop = threading.Event()

@@ -55,6 +55,18 @@ def test_resize_grows_under_fio_verify_and_never_drops_a_page(make_device):
     assert_one_line_error(run_cli("resize", dev, "2G", check=False), "room for 1G")
 
 
+def test_negotiated_features_are_shown(device):
+    # USER_COPY (6.5) is on every kernel we run on; NO_AUTO_PART_SCAN where
+    # the kernel offers it (7.0), and then the kernel scans no partitions.
+    # (What each kernel offers: checked in every kernel's guest.)
+    features = json.loads(run_cli("stat", "--json", device).stdout)["features"]
+    assert "USER_COPY" in features and "CMD_IOCTL_ENCODE" in features
+    devices = json.loads(run_cli("list", "--json", "-o", "NAME,FEATURES").stdout)["devices"]
+    assert next(d for d in devices if d["name"] == device)["features"] == ",".join(features)
+    major = int(os.uname().release.split(".")[0])
+    assert ("NO_AUTO_PART_SCAN" in features) == (major >= 7)
+
+
 def features(dev: str) -> list[str]:
     return json.loads(run_cli("stat", "--json", dev).stdout)["features"]
 

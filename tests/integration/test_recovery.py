@@ -7,17 +7,17 @@ import signal
 import pytest
 
 from conftest import run_cli, sh
-from faults import FIO, PATTERN, alive, list_entry, record, start_fio, wait_for, wait_for_io
+from faults import FIO, PATTERN, alive, list_entry, record, start_fio, start_load, stop_load, wait_for, wait_for_io
 
 
 def test_kill_9_of_the_worker_without_recovery_fails_io_and_removes_the_device(make_device):
     dev = make_device("--no-recovery")
     rec = record(dev)
     assert "USER_RECOVERY" not in rec["features"]
-    fio = start_fio(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M --time_based --runtime=120")
+    fio = start_fio(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M --time_based --runtime=1800")
     wait_for_io(dev)
     os.kill(rec["worker_pid"], signal.SIGKILL)
-    fio.wait(timeout=30)
+    fio.wait(timeout=120)
     assert fio.returncode != 0
     wait_for(lambda: not alive(rec["pid"]), what="the daemon to exit")
     assert list_entry(dev) is None and not os.path.exists(dev)
@@ -33,14 +33,19 @@ def test_recovery_after_the_worker_is_killed_keeps_every_page(make_device):
     before = json.loads(run_cli("stat", "--json", dev).stdout)
     rec = record(dev)
     # Reads and writes in flight while the worker dies: the kernel holds
-    # them and reissues them to the new worker.
-    readers = start_fio(dev, "--rw=randread --bs=4k --iodepth=64 --size=96M --time_based --runtime=10")
+    # them and reissues them to the new worker. The readers read on until
+    # the writers, who need the new worker to finish, are done.
+    readers = start_load(dev, "--rw=randread --bs=4k --iodepth=64 --size=96M")
     writers = start_fio(dev, f"--rw=randwrite --bs=64k --iodepth=8 --offset=96M --size=64M "
                              f"--verify=crc32c --verify_fatal=1 {PATTERN}")
-    wait_for_io(dev, 4000)
-    os.kill(rec["worker_pid"], signal.SIGKILL)
+    try:
+        wait_for_io(dev, 4000)
+        os.kill(rec["worker_pid"], signal.SIGKILL)
+        writers.wait(timeout=300)
+        assert readers.poll() is None, f"the readers ended before the recovery: {readers.stderr.read()}"
+    finally:
+        stop_load(readers)
     for job in (readers, writers):
-        job.wait(timeout=120)
         assert job.returncode == 0, job.stderr.read()
     entry = list_entry(dev)
     assert entry["state"] == "live" and entry["recoveries"] == 1
@@ -71,10 +76,10 @@ def test_where_io_fails_without_a_server_a_dead_worker_fails_it_but_keeps_every_
     sh(f"{FIO} --filename={dev} --rw=randwrite {verify}")
     rec = record(dev)
     assert "USER_RECOVERY_FAIL_IO" in rec["features"]
-    readers = start_fio(dev, "--rw=randread --bs=4k --iodepth=64 --size=64M --time_based --runtime=60")
+    readers = start_fio(dev, "--rw=randread --bs=4k --iodepth=64 --size=64M --time_based --runtime=1800")
     wait_for_io(dev)
     os.kill(rec["worker_pid"], signal.SIGKILL)
-    readers.wait(timeout=60)
+    readers.wait(timeout=120)
     assert readers.returncode != 0
     wait_for(lambda: record(dev)["recoveries"] == 1 and record(dev)["state"] == "live", what="the recovery")
     sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify}")

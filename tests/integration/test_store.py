@@ -145,17 +145,6 @@ def test_list_columns(make_device):
     assert bad.returncode != 0 and "unknown column 'BOGUS'" in bad.stderr
 
 
-def test_negotiated_features_are_shown(device):
-    # USER_COPY (6.5) is on every kernel we run on; NO_AUTO_PART_SCAN where
-    # the kernel offers it (7.0), and then the kernel scans no partitions.
-    features = json.loads(run_cli("stat", "--json", device).stdout)["features"]
-    assert "USER_COPY" in features and "CMD_IOCTL_ENCODE" in features
-    devices = json.loads(run_cli("list", "--json", "-o", "NAME,FEATURES").stdout)["devices"]
-    assert next(d for d in devices if d["name"] == device)["features"] == ",".join(features)
-    major = int(os.uname().release.split(".")[0])
-    assert ("NO_AUTO_PART_SCAN" in features) == (major >= 7)
-
-
 def test_requests_skip_the_io_scheduler(device):
     # The kernel would give a one-queue device (this fixture's) mq-deadline.
     n = device.removeprefix("/dev/")

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from trueno_ublk.devices.records import record_path
 
 from conftest import devices_state, run_cli, sh
+from faults import wait_for
 
 MEM_TOTAL_MB = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
 WORKLOAD = Path(__file__).with_name("swap_workload.py")
@@ -38,8 +38,9 @@ def mm_stat(dev) -> dict:
 
 def swap_only_on(dev):
     """Make `dev` the machine's only swap, the hung-task detector armed: a
-    deadlock shows as a task blocked for 20 s, a panic failing the run."""
-    sh("sysctl -q kernel.hung_task_timeout_secs=20 kernel.hung_task_panic=1")
+    deadlock shows as a task blocked for 60 s (far beyond a slow swap-in on
+    a loaded machine, which is no deadlock), a panic failing the run."""
+    sh("sysctl -q kernel.hung_task_timeout_secs=60 kernel.hung_task_panic=1")
     sh(f"swapoff -a && mkswap {dev} && swapon --discard {dev}")
 
 
@@ -72,7 +73,14 @@ def test_churn_twice_ram_through_our_swap(make_device):
         figures = churn(2 * MEM_TOTAL_MB)
         churning.set()
         by_hand.join()
-        time.sleep(3)                   # swap's discards of the clusters freed at exit
+
+        # The program's slots come back as swap's discards of the clusters
+        # it freed, after it exited; the store then compacts what they
+        # freed. Until it holds what it stores, packed (asserted below).
+        def packed(stats) -> bool:
+            return stats["mem_used_total"] - fixed <= 1.25 * stats["compr_data_size"] + 4 * MiB
+        wait_for(lambda: packed(mm_stat(dev)), timeout=300, what="the store to compact what swap freed",
+                 detail=lambda: mm_stat(dev))
         stats = mm_stat(dev)
         # Pages really went through the device, and none failed: a write that
         # found the reserve empty (reserve_misses) took a larger free slot.

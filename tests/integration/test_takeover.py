@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI, run_cli, sh
-from faults import FIO, PATTERN, alive, list_entry, record, start_fio, wait_for, wait_for_io
+from faults import FIO, PATTERN, alive, list_entry, record, start_fio, start_load, stop_load, wait_for, wait_for_io
 
 VERIFY = f"--bs=4k --iodepth=32 --size=64M --verify=crc32c --verify_fatal=1 {PATTERN}"
 ARENA = "/memfd:trueno-ublk-arena"
@@ -69,14 +69,19 @@ def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_more_cycles_leak_no
     # commands are batched, which leave as after a crash (see supervisor.py).
     assert ("QUIESCE" in rec["features"]) == ("QUIESCE" in kernel_features() and io_commands == "per-tag")
     sh(f"{FIO} --filename={dev} --rw=randwrite {VERIFY}")
-    readers = start_fio(dev, "--rw=randread --bs=4k --iodepth=64 --size=64M --time_based --runtime=15")
+    # The readers read on until the upgrade and the writers are done.
+    readers = start_load(dev, "--rw=randread --bs=4k --iodepth=64 --size=64M")
     writers = start_fio(dev, f"--rw=randwrite --bs=64k --iodepth=8 --offset=64M --size=64M "
                              f"--verify=crc32c --verify_fatal=1 {PATTERN}")
-    wait_for_io(dev, 3000)
-    out = run_cli("upgrade", dev).stdout
-    assert out.startswith(f"{dev}: upgraded in place (I/O held)"), out
+    try:
+        wait_for_io(dev, 3000)
+        out = run_cli("upgrade", dev, timeout=300).stdout
+        assert out.startswith(f"{dev}: upgraded in place (I/O held)"), out
+        writers.wait(timeout=300)
+        assert readers.poll() is None, f"the readers ended before the upgrade: {readers.stderr.read()}"
+    finally:
+        stop_load(readers)
     for job in (readers, writers):
-        job.wait(timeout=180)
         assert job.returncode == 0, job.stderr.read()
     entry = list_entry(dev)
     assert entry["state"] == "live" and entry["pid"] == rec["pid"] and entry["worker"] != rec["worker_pid"]
@@ -88,16 +93,17 @@ def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_more_cycles_leak_no
     fds = daemon_fds(daemon)
     assert sum(f.startswith(ARENA) for f in fds) == 1
     # A leak shows after any cycle: a descriptor (compared exactly) or an
-    # arena (the device's memory, far above the shmem noise) more each time.
+    # arena (the device's memory, far above the shmem noise) more each time;
+    # two more upgrades show it as well as more would.
     shmem = []
-    for _ in range(4):
+    for _ in range(2):
         run_cli("upgrade", dev)
         shmem.append(int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
                               if line.startswith("Shmem:")).split()[1]))
     assert daemon_fds(daemon) == fds                           # no descriptor gained across execs
     children = Path(f"/proc/{daemon}/task/{daemon}/children").read_text().split()
     assert children == [str(record(dev)["worker_pid"])]        # one worker, no stray process
-    assert record(dev)["takeovers"] == 5
+    assert record(dev)["takeovers"] == 3
     assert max(shmem) - min(shmem) < 4096, shmem               # one arena, not one per upgrade
     sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {VERIFY}")
 
@@ -111,26 +117,27 @@ def test_kill_9_of_the_whole_daemon_never_leaves_io_waiting_forever(make_device)
     fails = "USER_RECOVERY_FAIL_IO" in kernel_features()
     assert ("USER_RECOVERY_FAIL_IO" in rec["features"]) == fails
     assert ("USER_RECOVERY_REISSUE" in rec["features"]) == (not fails)
-    fio = start_fio(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M --time_based --runtime=300")
+    fio = start_fio(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M --time_based --runtime=1800")
     wait_for_io(dev)
     kill_whole_daemon(rec)
     listed = run_cli("list", "-o", "NAME,STATE")
     if fails:
-        fio.wait(timeout=30)
+        fio.wait(timeout=120)
         assert fio.returncode != 0
         assert f"{dev}  failing" in listed.stdout
         assert "every page with it: I/O to it fails" in listed.stderr
+        # Failed at once, not held (held, it would wait until the delete).
         started = time.monotonic()
         dd = subprocess.run(f"dd if={dev} of=/dev/null bs=4k count=1 iflag=direct", shell=True,
-                            capture_output=True, timeout=30)
-        assert dd.returncode != 0 and time.monotonic() - started < 10
+                            capture_output=True, timeout=120)
+        assert dd.returncode != 0 and time.monotonic() - started < 60
     else:
         with pytest.raises(subprocess.TimeoutExpired):
             fio.wait(timeout=5)                 # held: no server, but one may come
         assert f"{dev}  held" in listed.stdout
         assert "I/O waits for a new one" in listed.stderr
     run_cli("delete", "--force", dev)
-    fio.wait(timeout=30)
+    fio.wait(timeout=120)
     assert fio.returncode != 0 and not os.path.exists(dev)
 
 
@@ -143,7 +150,8 @@ def test_a_kept_arena_brings_the_device_back_after_kill_9(make_device):
     sh(f"{FIO} --filename={dev} --rw=randwrite {VERIFY}")
     rec = record(dev)
     arena = keep_arena(rec["pid"])
-    held = start_fio(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M --time_based --runtime=5")
+    # Reading until the new daemon served them (stop_load below).
+    held = start_load(dev, "--rw=randread --bs=4k --iodepth=32 --size=64M")
     wait_for_io(dev)
     kill_whole_daemon(rec)
     try:
@@ -165,8 +173,9 @@ def test_a_kept_arena_brings_the_device_back_after_kill_9(make_device):
         assert daemon.stdout.readline().strip() == dev
     finally:
         os.close(arena)
-    held.wait(timeout=120)
-    assert held.returncode == 0, held.stderr
+    wait_for(lambda: record(dev)["state"] == "live", what="the new daemon to serve the device")
+    assert held.poll() is None, f"the reads ended before the new daemon served them: {held.stderr.read()}"
+    assert stop_load(held) == 0, held.stderr.read()
     now = record(dev)
     assert now["state"] == "live" and now["takeovers"] == 1 and now["pid"] == daemon.pid
     sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {VERIFY}")
@@ -179,7 +188,7 @@ def test_a_kept_arena_brings_the_device_back_after_kill_9(make_device):
     finally:
         os.close(arena)
     run_cli("delete", dev)
-    daemon.wait(timeout=30)
+    daemon.wait(timeout=120)
     assert daemon.returncode == 0 and list_entry(dev) is None
 
 
