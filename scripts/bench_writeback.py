@@ -9,7 +9,7 @@ to the device itself.
    by the device, then written back (`writeback huge`), then read back in
    128 KiB requests (neighbouring pages of a group in one read) and in 4 KiB
    requests at random offsets. Its writes come in batches of
-   PS_WRITEBACK_BATCH pages (native/page_store.h).
+   PS_WRITEBACK_BATCH pages (native/page_store/page_store.h).
 3. Kernel zram with the same device as backing_dev (a block device only,
    where zram has CONFIG_ZRAM_WRITEBACK): the same pages, `huge` written
    back, at each writeback_batch_size (bios in flight) where the kernel has

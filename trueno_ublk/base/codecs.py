@@ -15,7 +15,7 @@ ALGORITHMS = ("lz4", "lz4hc", "zstd", "zstd:LEVEL", "none")
 @dataclasses.dataclass(frozen=True)
 class Codec:
     name: str
-    kind: int               # PS_CODEC_* of native/page_store.h
+    kind: int               # PS_CODEC_* of native/page_store/page_store.h
     level: int = 0
 
 

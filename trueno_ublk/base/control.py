@@ -1,5 +1,5 @@
 """The ublk control device (/dev/ublk-control): add, configure, start, stop
-and delete devices. Wire structs come from native/ublk_abi.h via cffi."""
+and delete devices. Wire structs come from native/ublk/ublk_abi.h via cffi."""
 import errno
 import os
 import threading

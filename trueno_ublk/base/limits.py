@@ -1,6 +1,6 @@
 """What a device may be: the ranges `create` and the config file both check.
 
-Each range has one owner here (kernel limits come from native/ublk_abi.h);
+Each range has one owner here (kernel limits come from native/ublk/ublk_abi.h);
 the CLI and the config parser each phrase the error their own way, around
 the same numbers.
 """
@@ -28,7 +28,7 @@ def queues() -> Range:
     return Range(1, os.cpu_count() or 1, "the CPU count")
 
 
-# The page store numbers its chunks in 32 bits (native/page_store.h).
+# The page store numbers its chunks in 32 bits (native/page_store/page_store.h).
 SIZE = Range(PAGE_SIZE, lib.PS_MAX_PAGES * PAGE_SIZE, "64 TiB")
 DEPTH = Range(1, lib.UBLK_MAX_QUEUE_DEPTH, "the kernel's limit")
 DEVICE_ID = Range(0, lib.UBLK_MAX_DEV_ID, "the kernel's device numbers")

@@ -1,7 +1,7 @@
 """Every statistic of a device, declared once: the table STATS below.
 
 A row says where a figure comes from (a field of struct ps_stats in
-native/page_store.h, of struct io_counters in native/queue_server.h, or a
+native/page_store/page_store.h, of struct io_counters in native/server/queue_server.h, or a
 figure the store works out: PageStore.stats), its key and section in the
 `stat` reply, its unit, its metric (Prometheus' name and kind; OTLP's is
 made from it), its place in one of kernel zram's stat lines, its `list`

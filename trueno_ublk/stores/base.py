@@ -29,7 +29,7 @@ class Store:
 
     def queue_server(self, buffers, buf_size: int, counts, helper: bool | None = None,
                      copy_fd: int = -1, q_id: int = 0):
-        """A C queue server (native/queue_server.h) for one serving thread:
+        """A C queue server (native/server/queue_server.h) for one serving thread:
         `buffers` holds every tag's data, buf_size apart, or is None when the
         server copies each request's data itself through copy_fd, queue
         q_id's /dev/ublkcN (user copy); results are counted in `counts` (a

@@ -1,7 +1,7 @@
 """The cold-page policy of a store that compresses, as `create` options and
 config keys give it: which idle pages are recompressed, with what codec,
 and which pages are stored raw on their entropy alone. The mechanics are
-C (native/page_store.h); here are the choices, their defaults and the
+C (native/page_store/page_store.h); here are the choices, their defaults and the
 checks on them.
 
 The defaults need no tuning; each was chosen by measurement on real files
