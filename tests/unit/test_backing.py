@@ -94,9 +94,11 @@ def test_pages_written_back_read_the_same(backing, ops):
 
 
 def read_calls_during(work):
-    """(work()'s result, the read system calls this process made meanwhile,
-    pread included), from /proc/self/io's syscr less its own reads."""
-    fd = os.open("/proc/self/io", os.O_RDONLY)
+    """(work()'s result, the read system calls this thread made meanwhile,
+    pread included), from /proc/thread-self/io's syscr less its own reads:
+    this thread's alone (the store's background thread reads /proc/vmstat).
+    The client serves the request in the calling thread."""
+    fd = os.open("/proc/thread-self/io", os.O_RDONLY)
     try:
         def count() -> int:
             return int(re.search(rb"syscr: (\d+)", os.pread(fd, 4096, 0)).group(1))
