@@ -107,6 +107,7 @@ struct page_store {
     pthread_cond_t reserve_low, reserve_filled;
     pthread_t refill_thread;
     uint32_t n_refilling;               /* chunks being faulted in for the reserve */
+    uint64_t chunks_refilled;           /* faulted in by the refill, ever: its progress */
     bool starved;                       /* a wait timed out: fail fast until refilled */
     bool refill_running, closing;
     /* alloc.c */

@@ -6,8 +6,11 @@
  * new chunk takes one from the reserve, and a refill thread -- free to
  * wait for reclaim -- tops the reserve up from behind. When reclaim
  * outruns it, a write takes a larger class's free slot (put_payload());
- * only when there is none does it wait for the refill, and fail after a
- * while. All under alloc_lock.
+ * only when there is none does it wait for the refill, and fails once the
+ * refill is stuck: a fault-in that delivered nothing for RESERVE_STALL_MS
+ * is waiting on reclaim, which may be waiting on this write. A refill
+ * that merely has not run yet -- its CPU taken by a loaded machine -- is
+ * waited for, up to RESERVE_WAIT_MS. All under alloc_lock.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,7 +22,8 @@
 #include "internal.h"
 
 #define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
-#define RESERVE_WAIT_MS 1000            /* then writes fail rather than hang */
+#define RESERVE_STALL_MS 1000          /* a fault-in this slow is stuck in reclaim */
+#define RESERVE_WAIT_MS 10000          /* no write waits longer, whatever the refill's state */
 
 /* Whether a chunk never used, or given back, is left beyond the reserve. */
 static bool unused_chunks_left(const struct page_store *ps)
@@ -39,7 +43,8 @@ static uint32_t unused_chunk(struct page_store *ps)
 
 static int wait_for_reserve(struct page_store *ps)
 {
-    struct timespec until;
+    struct timespec until, round;
+    uint64_t refilled;
 
     /* One write waits; while the reserve stays empty the others fail at
      * once, so that the batch completes and reclaim sees its errors soon. */
@@ -47,9 +52,17 @@ static int wait_for_reserve(struct page_store *ps)
         return -ENOMEM;
     deadline_after(&until, RESERVE_WAIT_MS);
     pthread_cond_signal(&ps->reserve_low);
-    while (!ps->n_ready && (ps->n_refilling || unused_chunks_left(ps)))
-        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &until))
+    while (!ps->n_ready && (ps->n_refilling || unused_chunks_left(ps))) {
+        refilled = ps->chunks_refilled;
+        deadline_after(&round, RESERVE_STALL_MS);
+        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &round) == 0)
+            continue;
+        if (ps->n_refilling && ps->chunks_refilled == refilled)
+            break;                      /* stuck in a fault-in: reclaim may wait for us */
+        clock_gettime(CLOCK_MONOTONIC, &round);
+        if (round.tv_sec > until.tv_sec || (round.tv_sec == until.tv_sec && round.tv_nsec >= until.tv_nsec))
             break;
+    }
     ps->starved = !ps->n_ready;
     return ps->n_ready ? 0 : -ENOMEM;
 }
@@ -116,6 +129,7 @@ static void refill(struct page_store *ps)
         populate(ps->chunks + (uint64_t)c * CHUNK_SIZE, CHUNK_SIZE);
         pthread_mutex_lock(&ps->alloc_lock);
         ps->n_refilling = 0;
+        ps->chunks_refilled++;
         ps->starved = false;
         ps->ready[ps->n_ready++] = c;
         pthread_cond_broadcast(&ps->reserve_filled);
