@@ -408,7 +408,9 @@ int recompressor_new(struct page_store *ps)
     if (!r)
         return -ENOMEM;
     pthread_mutex_init(&r->lock, NULL);
-    memset(r->payload, 0, sizeof(r->payload));  /* faulted in: moves copy into it under a lock */
+    /* Faulted in now (the worker locks its memory on fault): moves copy
+     * into these under a page's stripe lock, which a write may wait for. */
+    populate(r, sizeof(*r));
     ps->recompressor = r;
     return 0;
 }
