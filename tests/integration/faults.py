@@ -65,6 +65,27 @@ def stop_load(fio, timeout=120) -> int:
         fio.trigger.parent.rmdir()
 
 
+def verified_io_across(dev, span: str, event, what: str, ios: int):
+    """Random 4K reads of `dev`'s first `span` and verified 64K writes of
+    the 64M after it, across `event()` (a fault, an upgrade), once `ios`
+    requests completed. The readers read on until the writers -- who need
+    the device served again to finish -- are done; both must end without an
+    error. Returns event()'s result."""
+    readers = start_load(dev, f"--rw=randread --bs=4k --iodepth=64 --size={span}")
+    writers = start_fio(dev, f"--rw=randwrite --bs=64k --iodepth=8 --offset={span} --size=64M "
+                             f"--verify=crc32c --verify_fatal=1 {PATTERN}")
+    try:
+        wait_for_io(dev, ios)
+        result = event()
+        writers.wait(timeout=300)
+        assert readers.poll() is None, f"the readers ended before {what}: {readers.stderr.read()}"
+    finally:
+        stop_load(readers)
+    for job in (readers, writers):
+        assert job.returncode == 0, job.stderr.read()
+    return result
+
+
 def completed_ios(dev) -> int:
     """Reads plus writes the block layer has completed on `dev`."""
     fields = Path(f"/sys/block/{dev.removeprefix('/dev/')}/stat").read_text().split()

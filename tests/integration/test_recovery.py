@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from conftest import run_cli, sh
-from faults import FIO, PATTERN, alive, list_entry, record, start_fio, start_load, stop_load, wait_for, wait_for_io
+from faults import FIO, PATTERN, alive, list_entry, record, start_fio, verified_io_across, wait_for, wait_for_io
 
 
 def test_kill_9_of_the_worker_without_recovery_fails_io_and_removes_the_device(make_device):
@@ -35,18 +35,7 @@ def test_recovery_after_the_worker_is_killed_keeps_every_page(make_device):
     # Reads and writes in flight while the worker dies: the kernel holds
     # them and reissues them to the new worker. The readers read on until
     # the writers, who need the new worker to finish, are done.
-    readers = start_load(dev, "--rw=randread --bs=4k --iodepth=64 --size=96M")
-    writers = start_fio(dev, f"--rw=randwrite --bs=64k --iodepth=8 --offset=96M --size=64M "
-                             f"--verify=crc32c --verify_fatal=1 {PATTERN}")
-    try:
-        wait_for_io(dev, 4000)
-        os.kill(rec["worker_pid"], signal.SIGKILL)
-        writers.wait(timeout=300)
-        assert readers.poll() is None, f"the readers ended before the recovery: {readers.stderr.read()}"
-    finally:
-        stop_load(readers)
-    for job in (readers, writers):
-        assert job.returncode == 0, job.stderr.read()
+    verified_io_across(dev, "96M", lambda: os.kill(rec["worker_pid"], signal.SIGKILL), "the recovery", 4000)
     entry = list_entry(dev)
     assert entry["state"] == "live" and entry["recoveries"] == 1
     assert entry["worker"] != rec["worker_pid"] and entry["pid"] == rec["pid"]

@@ -12,7 +12,19 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI, run_cli, sh
-from faults import FIO, PATTERN, alive, list_entry, record, start_fio, start_load, stop_load, wait_for, wait_for_io
+from faults import (
+    FIO,
+    PATTERN,
+    alive,
+    list_entry,
+    record,
+    start_fio,
+    start_load,
+    stop_load,
+    verified_io_across,
+    wait_for,
+    wait_for_io,
+)
 
 VERIFY = f"--bs=4k --iodepth=32 --size=64M --verify=crc32c --verify_fatal=1 {PATTERN}"
 ARENA = "/memfd:trueno-ublk-arena"
@@ -70,19 +82,8 @@ def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_more_cycles_leak_no
     assert ("QUIESCE" in rec["features"]) == ("QUIESCE" in kernel_features() and io_commands == "per-tag")
     sh(f"{FIO} --filename={dev} --rw=randwrite {VERIFY}")
     # The readers read on until the upgrade and the writers are done.
-    readers = start_load(dev, "--rw=randread --bs=4k --iodepth=64 --size=64M")
-    writers = start_fio(dev, f"--rw=randwrite --bs=64k --iodepth=8 --offset=64M --size=64M "
-                             f"--verify=crc32c --verify_fatal=1 {PATTERN}")
-    try:
-        wait_for_io(dev, 3000)
-        out = run_cli("upgrade", dev, timeout=300).stdout
-        assert out.startswith(f"{dev}: upgraded in place (I/O held)"), out
-        writers.wait(timeout=300)
-        assert readers.poll() is None, f"the readers ended before the upgrade: {readers.stderr.read()}"
-    finally:
-        stop_load(readers)
-    for job in (readers, writers):
-        assert job.returncode == 0, job.stderr.read()
+    out = verified_io_across(dev, "64M", lambda: run_cli("upgrade", dev, timeout=300).stdout, "the upgrade", 3000)
+    assert out.startswith(f"{dev}: upgraded in place (I/O held)"), out
     entry = list_entry(dev)
     assert entry["state"] == "live" and entry["pid"] == rec["pid"] and entry["worker"] != rec["worker_pid"]
     assert record(dev)["takeovers"] == 1 and record(dev)["recoveries"] == 0

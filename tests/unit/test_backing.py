@@ -33,6 +33,24 @@ def backed_store(fd: int, size: int, pages: int, **options):
     return store, DirectClient(store)
 
 
+@pytest.fixture
+def backed(tmp_path):
+    """make(blocks, pages, **options): a page store of `pages` pages writing
+    back to a file of `blocks` pages, as (store, client, the file's size);
+    both closed after the test."""
+    opened = []
+
+    def make(blocks: int, pages: int, **options):
+        fd, size = backing_file(tmp_path / "dev", blocks)
+        store, client = backed_store(fd, size, pages, **options)
+        opened.append((store, fd))
+        return store, client, size
+    yield make
+    for store, fd in opened:
+        store.close()
+        os.close(fd)
+
+
 def page(kind: str, seed: int) -> bytes:
     if kind == "zero":
         return bytes(PAGE)
@@ -110,9 +128,8 @@ def read_calls_during(work):
         os.close(fd)
 
 
-def test_a_request_reads_neighbouring_written_back_pages_together(tmp_path):
-    fd, size = backing_file(tmp_path / "dev", 64)
-    store, client = backed_store(fd, size, 64)
+def test_a_request_reads_neighbouring_written_back_pages_together(backed):
+    store, client, _ = backed(64, 64)
     data = [os.urandom(PAGE) for _ in range(20)]
     client.write(PAGE, b"".join(data))                      # pages 1-20: groups of 8 cut at 8 and 16
     assert store.writeback("huge", 1000) == 20
@@ -122,13 +139,10 @@ def test_a_request_reads_neighbouring_written_back_pages_together(tmp_path):
     assert read == bytes(PAGE) + b"".join(data) + bytes(3 * PAGE)
     assert calls == 2                                       # pages 1-4, then 6-20 across two groups
     assert store.stats()["bd_reads"] == 19
-    store.close()
-    os.close(fd)
 
 
-def test_writeback_frees_memory_and_counts_like_bd_stat(tmp_path):
-    fd, size = backing_file(tmp_path / "dev", 64)
-    store, client = backed_store(fd, size, 256)
+def test_writeback_frees_memory_and_counts_like_bd_stat(backed):
+    store, client, size = backed(64, 256)
     data = [os.urandom(PAGE) for _ in range(100)]
     for i, d in enumerate(data):
         client.write(i * PAGE, d)
@@ -142,13 +156,10 @@ def test_writeback_frees_memory_and_counts_like_bd_stat(tmp_path):
     assert store.stats()["bd_reads"] == 64
     client.write(0, bytes(PAGE))                            # a rewrite frees its block
     assert store.stats()["bd_count"] == 63
-    store.close()
-    os.close(fd)
 
 
-def test_writeback_limit_is_a_budget(tmp_path):
-    fd, size = backing_file(tmp_path / "dev", 64)
-    store, client = backed_store(fd, size, 64)
+def test_writeback_limit_is_a_budget(backed):
+    store, client, _ = backed(64, 64)
     for i in range(40):
         client.write(i * PAGE, os.urandom(PAGE))
     store.set_writeback_limit(10)
@@ -156,8 +167,6 @@ def test_writeback_limit_is_a_budget(tmp_path):
     assert store.writeback("all", 1000) == 0 and store.stats()["bd_count"] == 10
     store.set_writeback_limit(None)
     assert store.writeback("all", 1000) == 30
-    store.close()
-    os.close(fd)
 
 
 def test_a_store_without_backing_refuses_writeback():
