@@ -47,14 +47,19 @@ def store_name(name: str) -> str:
     return name
 
 
+def opener_module(name: str):
+    """The module of the class that opens store `name`: a store with an
+    arena answers new_arena() and check_arena() there too."""
+    return importlib.import_module(STORES[name].opener.partition(":")[0])
+
+
 def new_arena(name: str, size: int) -> int | None:
     """The arena of a new device of `size` bytes served by store `name`:
     a memfd (which the supervisor keeps, so that a new worker finds every
     page), or None for a store that keeps none."""
     if not STORES[name].arena:
         return None
-    from trueno_ublk.stores.page import new_arena
-    return new_arena(size)
+    return opener_module(name).new_arena(size)
 
 
 def check_arena(name: str, arena_fd: int | None, size: int, algorithm: str) -> None:
@@ -65,8 +70,7 @@ def check_arena(name: str, arena_fd: int | None, size: int, algorithm: str) -> N
         return
     if arena_fd is None:
         raise ValueError("no arena was kept: its pages are gone")
-    from trueno_ublk.stores.page import check_arena
-    check_arena(arena_fd, size, algorithm)
+    opener_module(name).check_arena(arena_fd, size, algorithm)
 
 
 def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_HUGE_THRESHOLD,
@@ -77,8 +81,7 @@ def open_store(name: str, size: int, codec=None, huge_threshold: int = DEFAULT_H
     `policy` (policy.Policy; None: its defaults)."""
     name = store_name(name)
     kind = STORES[name]
-    module, _, cls = kind.opener.partition(":")
-    opener = getattr(importlib.import_module(module), cls)
+    opener = getattr(opener_module(name), kind.opener.partition(":")[2])
     options = {}
     if kind.codec:
         options.update(codec=codec, huge_threshold=huge_threshold, policy=policy)
