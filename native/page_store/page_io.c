@@ -145,6 +145,13 @@ int ps_read(struct ps_scratch *w, uint64_t offset, uint32_t len, void *dest)
     return 0;
 }
 
+void ps_serving_swap(struct ps_scratch *w)
+{
+    /* Once: the flag is read without a lock, and only ever goes up. */
+    if (!__atomic_load_n(&w->ps->st.serving_swap, __ATOMIC_RELAXED))
+        __atomic_store_n(&w->ps->st.serving_swap, 1, __ATOMIC_RELAXED);
+}
+
 int ps_write(struct ps_scratch *w, uint64_t offset, uint32_t len, const void *src)
 {
     const char *in = src;

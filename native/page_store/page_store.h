@@ -65,6 +65,7 @@ struct ps_stats {
     uint64_t recompressions;            /* pages recompressed, ever */
     uint64_t recompress_saved;          /* bytes those saved when they were made */
     uint64_t idle_pages;                /* stored pages idle (marked, or cold) at the last sweep */
+    uint64_t serving_swap;              /* 1 once swap writes to the store (ps_serving_swap) */
     uint64_t entropy_raw;               /* pages stored raw on their entropy alone, ever */
     uint64_t entropy_pages[PS_ENTROPY_BUCKETS];  /* pages written, by whole bits of entropy a byte */
     uint64_t background_ns;             /* CPU time of the background thread's moves */
@@ -111,6 +112,10 @@ void ps_scratch_free(struct ps_scratch *w);
 int ps_read(struct ps_scratch *w, uint64_t offset, uint32_t len, void *dest);
 int ps_write(struct ps_scratch *w, uint64_t offset, uint32_t len, const void *src);
 int ps_discard(struct ps_scratch *w, uint64_t offset, uint64_t len);
+/* The kernel's swap writes to this store: a write came flagged
+ * UBLK_IO_F_SWAP. From then on the cold-page policy treats its pages as
+ * swap's (recompress.c). */
+void ps_serving_swap(struct ps_scratch *w);
 
 /* The device's size in pages: as opened (attach: as the arena says), or
  * as last resized. */

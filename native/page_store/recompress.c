@@ -39,6 +39,17 @@
  *
  * Background moves never wait for the reserve, nor take it below half: a
  * move that would need a new chunk then waits for the next period instead.
+ *
+ * On a device swap writes to (ps_serving_swap) pages are cold after
+ * SWAP_COLD_AFTER seconds, not `after`, and the sweep goes on in busy
+ * periods. Swap writes a page out because reclaim found it the coldest the
+ * machine has. A page swap reads back stays in the swap cache, its slot
+ * kept; or, once the program writes to it, its slot is freed, and we hear
+ * of that only when its whole cluster is free (a discard). So the copy
+ * here is what is least likely to be read again, and the pages swap left
+ * stale would otherwise wait out `after` in the fast codec. A swap storm
+ * keeps the device busy for as long as it lasts, which is when memory is
+ * short. A page read again within SWAP_COLD_AFTER stays hot.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,6 +59,7 @@
 #include "internal.h"
 
 #define SWEEP_REST_MAX   60                    /* seconds between sweeps, at most */
+#define SWAP_COLD_AFTER  2                     /* seconds idle before a swap page is cold */
 #define TYPE_COLD        (-1)                  /* the background's: idle `after` seconds or marked */
 
 struct recompressor {
@@ -273,14 +285,25 @@ static int frame_group(struct page_store *ps, struct recompressor *r, struct ps_
     return (int)made;
 }
 
+/* Seconds idle before the background takes a page as cold (see the top);
+ * 0: never. */
+static uint32_t cold_after(struct page_store *ps, const struct recompressor *r)
+{
+    bool swap = __atomic_load_n(&ps->st.serving_swap, __ATOMIC_RELAXED);
+
+    return swap && r->after > SWAP_COLD_AFTER ? SWAP_COLD_AFTER : r->after;
+}
+
 bool recompress_slice(struct page_store *ps, const struct period *p)
 {
     struct recompressor *r = ps->recompressor;
     uint64_t now = p->now, pages = device_pages(ps), saved = 0;
     bool swept = false;
 
-    if (p->busy || now < r->rest_until || pthread_mutex_trylock(&r->lock))
+    if ((p->busy && !__atomic_load_n(&ps->st.serving_swap, __ATOMIC_RELAXED)) || now < r->rest_until ||
+        pthread_mutex_trylock(&r->lock))
         return false;                   /* busy, resting, or a pass by hand is running */
+    uint32_t after = cold_after(ps, r);
     for (uint64_t scanned = 0; scanned < SLICE_SCAN_PAGES; scanned++) {
         if (r->cursor >= pages) {       /* the sweep is done */
             pthread_mutex_lock(&ps->alloc_lock);
@@ -288,24 +311,24 @@ bool recompress_slice(struct page_store *ps, const struct period *p)
             pthread_mutex_unlock(&ps->alloc_lock);
             swept = r->moved > 0;
             r->cursor = r->idle_counted = r->moved = 0;
-            r->rest_until = now + (r->after / 4 < 1 ? 1 : r->after / 4 > SWEEP_REST_MAX ? SWEEP_REST_MAX
-                                   : r->after / 4);
+            r->rest_until = now + (after / 4 < 1 ? 1 : after / 4 > SWEEP_REST_MAX ? SWEEP_REST_MAX
+                                   : after / 4);
             break;
         }
         uint64_t i = r->cursor++;
         bool worked = false;
         int ret = 0;
         if (i % FRAME_PAGES == 0 && makes_frames(r->codec) &&
-            (ret = frame_group(ps, r, r->codec, i, TYPE_COLD, now, r->after, &saved, &worked)) < 0) {
+            (ret = frame_group(ps, r, r->codec, i, TYPE_COLD, now, after, &saved, &worked)) < 0) {
             r->cursor--;                /* no room without waiting: next period */
             break;
         }
         r->moved += (uint64_t)ret;
         uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
         uint64_t atime = __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED);
-        if ((e & ENTRY_STORED) && is_idle(atime, now, r->after ? r->after : UINT32_MAX))
+        if ((e & ENTRY_STORED) && is_idle(atime, now, after ? after : UINT32_MAX))
             r->idle_counted++;
-        if (r->codec && wanted(e, atime, TYPE_COLD, now, r->after)) {
+        if (r->codec && wanted(e, atime, TYPE_COLD, now, after)) {
             if ((ret = recompress_one(ps, r, r->codec, i, e, atime, &saved)) == -EAGAIN) {
                 r->cursor--;
                 break;

@@ -108,7 +108,7 @@ static void serve_requests(const struct queue_server *qs, void *ctx, char *copy_
                 counts->writes++;
                 ret = copy_buf ? copy_in(qs, r->tag, buf, len) : 0;
                 if (ret == 0)
-                    ret = qs->ops->write(ctx, offset, (uint32_t)len, buf);
+                    ret = qs->ops->write(ctx, offset, (uint32_t)len, buf, r->swap);
                 counts->failed_writes += ret != 0;
                 counts->written_bytes += ret ? 0 : len;
             }

@@ -12,6 +12,7 @@
 #ifndef TRUENO_STORE_H
 #define TRUENO_STORE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct store_ops {
@@ -23,9 +24,11 @@ struct store_ops {
     void *(*thread_new)(void *store);
     void (*thread_free)(void *ctx);
     /* Byte offsets and lengths on the 512-byte grid, within the device;
-     * read and write lengths fit one request buffer (buf_size). 0 or -errno. */
+     * read and write lengths fit one request buffer (buf_size). 0 or -errno.
+     * `swap`: the kernel's swap wrote it (UBLK_IO_F_SWAP; swap's reads carry
+     * no such flag). */
     int (*read)(void *ctx, uint64_t offset, uint32_t len, void *dest);
-    int (*write)(void *ctx, uint64_t offset, uint32_t len, const void *src);
+    int (*write)(void *ctx, uint64_t offset, uint32_t len, const void *src, bool swap);
     int (*discard)(void *ctx, uint64_t offset, uint64_t len);
 };
 

@@ -1,6 +1,7 @@
 /* The null store keeps nothing: reads return whatever the tag buffer holds,
  * writes and discards succeed at once. It measures the ublk transport
  * alone. */
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "server/store.h"
@@ -11,9 +12,9 @@ static int null_read(void *ctx, uint64_t offset, uint32_t len, void *dest)
     return 0;
 }
 
-static int null_write(void *ctx, uint64_t offset, uint32_t len, const void *src)
+static int null_write(void *ctx, uint64_t offset, uint32_t len, const void *src, bool swap)
 {
-    (void)ctx, (void)offset, (void)len, (void)src;
+    (void)ctx, (void)offset, (void)len, (void)src, (void)swap;
     return 0;
 }
 

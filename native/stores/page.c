@@ -1,5 +1,6 @@
 /* The page store: compressed pages in a memfd arena (native/page_store/).
  * Each serving thread gets its own codec scratch. */
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "page_store/page_store.h"
@@ -20,8 +21,10 @@ static int page_read(void *scratch, uint64_t offset, uint32_t len, void *dest)
     return ps_read(scratch, offset, len, dest);
 }
 
-static int page_write(void *scratch, uint64_t offset, uint32_t len, const void *src)
+static int page_write(void *scratch, uint64_t offset, uint32_t len, const void *src, bool swap)
 {
+    if (swap)
+        ps_serving_swap(scratch);
     return ps_write(scratch, offset, len, src);
 }
 

@@ -215,7 +215,10 @@ static void read_request(const struct queue_ring *q, uint16_t tag, struct ublk_r
     const volatile struct ublksrv_io_desc *d = &q->descs[tag];
 
     r->tag = tag;
-    r->op = d->op_flags & 0xff;          /* the flags above it (FUA, ...) ask nothing of a RAM store */
+    /* Of the flags above the op only swap's says something to a RAM store
+     * (FUA and the like ask for nothing it does not do anyway). */
+    r->op = d->op_flags & 0xff;
+    r->swap = (d->op_flags & UBLK_IO_F_SWAP) != 0;
     r->nr_sectors = d->nr_sectors;
     r->start_sector = d->start_sector;
     r->result = 0;

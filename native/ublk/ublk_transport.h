@@ -22,7 +22,7 @@ void ctrl_ring_close(struct ctrl_ring *ctrl);
 struct ublk_request {
     uint16_t tag;
     uint8_t  op;
-    uint8_t  pad;
+    uint8_t  swap;                      /* UBLK_IO_F_SWAP: swap wrote it (on writes only) */
     uint32_t nr_sectors;
     int32_t  result;                    /* set by the queue server before the commit */
     uint64_t start_sector;

@@ -184,6 +184,40 @@ def test_the_background_recompresses_cold_pages_and_counts_idle_ones():
     store.close()
 
 
+def test_pages_of_a_device_swap_writes_to_are_cold_in_seconds_even_while_it_is_busy():
+    """Swap's pages count as cold after 2 s, not recompress-after (120 s by
+    default), and the background moves them while requests keep coming."""
+    pages = text_pages(64)
+    swap, swap_client = ram(policy=Policy())
+    other, other_client = ram(policy=Policy())
+    fill(other_client, pages)
+    for i, page in enumerate(pages):
+        swap_client.write(i * PAGE, page, swap=True)
+    assert swap.stats()["serving_swap"] == 1 and other.stats()["serving_swap"] == 0
+    stop = threading.Event()
+
+    def keep_busy():                    # more pages a period than the busy mark, on both
+        while not stop.is_set():
+            for client in (swap_client, other_client):
+                client.read(100 * PAGE, 32 * PAGE)
+
+    busy = threading.Thread(target=keep_busy)
+    busy.start()
+    try:
+        deadline = time.monotonic() + 60
+        while swap.stats()["recompressed_pages"] < 60 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        busy.join()
+    assert swap.stats()["recompressed_pages"] >= 60, swap.stats()
+    assert swap.stats()["background_paused"] > 0           # it was busy meanwhile
+    assert other.stats()["recompressed_pages"] == 0         # the same wait, not swap's
+    assert holds(swap_client, pages) and holds(other_client, pages)
+    swap.close()
+    other.close()
+
+
 def test_high_entropy_pages_are_stored_raw_without_the_codec():
     random_page, text_page = random.Random(1).randbytes(PAGE), text_pages(1)[0]
     store, client = ram()

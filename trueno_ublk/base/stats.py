@@ -101,6 +101,8 @@ STATS = [
          "Bytes recompression saved when it moved the pages."),
     Stat("idle_pages", MEMORY, "pages", "gauge", "idle_pages", "Stored pages idle (marked, or cold) at the last sweep.",
          column="IDLE-PAGES"),
+    Stat("serving_swap", MEMORY, "", "gauge", "serving_swap",
+         "1 once the kernel's swap writes to the device: its pages are cold after seconds."),
     Stat("entropy_raw_pages", MEMORY, "pages", "counter", "entropy_raw_pages_total",
          "Pages stored raw on their entropy, without trying the codec.", "entropy_raw"),
     Stat("entropy_pages", MEMORY, "pages", "counter", "entropy_pages_total",

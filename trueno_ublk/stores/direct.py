@@ -30,25 +30,26 @@ class DirectClient:
     def buffer(self, tag: int) -> memoryview:
         return memoryview(self.buffers)[tag * self.buf_size:(tag + 1) * self.buf_size]
 
-    def serve(self, requests) -> list[int]:
+    def serve(self, requests, swap: bool = False) -> list[int]:
         """Serve (op name, byte offset, byte length) requests as one batch;
-        tag i's data is buffer(i). Returns each request's result."""
+        tag i's data is buffer(i). `swap`: flagged as the kernel's swap
+        flags its writes. Returns each request's result."""
         for tag, (op, offset, length) in enumerate(requests):
             r = self.reqs[tag]
-            r.tag, r.op = tag, OPS.get(op, op)
+            r.tag, r.op, r.swap = tag, OPS.get(op, op), swap
             r.start_sector, r.nr_sectors = offset // SECTOR_SIZE, length // SECTOR_SIZE
         lib.queue_server_serve(self.server, self.reqs, len(requests))
         return [self.reqs[i].result for i in range(len(requests))]
 
-    def _one(self, op, offset, length) -> int:
-        result = self.serve([(op, offset, length)])[0]
+    def _one(self, op, offset, length, swap: bool = False) -> int:
+        result = self.serve([(op, offset, length)], swap)[0]
         if result < 0:
             raise StoreError(-result, f"{op} of {length} bytes at {offset}: {errno.errorcode[-result]}")
         return result
 
-    def write(self, offset: int, data) -> None:
+    def write(self, offset: int, data, swap: bool = False) -> None:
         self.buffer(0)[:len(data)] = data
-        self._one("write", offset, len(data))
+        self._one("write", offset, len(data), swap)
 
     def read(self, offset: int, length: int) -> bytes:
         self._one("read", offset, length)
