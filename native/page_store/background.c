@@ -1,13 +1,13 @@
 /*
- * The store's one background thread. Each period -- half a second, or at
- * once when a write at the memory limit wakes it -- it ticks the access
- * clock (recompress.c), then gives each kind of background work a slice:
+ * The store's one background thread. Each period -- half a second -- it
+ * ticks the access clock (recompress.c), then gives each kind of background work a slice:
  * recompression, writeback, compaction. The rules every slice keeps are
  * decided here, once a period:
  *   - busy: the device served more than BUSY_PAGES pages since the last
  *     period. A busy period does only the work memory is short of -- the
- *     spill near the memory limit (writes wait for it) and compaction
- *     while the machine reclaims -- and counts in background_paused.
+ *     spill near the memory limit, compaction while the machine reclaims,
+ *     and the recompression of swap's pages (recompress.c) -- and counts
+ *     in background_paused.
  *   - the CPU budget: a fifth of one CPU (PERIOD_CPU_NS a period). A slice
  *     stops once the period's budget is spent, after one step at least;
  *     the work memory is short of is not cut.
@@ -16,9 +16,6 @@
  *     every kernel and need no privilege; PSI can be built out or booted
  *     off (psi=0), and its triggers want a window of seconds from an
  *     unprivileged process.
- * Writes waiting for a spill wait on this thread's periods, on a condition
- * of their own, and wake it through its eventfd.
- *
  * The thread frees memory reclaim may be waiting for: it is an IO_FLUSHER,
  * so that its own allocations never wait on reclaim writing to this store.
  */
@@ -36,19 +33,13 @@
 #define PERIOD_MS       500
 #define PERIOD_CPU_NS   (100 * 1000000ull)      /* a fifth of one CPU */
 #define BUSY_PAGES      64              /* served in a period: the device is busy */
-#define SPILL_PERIODS   2               /* a write at the limit waits for this many periods to end */
-#define SPILL_WAIT_MS   5000            /* ... and never longer than this */
 #define VMSTAT_BYTES    16384
 
 struct background {
     pthread_t thread;
     bool running;
     volatile bool stopping;
-    int wake_fd;                        /* an eventfd: ps_close stops the thread, a write at
-                                           the memory limit starts its next period at once */
-    pthread_cond_t period_ended;        /* writes waiting for spilled room (alloc_lock) */
-    uint64_t periods;                   /* ended, ever (alloc_lock) */
-    bool spill_starved;                 /* a wait for spilled room timed out: fail fast until room */
+    int wake_fd;                        /* an eventfd: ps_close stops the thread at once */
     uint64_t served_seen;               /* the I/O threads' pages served at the last look */
     uint64_t reclaim_seen;              /* the vmstat counters at the last look */
     char vmstat[VMSTAT_BYTES];
@@ -142,54 +133,20 @@ static void *background_main(void *arg)
 
         pthread_mutex_lock(&ps->alloc_lock);
         ps->st.background_paused += p.busy;
-        if (g->spill_starved && !at_mem_limit(ps))
-            g->spill_starved = false;
-        g->periods++;
-        pthread_cond_broadcast(&g->period_ended);
         ps->st.background_ns += thread_cpu_ns() - start;
         pthread_mutex_unlock(&ps->alloc_lock);
     }
     return NULL;
 }
 
-int wait_for_spill(struct page_store *ps)
-{
-    struct background *g = ps->background;
-    struct timespec until;
-    int ret = -ENOSPC;
-
-    deadline_after(&until, SPILL_WAIT_MS);
-    pthread_mutex_lock(&ps->alloc_lock);
-    /* Only with a device that has room; while a wait has timed out the
-     * others fail at once, as for the reserve. The background's periods
-     * take what they take (seconds under emulation): the write waits for
-     * one to run whole after it asked, not for a fixed time. */
-    if (backing_has_room(ps) && !g->spill_starved) {
-        uint64_t until_period = g->periods + SPILL_PERIODS;
-        eventfd_write(g->wake_fd, 1);
-        while (at_mem_limit(ps) && g->periods < until_period)
-            if (pthread_cond_timedwait(&g->period_ended, &ps->alloc_lock, &until))
-                break;
-        g->spill_starved = at_mem_limit(ps);
-        ret = g->spill_starved ? -ENOSPC : 0;
-    }
-    pthread_mutex_unlock(&ps->alloc_lock);
-    return ret;
-}
-
 int background_start(struct page_store *ps)
 {
     struct background *g = calloc(1, sizeof(*g));
-    pthread_condattr_t monotonic;
     int ret;
 
     if (!g)
         return -ENOMEM;
     ps->background = g;
-    pthread_condattr_init(&monotonic);
-    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
-    pthread_cond_init(&g->period_ended, &monotonic);
-    pthread_condattr_destroy(&monotonic);
     if ((g->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         return -errno;
     tick_clock(ps);                     /* writes before the first period have a time */
@@ -212,7 +169,6 @@ void background_stop(struct page_store *ps)
     }
     if (g->wake_fd >= 0)
         close(g->wake_fd);
-    pthread_cond_destroy(&g->period_ended);
     free(g);
     ps->background = NULL;
 }

@@ -13,7 +13,11 @@
  * under alloc_lock, as slots are.
  *
  * Reads of written-back pages happen on the I/O path: the device is another
- * device than this one, so its reads never wait on this store's reclaim. A
+ * device than this one, so its reads never wait on this store's reclaim.
+ * So do writes the memory limit leaves no room for (write_backed): the
+ * page goes straight to the device, as zswap sends what its full pool
+ * refuses to the swap device, rather than wait for the background to
+ * spill room (its periods take seconds under load). A
  * request's neighbouring pages on neighbouring blocks (as a writeback
  * leaves them) are read with one read, as are pages of the zram tier at
  * neighbouring offsets.
@@ -100,6 +104,35 @@ int read_backed(struct ps_scratch *w, uint64_t e, void *dest)
     if (dest != w->page)
         copy_bytes(dest, w->page, PAGE_SIZE);
     return 0;
+}
+
+int write_backed(struct ps_scratch *w, uint64_t index, const void *page)
+{
+    struct page_store *ps = w->ps;
+    struct backing *b = ps->backing;
+    uint64_t block;
+
+    if (!b)
+        return -ENOSPC;
+    pthread_mutex_lock(&ps->alloc_lock);
+    block = take_block(ps);
+    pthread_mutex_unlock(&ps->alloc_lock);
+    if (block == UINT64_MAX)
+        return -ENOSPC;
+    /* O_DIRECT wants an aligned buffer: the scratch page is one. */
+    if (page != w->page)
+        copy_bytes(w->page, page, PAGE_SIZE);
+    bool written = pwrite(b->fd, w->page, PAGE_SIZE, (off_t)(block * PAGE_SIZE)) == PAGE_SIZE;
+    pthread_mutex_lock(&ps->alloc_lock);
+    if (written) {
+        publish(ps, index, entry_backed_at(block));
+        ps->st.bd_writes++;
+    } else {
+        free_block(ps, block);
+        ps->st.bd_write_errors++;
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return written ? 0 : -EIO;
 }
 
 int read_run_outside_ram(struct ps_scratch *w, uint64_t index, uint32_t max_pages, void *dest)
@@ -208,9 +241,4 @@ void backing_free(struct page_store *ps)
     free(b->used);
     free(b);
     ps->backing = NULL;
-}
-
-bool backing_has_room(const struct page_store *ps)
-{
-    return ps->backing && ps->backing->n_used < ps->backing->blocks;
 }

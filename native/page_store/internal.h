@@ -320,12 +320,14 @@ PS_INTERNAL bool at_mem_limit(const struct page_store *ps);
 PS_INTERNAL int rebuild(struct page_store *ps);
 
 /* backing.c: a written-back page read (its stripe lock held), 0 or -EIO;
+ * a page the memory limit has no room for written there (its stripe lock
+ * held): 0, -ENOSPC when there is no device or no free block, -EIO;
  * a block taken (UINT64_MAX: the device is full) or given back (alloc_lock
- * held); whether a device with a free block is set; the device let go. */
+ * held); the device let go. */
 PS_INTERNAL int read_backed(struct ps_scratch *w, uint64_t e, void *dest);
+PS_INTERNAL int write_backed(struct ps_scratch *w, uint64_t index, const void *page);
 PS_INTERNAL uint64_t take_block(struct page_store *ps);
 PS_INTERNAL void free_block(struct page_store *ps, uint64_t block);
-PS_INTERNAL bool backing_has_room(const struct page_store *ps);
 PS_INTERNAL void backing_free(struct page_store *ps);
 /* Page `index` and the next ones, up to `max_pages`, when they are outside
  * RAM on neighbouring blocks (written back, or in the zram tier), read into
@@ -393,12 +395,9 @@ PS_INTERNAL bool recompress_slice(struct page_store *ps, const struct period *p)
  * moved any. */
 PS_INTERNAL bool writeback_slice(struct page_store *ps, const struct period *p);
 
-/* background.c: the thread, started last and stopped first; a write at
- * the memory limit, holding no lock, waits for it to spill room: 0, or
- * -ENOSPC when it cannot. */
+/* background.c: the thread, started last and stopped first. */
 PS_INTERNAL int background_start(struct page_store *ps);
 PS_INTERNAL void background_stop(struct page_store *ps);
-PS_INTERNAL int wait_for_spill(struct page_store *ps);
 PS_INTERNAL uint64_t background_bytes(void);
 
 #endif

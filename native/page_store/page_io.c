@@ -4,8 +4,8 @@
  * its page: same-filled into the map, low entropy to the zram tier when it
  * is set, else compressed (or raw, for already compressed data) into a
  * slot. A read of pages outside RAM on neighbouring blocks is one read.
- * At the memory limit a write waits, holding no lock, for the background
- * to spill room (background.c).
+ * At the memory limit a page goes straight to the backing device, if there
+ * is one with room (backing.c); no write waits for room.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -86,6 +86,8 @@ static int store_page(struct ps_scratch *w, uint64_t index, const void *page)
         ps->st.entropy_pages[bits < PS_ENTROPY_BUCKETS ? bits : PS_ENTROPY_BUCKETS - 1]++;
     }
     pthread_mutex_unlock(&ps->alloc_lock);
+    if (ret == -ENOSPC)
+        ret = write_backed(w, index, page);
     if (ret == 0 && was_in_zram)
         leave_zram(ps, index);
     return ret;
@@ -163,19 +165,12 @@ int ps_write(struct ps_scratch *w, uint64_t offset, uint32_t len, const void *sr
         int ret;
 
         w->pages_served++;
-        for (bool waited = false; ; waited = true) {
-            if (n == PAGE_SIZE) {
-                pthread_mutex_lock(stripe(w->ps, index));
-                ret = store_page(w, index, in);
-                pthread_mutex_unlock(stripe(w->ps, index));
-            } else {
-                ret = patch_page(w, index, start, n, in);
-            }
-            /* At the memory limit with a backing device, the background
-             * thread spills cold pages there: wait for it once, holding no
-             * page's lock. */
-            if (ret != -ENOSPC || waited || wait_for_spill(w->ps) < 0)
-                break;
+        if (n == PAGE_SIZE) {
+            pthread_mutex_lock(stripe(w->ps, index));
+            ret = store_page(w, index, in);
+            pthread_mutex_unlock(stripe(w->ps, index));
+        } else {
+            ret = patch_page(w, index, start, n, in);
         }
         if (ret)
             return ret;

@@ -229,7 +229,7 @@ def test_a_failed_write_leaves_every_page_in_ram(tmp_path):
 
 def test_writes_past_the_memory_limit_spill_to_the_backing_device(tmp_path):
     """Four times the limit written, no write fails: the background spills
-    the coldest pages while writes at the limit wait for room."""
+    the coldest pages, and what finds no room goes straight to the device."""
     from trueno_ublk.stores.policy import Policy
     fd, size = backing_file(tmp_path / "dev", 4096)                 # 16 MiB
     store, client = backed_store(fd, size, 4096, policy=Policy(writeback_after=0))
