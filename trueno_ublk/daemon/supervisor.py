@@ -237,8 +237,11 @@ class Supervisor:
             flags = flags & ~lib.UBLK_F_PER_IO_DAEMON | lib.UBLK_F_BATCH_IO
         flags |= recovery_flags(ctrl.features, cfg)
         if flags & lib.UBLK_F_BATCH_IO:
-            # A batched device quiesced for a handover failed reads it held
-            # (7.3.4, in the guest); left as after a crash, it reissues them.
+            # The kernel's QUIESCE_DEV fails a batched device's held reads
+            # (7.3.4): it cancels the fetch commands through the stop path
+            # (ublk_batch_cancel_queue), which sets the queue's force_abort,
+            # and ublk_prep_req fails with EIO rather than requeue. Left as
+            # after a crash, the device reissues them.
             flags &= ~lib.UBLK_F_QUIESCE
         try:
             return ctrl.add_device(cfg.dev_id, cfg.queues, cfg.depth, MAX_IO_BYTES, flags)
