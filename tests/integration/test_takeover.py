@@ -136,7 +136,8 @@ def test_kill_9_of_the_whole_daemon_never_leaves_io_waiting_forever(make_device)
     # (a guard swapped out to the device it guards could not run); small.
     oom = {p: int(Path(f"/proc/{p}/oom_score_adj").read_text()) for p in (rec["pid"], guard)}
     assert oom[guard] <= oom[rec["pid"]], oom
-    assert "VmLck" in Path(f"/proc/{guard}/status").read_text()
+    locked = next(line for line in Path(f"/proc/{guard}/status").read_text().splitlines() if line.startswith("VmLck"))
+    assert int(locked.split()[1]) > 0, locked
     memory = memory_kib(guard, ("Rss", "Pss", "Private_Clean", "Private_Dirty"))
     print(f"guard memory (KiB): {memory}")
     assert memory["Private_Clean"] + memory["Private_Dirty"] < 8 << 10, memory
