@@ -24,9 +24,8 @@ def test_kill_9_of_the_worker_without_recovery_fails_io_and_removes_the_device(m
 
 
 def test_recovery_after_the_worker_is_killed_keeps_every_page(make_device):
-    # I/O held while there is no server: what a device under systemd does
-    # by default, asked for here, where no systemd keeps the pages.
-    dev = make_device("--queues", "2", "--io-without-server", "hold")
+    # The default, without systemd: I/O held while there is no server.
+    dev = make_device("--queues", "2")
     verify = f"--bs=4k --iodepth=32 --size=96M --verify=crc32c --verify_fatal=1 {PATTERN}"
     sh(f"{FIO} --filename={dev} --rw=randwrite {verify}")
     run_cli("set", dev, "--mem-limit", "1G")          # set on the live device: kept across recovery
@@ -52,15 +51,15 @@ def test_recovery_after_the_worker_is_killed_keeps_every_page(make_device):
 
 
 
-def test_where_io_fails_without_a_server_a_dead_worker_fails_it_but_keeps_every_page(make_device):
-    """No systemd and Linux 6.13+: the kernel fails I/O while the device has
-    no server (FAIL_IO), so the reads in flight when the worker dies fail,
-    and the supervisor's next worker serves every page again."""
+def test_asked_to_fail_io_without_a_server_a_dead_worker_fails_it_but_keeps_every_page(make_device):
+    """--io-without-server fail (Linux 6.13+): the kernel fails I/O while the
+    device has no server (FAIL_IO), so the reads in flight when the worker
+    dies fail, and the supervisor's next worker serves every page again."""
     from trueno_ublk.base.control import Control, feature_names
     with Control() as ctrl:
         if "USER_RECOVERY_FAIL_IO" not in feature_names(ctrl.features):
-            pytest.skip("Linux 6.12 cannot fail I/O without a server: it holds it (test above)")
-    dev = make_device()
+            pytest.skip("Linux 6.12 cannot fail I/O without a server")
+    dev = make_device("--io-without-server", "fail")
     verify = f"--bs=4k --iodepth=32 --size=64M --verify=crc32c --verify_fatal=1 {PATTERN}"
     sh(f"{FIO} --filename={dev} --rw=randwrite {verify}")
     rec = record(dev)

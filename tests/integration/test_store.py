@@ -133,9 +133,9 @@ def test_list_columns(make_device):
     sh(f"dd if=/dev/zero of={dev} bs=1M count=1 oflag=direct status=none")
     lines = run_cli("list").stdout.splitlines()
     assert lines[0].split() == ["NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL",
-                                "STREAMS", "MOUNTPOINT"]
+                                "STREAMS", "MOUNTPOINT", "STATE"]
     row = next(line.split() for line in lines if line.startswith(dev))
-    assert row[1:4] == ["zstd", "128M", "1M"]
+    assert row[1:4] == ["zstd", "128M", "1M"] and row[-1] == "live"
     raw = run_cli("list", "-n", "--raw", "-b", "-o", "NAME,DISKSIZE,ZERO-PAGES,STATE").stdout
     assert f"{dev} {128 << 20} 256 live" in raw.splitlines()
     devices = json.loads(run_cli("list", "--json", "--output-all").stdout)["devices"]

@@ -26,11 +26,15 @@ Its life is a small state machine, the states being those `list` shows:
     live --SIGHUP, or SIGTERM of a restart--> handing-over
     starting, recovering --worker could not start--> stopping (an error)
 
-Where something can bring the pages back after the whole daemon died
-(systemd keeps the arena), the kernel holds I/O while there is no server
-(USER_RECOVERY_REISSUE); where nothing can, it fails it instead
-(USER_RECOVERY_FAIL_IO, 6.13), so that no I/O waits forever for a server
-that will never come. On older kernels without systemd I/O is held.
+While the device has no server the kernel holds its I/O
+(USER_RECOVERY_REISSUE): a dead worker or an upgrade costs readers latency,
+never an error. If the whole daemon dies, under systemd the restarted one
+takes the device over with the arena systemd kept; elsewhere nothing can
+bring the pages back, and the guard (guard.py), forked before the first
+worker, ends the held I/O. `--io-without-server fail` asks the kernel to
+fail I/O instead whenever there is no server (USER_RECOVERY_FAIL_IO, 6.13);
+`hold` holds it even after the whole daemon died (no guard), for whoever
+keeps the arena.
 """
 import dataclasses
 import errno
@@ -48,6 +52,7 @@ from trueno_ublk.base import procfs
 from trueno_ublk.base.control import Control, ControlError, feature_names
 from trueno_ublk.base.errors import UserError
 from trueno_ublk.base.logs import redirect_output
+from trueno_ublk.daemon.guard import start_guard
 from trueno_ublk.daemon.report import Report
 from trueno_ublk.daemon.takeover import Takeover, arena_name
 from trueno_ublk.daemon.worker import HANDOVER_STATUS, Worker, harden_process
@@ -138,6 +143,7 @@ class Supervisor:
         self.exporter: subprocess.Popen | None = None     # OTLP export (observe/otlp.py), once live
         self.fd_store = False           # systemd keeps the arena across our restarts
         self.releasing = False          # swapoff/umount under way before a stop
+        self.guard_pid = takeover.guard_pid if takeover is not None else 0     # guard.py; 0: none
 
     def _request_stop(self, signum, frame):
         if signum == signal.SIGTERM and self.fd_store:
@@ -216,6 +222,7 @@ class Supervisor:
                 if not self.handover:
                     notify_systemd("STOPPING=1")
                     self._delete(ctrl)
+                    self._dismiss_guard()
                     if self.fd_store:
                         service.drop_stored_fd(arena_name(self.dev_id))
         if self.handover == "upgrade":
@@ -228,10 +235,13 @@ class Supervisor:
         flags = WANTED_FEATURES & ctrl.features
         if self._batch_io(ctrl.features):   # one FETCH takes a queue's tags: no per-tag daemons
             flags = flags & ~lib.UBLK_F_PER_IO_DAEMON | lib.UBLK_F_BATCH_IO
-        flags |= recovery_flags(ctrl.features, cfg, self.fd_store)
+        flags |= recovery_flags(ctrl.features, cfg)
         if flags & lib.UBLK_F_BATCH_IO:
-            # A batched device quiesced for a handover failed reads it held
-            # (7.3.4, in the guest); left as after a crash, it reissues them.
+            # The kernel's QUIESCE_DEV fails a batched device's held reads
+            # (7.3.4): it cancels the fetch commands through the stop path
+            # (ublk_batch_cancel_queue), which sets the queue's force_abort,
+            # and ublk_prep_req fails with EIO rather than requeue. Left as
+            # after a crash, the device reissues them.
             flags &= ~lib.UBLK_F_QUIESCE
         try:
             return ctrl.add_device(cfg.dev_id, cfg.queues, cfg.depth, MAX_IO_BYTES, flags)
@@ -280,7 +290,7 @@ class Supervisor:
         """Become the trueno-ublk installed now (same pid, so systemd's
         MAINPID and the device's record stay true), passing it the device."""
         takeover = {"config": dataclasses.asdict(self.config), "arena_fd": arena_fd,
-                    "takeovers": self.record.takeovers}
+                    "takeovers": self.record.takeovers, "guard_pid": self.guard_pid}
         if arena_fd is not None:
             os.set_inheritable(arena_fd, True)
         log.info("device %d: handing over to the trueno-ublk installed now", self.dev_id)
@@ -323,6 +333,9 @@ class Supervisor:
         records.save(self.record)
         if self.log_to_file:
             redirect_output(records.log_path(dev_id))
+        if recoverable and not self.guard_pid and cfg.io_without_server == "auto" and not self.fd_store:
+            # Under systemd the restarted daemon takes the device over instead.
+            self.guard_pid = start_guard(dev_id)
         log.info("device %d: %d bytes, %d queue(s) x depth %d, store %s, kernel features %s",
                  dev_id, cfg.size, info.nr_hw_queues, info.queue_depth, cfg.store,
                  " ".join(feature_names(ctrl.features)))
@@ -453,6 +466,13 @@ class Supervisor:
                 raise UserError("cannot recover the device: the kernel did not quiesce it")
             time.sleep(0.1)
 
+    def _dismiss_guard(self) -> None:
+        """The device is deleted: nothing is left for the guard to end."""
+        if self.guard_pid:
+            os.kill(self.guard_pid, signal.SIGKILL)
+            os.waitpid(self.guard_pid, 0)
+            self.guard_pid = 0
+
     def _delete(self, ctrl: Control) -> None:
         try:
             ctrl.delete(self.dev_id)
@@ -474,17 +494,16 @@ def run_tool(command: list[str], timeout: float) -> str | None:
     return (done.stderr.strip().splitlines() or ["no reason given"])[-1]
 
 
-def recovery_flags(kernel_features: int, cfg: DeviceConfig, fd_store: bool) -> int:
-    """How the device behaves while it has no server (see the top): by
-    default held where a new server can come with the pages, failed where
-    none can; --io-without-server chooses."""
+def recovery_flags(kernel_features: int, cfg: DeviceConfig) -> int:
+    """How the device behaves while it has no server (see the top): held,
+    unless --io-without-server fail asks for failed."""
     can_fail = bool(kernel_features & lib.UBLK_F_USER_RECOVERY_FAIL_IO)
     if cfg.io_without_server == "fail" and not can_fail:
         raise UserError("--io-without-server fail needs Linux 6.13 or newer (UBLK_F_USER_RECOVERY_FAIL_IO)")
     if not cfg.recovery or kernel_features & RECOVERY_FEATURES != RECOVERY_FEATURES:
         return 0
     quiesce = kernel_features & lib.UBLK_F_QUIESCE
-    if cfg.io_without_server == "fail" or (cfg.io_without_server == "auto" and not fd_store and can_fail):
+    if cfg.io_without_server == "fail":
         return FAILING_RECOVERY_FEATURES | quiesce
     return RECOVERY_FEATURES | quiesce
 
@@ -511,7 +530,8 @@ def main() -> int:
     if arena_fd is not None:
         os.set_inheritable(arena_fd, False)
     try:
-        Supervisor(config, takeover=Takeover(arena_fd, passed["takeovers"])).run()
+        # An older daemon passed no guard: this one starts one.
+        Supervisor(config, takeover=Takeover(arena_fd, passed["takeovers"], passed.get("guard_pid", 0))).run()
     except UserError as e:
         log.error("%s", e)
         return 1

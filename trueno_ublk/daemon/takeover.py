@@ -14,6 +14,7 @@ class Takeover:
     (None for a store that keeps none) and how many takeovers came before."""
     arena_fd: int | None
     takeovers: int = 0
+    guard_pid: int = 0      # the guard the previous code started (guard.py), adopted by an upgrade
 
 
 def arena_name(dev_id: int) -> str:

@@ -6,12 +6,15 @@ from trueno_ublk.base.errors import UserError
 from trueno_ublk.devices.records import State
 
 # What a device whose daemon is gone does with its I/O, by its state in
-# the kernel (GET_DEV_INFO); `list` shows the state and says this.
+# the kernel (GET_DEV_INFO) or, once its guard ended it, its record's;
+# `list` shows the state and says this.
 ORPHAN_STATES = {
     State.HELD: "its daemon is gone: I/O waits for a new one (systemd restarts it, if it runs the "
                 "device; `trueno-ublk delete {id}` fails the I/O and frees it)",
     State.FAILING: "its daemon is gone, and every page with it: I/O to it fails "
                    "(`trueno-ublk delete {id}` frees it)",
+    State.LOST: "its daemon died, and every page with it: the I/O it held failed, and so does any "
+                "new I/O (`trueno-ublk delete {id}` frees it; swapoff or umount it first)",
 }
 
 

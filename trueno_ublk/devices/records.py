@@ -16,7 +16,8 @@ RUN_DIR = Path(os.environ.get("TRUENO_UBLK_RUN_DIR", "/run/trueno-ublk"))
 class State(enum.StrEnum):
     """A device's state as `list` and `top` show it. A supervisor moves its
     record through the first six (daemon/supervisor.py draws the machine);
-    the rest are what a device is found in without a live supervisor."""
+    the rest are what a device is found in without a live supervisor
+    (LOST is recorded by the supervisor's guard, daemon/guard.py)."""
     STARTING = "starting"
     TAKING_OVER = "taking-over"
     LIVE = "live"
@@ -25,6 +26,7 @@ class State(enum.StrEnum):
     STOPPING = "stopping"
     HELD = "held"               # its daemon is gone, the kernel holds its I/O for the next
     FAILING = "failing"         # its daemon is gone, the kernel fails its I/O
+    LOST = "lost"               # its daemon died, and the pages with it: its guard ended its I/O
     DEAD = "dead"               # its daemon is gone, and the device with it
     UNMANAGED = "unmanaged"     # a ublk device no trueno-ublk daemon made
 

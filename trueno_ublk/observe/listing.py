@@ -6,7 +6,8 @@ from trueno_ublk.devices import admin, records
 from trueno_ublk.devices.kernel import kernel_devices, kernel_states, orphan_state
 from trueno_ublk.devices.records import State
 
-DEFAULT_COLUMNS = ["NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "STREAMS", "MOUNTPOINT"]
+# zramctl's, and STATE: a device whose daemon died says so (and `list` what to do).
+DEFAULT_COLUMNS = ["NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "STREAMS", "MOUNTPOINT", "STATE"]
 # column -> (JSON key, is a byte size): the record's, then the statistics'
 # (stats.STATS: a column of a page count shows their bytes), then the rest.
 COLUMNS = {
@@ -66,7 +67,7 @@ def device_rows() -> list[dict]:
                        pid=r.pid, worker=r.worker_pid or None, recoveries=r.recoveries,
                        features=",".join(r.features) or None,
                        state=r.state)
-            if not r.daemon_alive():
+            if not r.daemon_alive() and r.state is not State.LOST:
                 states = kernel_states() if states is None else states
                 row["state"] = orphan_state(states.get(dev_id))
             reply = admin.live_stat(r)
