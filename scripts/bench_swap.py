@@ -333,8 +333,11 @@ def execute(command: list[str], cgroup: Cgroup) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        output = out.read().strip()
+        own = re.search(r"seconds ([0-9.]+)", output)       # the program's own, after its start-up
         return {"code": proc.returncode, "seconds": round(seconds, 1), "major_faults": usage.ru_majflt,
-                "output": out.read().strip(), "stderr": err.read().strip()[-2000:]}
+                "program_seconds": float(own.group(1)) if own else None,
+                "output": output, "stderr": err.read().strip()[-2000:]}
 
 
 def outcome(code: int, oom_kills: int) -> str:
@@ -393,15 +396,16 @@ def table(program: str, results: list[dict]) -> None:
     rows = [r for r in results if r["program"] == program]
     base = {r["setup"]: r["seconds"] for r in rows if r["outcome"] == "completed"}
     print(f"\n{program}:\n| set-up | outcome | wall time | x zram lz4 | device memory at peak "
-          "(mem_used_max; zswap: pool peak) | cgroup memory.swap.peak | failed writes | "
+          "(mem_used_max; zswap: pool peak) | cgroup memory.swap.peak | program's own time | failed writes | "
           "pswpin | pswpout | zswpout | zswpin | zswpwb | disk pages read | disk pages written |")
-    print("|---" * 14 + "|")
+    print("|---" * 15 + "|")
     for r in rows:
         times = f"{r['seconds'] / base['zram-lz4']:.2f}" if "zram-lz4" in base else "-"
         if r["setup"] == "trueno-disk" and "zswap-disk" in base:
             times += f" ({r['seconds'] / base['zswap-disk']:.2f}x zswap)"
         cells = [r["setup"], r["outcome"], f"{r['seconds']:.1f} s", times, f"{r['mem_used_max'] / MiB:.0f} MiB",
-                 f"{r['swap_peak'] / 1e6:.0f} MB", f"{r['failed_writes'] + r['swap_write_errors']}",
+                 f"{r['swap_peak'] / 1e6:.0f} MB", f"{r['program_seconds']} s",
+                 f"{r['failed_writes'] + r['swap_write_errors']}",
                  *(f"{r[key]:,}" if key in r else "-" for key in (*VMSTAT_KEYS[:2], "zswpout", "zswpin", "zswpwb",
                                                                   "disk_pages_read", "disk_pages_written"))]
         print("| " + " | ".join(cells) + " |")
