@@ -65,6 +65,9 @@ ZSWAP_DEBUG = Path("/sys/kernel/debug/zswap")
 VMSTAT_KEYS = ("pswpin", "pswpout", "zswpin", "zswpout", "zswpwb")
 SWAP_WRITE_ERROR = "Write-error on swap-device"
 SAMPLE_SECONDS = 0.5
+# Ours, at the end of a run: where its pages went and what moving them cost.
+STORE_FIGURES = ("recompressions", "frame_pages", "compr_data_size", "mem_map", "bd_writes", "bd_reads",
+                 "background_cpu_seconds", "background_paused")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -178,8 +181,11 @@ class ZramTarget(Zram):
 
 
 class TruenoTarget(Trueno):
-    def __init__(self, name: str, size: str, options: str = ""):
-        super().__init__(size, options)
+    def __init__(self, name: str, size: str, options: str = "", checkout: Path | None = None):
+        if checkout:                    # another build: its own interpreter and package
+            super().__init__(size, options, cli=f"{checkout}/.venv/bin/python -m trueno_ublk")
+        else:
+            super().__init__(size, options)
         self.name = name
 
     def figures(self) -> dict:
@@ -260,6 +266,8 @@ def make(setup: str, args, disk_parts: list[str]):
         return ZswapTarget(disk_parts[0], parse_size(args.mem_limit))
     if setup == "trueno":
         return TruenoTarget(setup, args.size)
+    if setup.startswith("trueno@"):
+        return TruenoTarget(setup, args.size, checkout=args.other)
     return TruenoTarget(setup, args.size, f"--mem-limit {args.mem_limit} --backing-dev {disk_parts[1]}")
 
 
@@ -373,6 +381,9 @@ def run(target, command: list[str], limit: str, disk: str | None) -> dict:
     if disk:
         result["disk_pages_read"] = changed["disk"]["sectors_read"] // 8
         result["disk_pages_written"] = changed["disk"]["sectors_written"] // 8
+    if isinstance(target, TruenoTarget):
+        figures = target.figures()
+        result["store"] = {key: figures.get(key, 0) for key in STORE_FIGURES}
     if isinstance(target, ZswapTarget):
         result.update(zswap_cap=target.cap, zswap_pool_source=target.source, zswap_params=target.params)
     sh(f"swapoff {target.path}")
@@ -387,24 +398,38 @@ def report(r: dict) -> None:
           f"mem_used_max {r['mem_used_max'] / MiB:6.1f} MiB  swap peak {r['swap_peak'] / MiB:6.1f} MiB  "
           f"SwapCached peak {r['swap_cached_peak'] / MiB:6.1f} MiB  failed writes {r['failed_writes']}"
           f"+{r['swap_write_errors']}{extra}  [{r['output'] or r['stderr'][-200:]}]", flush=True)
+    if "store" in r:
+        print("    store: " + ", ".join(f"{key} {value:,}" if isinstance(value, int) else f"{key} {value:.1f}"
+                                      for key, value in r["store"].items()), flush=True)
 
 
 # --- The tables --------------------------------------------------------
 
+def ratios(r: dict, base: dict, key: str) -> str:
+    """r's `key` (seconds) as a multiple of zram lz4's, and trueno-disk's of zswap's too."""
+    if "zram-lz4" not in base or not r.get(key):
+        return "-"
+    text = f"{r[key] / base['zram-lz4'][key]:.2f}"
+    if r["setup"] == "trueno-disk" and "zswap-disk" in base:
+        text += f" ({r[key] / base['zswap-disk'][key]:.2f}x zswap)"
+    return text
+
+
 def table(program: str, results: list[dict]) -> None:
-    """The issue's table for `program`, and the columns the runs add."""
+    """The issue's table for `program`, and the columns the runs add. The
+    program's own time leaves out its interpreter's start-up, which under
+    emulation, over 9p and after drop_caches, is a noisy share of the wall
+    time."""
     rows = [r for r in results if r["program"] == program]
-    base = {r["setup"]: r["seconds"] for r in rows if r["outcome"] == "completed"}
-    print(f"\n{program}:\n| set-up | outcome | wall time | x zram lz4 | device memory at peak "
-          "(mem_used_max; zswap: pool peak) | cgroup memory.swap.peak | program's own time | failed writes | "
+    base = {r["setup"]: r for r in rows if r["outcome"] == "completed"}
+    print(f"\n{program}:\n| set-up | outcome | wall time | x zram lz4 | program's own time | x zram lz4 | "
+          "device memory at peak (mem_used_max; zswap: pool peak) | cgroup memory.swap.peak | failed writes | "
           "pswpin | pswpout | zswpout | zswpin | zswpwb | disk pages read | disk pages written |")
-    print("|---" * 15 + "|")
+    print("|---" * 16 + "|")
     for r in rows:
-        times = f"{r['seconds'] / base['zram-lz4']:.2f}" if "zram-lz4" in base else "-"
-        if r["setup"] == "trueno-disk" and "zswap-disk" in base:
-            times += f" ({r['seconds'] / base['zswap-disk']:.2f}x zswap)"
-        cells = [r["setup"], r["outcome"], f"{r['seconds']:.1f} s", times, f"{r['mem_used_max'] / MiB:.0f} MiB",
-                 f"{r['swap_peak'] / 1e6:.0f} MB", f"{r['program_seconds']} s",
+        cells = [r["setup"], r["outcome"], f"{r['seconds']:.1f} s", ratios(r, base, "seconds"),
+                 f"{r['program_seconds']} s", ratios(r, base, "program_seconds"),
+                 f"{r['mem_used_max'] / MiB:.0f} MiB", f"{r['swap_peak'] / 1e6:.0f} MB",
                  f"{r['failed_writes'] + r['swap_write_errors']}",
                  *(f"{r[key]:,}" if key in r else "-" for key in (*VMSTAT_KEYS[:2], "zswpout", "zswpin", "zswpwb",
                                                                   "disk_pages_read", "disk_pages_written"))]
@@ -441,6 +466,8 @@ def arguments():
     ap.add_argument("--page-cluster", type=int, action="append",
                     help="vm.page-cluster values to run with (default: the kernel's own)")
     ap.add_argument("--size", default="2G", help="each RAM device's size")
+    ap.add_argument("--other", type=Path, help="another checkout, built (its .venv): run as set-up "
+                    "trueno@NAME after trueno, with defaults, for an A/B in one boot")
     return ap.parse_args()
 
 
@@ -456,6 +483,9 @@ def main() -> None:
     args = arguments()
     programs = args.program or ["program", "index"]
     setups = [s for s in SETUPS if s in (args.setup or SETUPS)]
+    if args.other:
+        setups.insert(setups.index("trueno") + 1 if "trueno" in setups else len(setups),
+                      f"trueno@{args.other.name}")
     disk = os.environ.get("TRUENO_UBLK_DISK")
     if not disk and any(s in DISK_SETUPS for s in setups):
         print(f"bench swap: no disk ($TRUENO_UBLK_DISK): skipping {', '.join(s for s in setups if s in DISK_SETUPS)}")
