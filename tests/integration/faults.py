@@ -1,8 +1,11 @@
 """What the fault tests share: the daemon's record, waits for events (never
-fixed sleeps), fio in the background."""
+fixed sleeps), fio in the background, a program living in swap."""
 import json
+import queue
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +15,8 @@ from conftest import run_cli
 
 FIO = "fio --name=t --ioengine=io_uring --direct=1 --output-format=terse"
 PATTERN = "--buffer_compress_percentage=50 --refill_buffers"
+HERE = Path(__file__).parent
+WORKLOAD_CGROUP = Path("/sys/fs/cgroup/trueno-ublk-test-workload")
 
 
 def record(dev) -> dict:
@@ -106,3 +111,56 @@ def alive(pid) -> bool:
         return False
     return status != "Z"
 
+
+def swap_used_kib(dev: str) -> int | None:
+    """What /proc/swaps says `dev` holds; None when it is not swap."""
+    for line in Path("/proc/swaps").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[0] == dev:
+            return int(fields[3])
+    return None
+
+
+class Workload:
+    """held_workload.py in a memory cgroup smaller than its pages, so that
+    most of them live in swap; its lines arrive through a queue."""
+
+    def __init__(self, mib: int, memory_max: int):
+        WORKLOAD_CGROUP.mkdir(exist_ok=True)
+        Path("/sys/fs/cgroup/cgroup.subtree_control").write_text("+memory")
+        (WORKLOAD_CGROUP / "memory.max").write_text(str(memory_max))
+        self.proc = subprocess.Popen(
+            ["sh", "-c", f'echo $$ > {WORKLOAD_CGROUP}/cgroup.procs && exec "$@"', "sh",
+             sys.executable, str(HERE / "held_workload.py"), str(mib)],
+            cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.passes = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def expect(self, line: str, timeout: float) -> None:
+        got = self.lines.get(timeout=timeout)
+        assert got == line, got
+
+    def passes_done(self) -> int:
+        """Passes reported so far; each line says the bad pages found yet."""
+        while not self.lines.empty():
+            fields = self.lines.get().split()
+            assert fields[0] == "pass" and fields[3] == "0", f"pages came back wrong: {fields}"
+            self.passes = int(fields[1])
+        return self.passes
+
+    def finish(self) -> None:
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=600) == 0
+        self.passes_done()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        WORKLOAD_CGROUP.rmdir()

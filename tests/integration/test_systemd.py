@@ -10,17 +10,15 @@ PID namespace of its own (a container, to systemd), managing units in the
 guest's mounts, cgroups and devices: only a throwaway guest can lend it
 those, so the test runs only there."""
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
-from faults import record, wait_for
+from faults import WORKLOAD_CGROUP, Workload, record, swap_used_kib, wait_for
 
 SYSTEMD = "/lib/systemd/systemd"
 NAME = "ublkb9"
@@ -33,7 +31,6 @@ MOUNT_POINT = "/run/truenotest"
 MOUNT = "run-truenotest.mount"
 CONFIG = Path("/etc/trueno-ublk.conf")
 TARGET = Path("/run/systemd/system/trueno-ublk-test.target")
-WORKLOAD_CGROUP = Path("/sys/fs/cgroup/trueno-ublk-test-workload")
 HERE = Path(__file__).parent
 TEMPLATE = HERE.parents[1] / "systemd/trueno-ublk@.service"
 UNIT = Path("/etc/systemd/system") / TEMPLATE.name
@@ -121,60 +118,6 @@ def systemd():
                 run_cli("delete", "--force", dev, check=False)
         CONFIG.unlink()
         TARGET.unlink()
-
-
-def swap_used_kib(dev: str) -> int | None:
-    """What /proc/swaps says `dev` holds; None when it is not swap."""
-    for line in Path("/proc/swaps").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[0] == dev:
-            return int(fields[3])
-    return None
-
-
-class Workload:
-    """held_workload.py in a memory cgroup smaller than its pages, so that
-    most of them live in swap; its lines arrive through a queue."""
-
-    def __init__(self, mib: int, memory_max: int):
-        WORKLOAD_CGROUP.mkdir(exist_ok=True)
-        Path("/sys/fs/cgroup/cgroup.subtree_control").write_text("+memory")
-        (WORKLOAD_CGROUP / "memory.max").write_text(str(memory_max))
-        self.proc = subprocess.Popen(
-            ["sh", "-c", f'echo $$ > {WORKLOAD_CGROUP}/cgroup.procs && exec "$@"', "sh",
-             sys.executable, str(HERE / "held_workload.py"), str(mib)],
-            cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.passes = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.strip())
-
-    def expect(self, line: str, timeout: float) -> None:
-        got = self.lines.get(timeout=timeout)
-        assert got == line, got
-
-    def passes_done(self) -> int:
-        """Passes reported so far; each line says the bad pages found yet."""
-        while not self.lines.empty():
-            fields = self.lines.get().split()
-            assert fields[0] == "pass" and fields[3] == "0", f"pages came back wrong: {fields}"
-            self.passes = int(fields[1])
-        return self.passes
-
-    def finish(self) -> None:
-        self.proc.stdin.write("stop\n")
-        self.proc.stdin.close()
-        assert self.proc.wait(timeout=600) == 0
-        self.passes_done()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        WORKLOAD_CGROUP.rmdir()
 
 
 def test_restart_and_kill_9_of_the_unit_keep_every_swapped_page(systemd):

@@ -15,12 +15,15 @@ from conftest import CLI, run_cli, sh
 from faults import (
     FIO,
     PATTERN,
+    WORKLOAD_CGROUP,
+    Workload,
     alive,
     list_entry,
     record,
     start_fio,
     start_load,
     stop_load,
+    swap_used_kib,
     verified_io_across,
     wait_for,
     wait_for_io,
@@ -121,6 +124,36 @@ def test_upgrade_under_fio_keeps_every_page_and_holds_io_and_more_cycles_leak_no
     assert record(dev)["takeovers"] == 3
     assert max(shmem) - min(shmem) < 4096, shmem               # one arena, not one per upgrade
     sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {VERIFY}")
+
+
+def test_a_program_in_swap_reads_every_page_across_kill_9_of_the_worker_and_an_upgrade(make_device):
+    """Without systemd, with the defaults: the kernel holds swap's I/O while
+    no worker serves, and the program never sees an error (a swap-in that
+    failed would kill it with SIGBUS)."""
+    dev = make_device(size="512M")
+    sh(f"mkswap {dev} && swapon {dev}")
+    workload = Workload(mib=96, memory_max=24 << 20)
+    try:
+        workload.expect("written", timeout=600)
+        assert swap_used_kib(dev) > 48 << 10, "the program's pages did not go to swap"
+        events = {"kill -9 of the worker": lambda: os.kill(record(dev)["worker_pid"], signal.SIGKILL),
+                  "upgrade": lambda: run_cli("upgrade", dev, timeout=300)}
+        for what, event in events.items():
+            before = record(dev)
+            event()
+            wait_for(lambda: record(dev)["state"] == "live" and record(dev)["worker_pid"] != before["worker_pid"],
+                     timeout=120, what=f"a new worker after the {what}")
+            # Two more passes: one whole pass read every page after the event.
+            after = workload.passes_done()
+            wait_for(lambda: workload.passes_done() >= after + 2, timeout=600,
+                     what=f"the program to read every page after the {what}")
+        assert record(dev)["recoveries"] == 1 and record(dev)["takeovers"] == 1
+        (WORKLOAD_CGROUP / "memory.max").write_text("max")
+        sh(f"swapoff {dev}")
+        workload.finish()
+    finally:
+        workload.kill()
+        sh(f"swapoff {dev} 2>/dev/null || true")
 
 
 def test_kill_9_of_the_whole_daemon_never_leaves_io_waiting_forever(make_device):
