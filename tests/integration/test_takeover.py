@@ -147,7 +147,7 @@ def test_a_program_in_swap_reads_every_page_across_kill_9_of_the_worker_and_an_u
             after = workload.passes_done()
             wait_for(lambda: workload.passes_done() >= after + 2, timeout=600,
                      what=f"the program to read every page after the {what}")
-        assert record(dev)["recoveries"] == 1 and record(dev)["takeovers"] == 1
+        assert record(dev)["takeovers"] == 1
         (WORKLOAD_CGROUP / "memory.max").write_text("max")
         sh(f"swapoff {dev}")
         workload.finish()
