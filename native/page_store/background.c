@@ -1,8 +1,8 @@
 /*
  * The store's one background thread. Each period -- half a second -- it
  * ticks the access clock (recompress.c), then gives each kind of
- * background work a slice: recompression, writeback, compaction. The rules every slice keeps are
- * decided here, once a period:
+ * background work a slice: recompression, writeback, compaction. The
+ * rules every slice keeps are decided here, once a period:
  *   - busy: the device served more than BUSY_PAGES pages since the last
  *     period. A busy period does only the work memory is short of -- the
  *     spill near the memory limit, compaction while the machine reclaims,
