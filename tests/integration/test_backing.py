@@ -111,9 +111,11 @@ def test_kill_9_during_writeback_loses_no_page_and_leaks_no_block(backing, make_
 
 def test_writes_past_the_memory_limit_spill_and_none_fails(backing, make_device):
     bk = backing(96 * MiB)
+    # Three times the limit: most pages go to the disk, spilled or, at the
+    # limit, written there at once.
     dev = make_device("--mem-limit", "16M", "--backing-dev", bk.path, "--writeback-after", "0")
-    sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--size=64M')}")
-    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--size=64M')}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--size=48M')}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--size=48M')}")
     figures = stat(dev)
     assert figures["failed_writes"] == 0 and figures["bd_count"] > 0
     assert figures["mem_used_total"] <= 32 * MiB, figures

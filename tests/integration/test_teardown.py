@@ -19,11 +19,12 @@ def test_kill_9_of_the_daemon_fails_io_fast_and_delete_cleans_up(make_device):
     rec = record(dev)
     os.kill(rec["pid"], signal.SIGKILL)
     # The worker follows its daemon (parent-death signal) and stops the
-    # device: fio's outstanding and new I/O fail instead of hanging.
+    # device: fio's outstanding and new I/O fail instead of hanging. The
+    # daemon's guard records the pages as lost.
     fio.wait(timeout=120)
     assert fio.returncode != 0
     wait_for(lambda: not alive(rec["worker_pid"]), what="the worker to exit")
-    assert list_entry(dev)["state"] == "dead"
+    wait_for(lambda: list_entry(dev)["state"] == "lost", what="list to show the device lost")
     run_cli("delete", dev)
     assert list_entry(dev) is None and not (RUN_DIR / f"{n}.json").exists()
     assert not os.path.exists(f"/dev/ublkc{n}")
