@@ -46,7 +46,7 @@ import threading
 import time
 from pathlib import Path
 
-from trueno_ublk.base import stats
+from trueno_ublk.base import procfs, stats
 from trueno_ublk.base.units import parse_size
 from trueno_ublk.devices import admin
 
@@ -68,7 +68,6 @@ SAMPLE_SECONDS = 0.5
 # Ours, at the end of a run: where its pages went and what moving them cost.
 STORE_FIGURES = ("recompressions", "frame_pages", "compr_data_size", "mem_map", "bd_writes", "bd_reads",
                  "background_cpu_seconds", "background_paused")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- The machine's figures ---------------------------------------------
@@ -79,10 +78,6 @@ def meminfo(key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def mem_total() -> int:
-    return meminfo("MemTotal")
 
 
 def vmstat() -> dict:
@@ -108,16 +103,15 @@ def threads(pids: list[int]) -> dict:
     summed by thread name less its number (ublk-q0, ublk-q1: ublk-q)."""
     groups = {}
     for pid in pids:
-        for task in Path(f"/proc/{pid}/task").glob("*"):
+        for tid, cpu_seconds in procfs.thread_cpu_seconds(pid).items():
             try:
-                stat, status = (task / "stat").read_text(), (task / "status").read_text()
+                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
             except OSError:                     # the thread ended meanwhile
                 continue
-            name = re.sub(r"\d+$", "", stat[stat.index("(") + 1:stat.rindex(")")])
-            fields = stat[stat.rindex(")") + 2:].split()
+            name = re.sub(r"\d+$", "", re.search(r"^Name:\s+(.*)$", status, re.M).group(1))
             switches = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
             group = groups.setdefault(name, {"cpu_seconds": 0.0, "voluntary_switches": 0})
-            group["cpu_seconds"] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            group["cpu_seconds"] += cpu_seconds
             group["voluntary_switches"] += switches
     return groups
 
@@ -219,10 +213,10 @@ class ZswapTarget:
 
     def __init__(self, path: str, limit: int):
         self.path = path
-        self.percent = limit * 100 // mem_total()
+        self.percent = limit * 100 // procfs.total_ram_bytes()
         if self.percent < 1:
             raise SystemExit(f"bench swap: --mem-limit {limit} is under 1% of RAM, zswap's smallest cap")
-        self.cap = self.percent * mem_total() // 100
+        self.cap = self.percent * procfs.total_ram_bytes() // 100
         if not Path("/sys/kernel/debug/zswap").exists():
             subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], capture_output=True)
         self.peak = 0
@@ -474,7 +468,7 @@ def arguments():
 def command(program: str, args) -> tuple[list[str], str]:
     """The program's command line and its cgroup's memory.max."""
     if program == "churn":
-        return [str(PROGRAMS[program]), str(2 * mem_total() // MiB)], "max"
+        return [str(PROGRAMS[program]), str(2 * procfs.total_ram_bytes() // MiB)], "max"
     mib = args.program_mib if program == "program" else args.index_mib
     return [str(PROGRAMS[program]), str(mib)], args.cgroup
 
@@ -496,7 +490,8 @@ def main() -> None:
     sh("sysctl -q kernel.hung_task_timeout_secs=30")
     if (ZSWAP / "enabled").exists():
         (ZSWAP / "enabled").write_text("N")     # in front of no set-up but its own
-    print(f"swap benchmark: {mem_total() / MiB:.0f} MiB RAM, {os.cpu_count()} CPUs, kernel {os.uname().release}, "
+    ram = procfs.total_ram_bytes()
+    print(f"swap benchmark: {ram / MiB:.0f} MiB RAM, {os.cpu_count()} CPUs, kernel {os.uname().release}, "
           f"cgroup {args.cgroup}, mem-limit {args.mem_limit}, disk {disk or '-'} as {' and '.join(parts) or '-'}",
           flush=True)
     results = []
@@ -511,7 +506,7 @@ def main() -> None:
                     target = make(setup, args, parts)
                     if isinstance(target, ZswapTarget):
                         print(f"  zswap: pool capped at {target.cap / MiB:.1f} MiB (max_pool_percent "
-                              f"{target.percent} of MemTotal {mem_total() / MiB:.0f} MiB)", flush=True)
+                              f"{target.percent} of MemTotal {ram / MiB:.0f} MiB)", flush=True)
                     try:
                         r = run(target, cmd, limit, disk if setup in DISK_SETUPS else None)
                     finally:
@@ -527,7 +522,7 @@ def main() -> None:
         table(program, results)
     profile(results)
     out = TOP / "bench-results/swap.json"
-    out.write_text(json.dumps({"mem_total": mem_total(), "kernel": os.uname().release, "cpus": os.cpu_count(),
+    out.write_text(json.dumps({"mem_total": ram, "kernel": os.uname().release, "cpus": os.cpu_count(),
                                "cgroup": args.cgroup, "mem_limit": args.mem_limit, "disk": disk,
                                "disk_parts": parts, "results": results}, indent=1) + "\n")
     print(f"  written to {out.relative_to(TOP)}")
