@@ -164,19 +164,29 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
+/* Where to split reqs[0..n) between the thread and its helper: 0 when the
+ * batch is not worth it (or there is no helper). */
+static int split_point(const struct queue_server *qs, const struct ublk_request *reqs, int n)
+{
+    uint64_t total = 0, half = 0;
+    int split = 0;
+
+    if (!qs->helper || n < 2)
+        return 0;
+    for (int i = 0; i < n; i++)
+        total += (uint64_t)reqs[i].nr_sectors << SECTOR_SHIFT;
+    if (total < SPLIT_MIN_BYTES || total / (uint64_t)n < SPLIT_MIN_AVERAGE)
+        return 0;
+    for (split = 0; split < n - 1 && half < total / 2; split++)
+        half += (uint64_t)reqs[split].nr_sectors << SECTOR_SHIFT;
+    return split;
+}
+
 void queue_server_serve(struct queue_server *qs, struct ublk_request *reqs, int n)
 {
     struct helper *h = qs->helper;
-    uint64_t total = 0, half = 0;
-    int split = n;
+    int split = split_point(qs, reqs, n);
 
-    if (h && n > 1) {
-        for (int i = 0; i < n; i++)
-            total += (uint64_t)reqs[i].nr_sectors << SECTOR_SHIFT;
-        if (total >= SPLIT_MIN_BYTES && total / (uint64_t)n >= SPLIT_MIN_AVERAGE)
-            for (split = 0; split < n - 1 && half < total / 2; split++)
-                half += (uint64_t)reqs[split].nr_sectors << SECTOR_SHIFT;
-    }
     if (split == n || split == 0) {
         serve_requests(qs, qs->ctx, qs->copy_buf, reqs, n, qs->counts);
         return;
@@ -198,6 +208,72 @@ void queue_server_serve(struct queue_server *qs, struct ublk_request *reqs, int 
     add_counts(qs->counts, &h->counts);
 }
 
+/* Moves the writes among reqs[0..n) to the front; returns how many. */
+static int writes_first(struct ublk_request *reqs, int n)
+{
+    int w = 0;
+
+    for (int i = 0; i < n; i++)
+        if (reqs[i].op == UBLK_IO_OP_WRITE) {
+            struct ublk_request r = reqs[w];
+
+            reqs[w++] = reqs[i];
+            reqs[i] = r;
+        }
+    return w;
+}
+
+/*
+ * Serves the batch reqs[0..n) and the requests that arrive while its writes
+ * are compressed; returns how many served requests, at the front of reqs,
+ * are left for the next queue_ring_run to commit, or -errno.
+ *
+ * Reads go first, and are committed at once when writes follow: under swap
+ * the faulting thread reclaims just before it reads, so its read arrives
+ * behind the pages it wrote, and would otherwise wait for their
+ * compression. After each write the ring is polled (in the syscall that
+ * commits it), and reads that came meanwhile go ahead of the writes left;
+ * the program that asked for them runs on while the writes are compressed.
+ */
+static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ublk_request *reqs,
+                       int n, int depth, volatile int *inflight)
+{
+    int n_writes = 0;                   /* reqs[0..n_writes): writes not yet served */
+
+    for (;;) {
+        int n_reads, m;
+
+        n_writes += writes_first(reqs + n_writes, n - n_writes);
+        n_reads = n - n_writes;
+        if (n_reads > 0)
+            queue_server_serve(qs, reqs + n_writes, n_reads);
+        if (n_writes == 0)
+            return n;                   /* committed with the wait for more */
+        if (n_reads > 0) {
+            m = queue_ring_poll(q, reqs + n_writes, n_reads, reqs + n_writes, depth - n_writes);
+            if (m < 0)
+                return m;
+            n = n_writes + m;
+            *inflight = n;
+            if (m > 0)
+                continue;
+        }
+        if (n_writes == 1 || split_point(qs, reqs, n_writes) > 0) {
+            queue_server_serve(qs, reqs, n_writes);
+            return n_writes;            /* the last, or sequential I/O: throughput first */
+        }
+        struct ublk_request served = reqs[0];
+
+        queue_server_serve(qs, &served, 1);
+        memmove(reqs, reqs + 1, (size_t)--n * sizeof(*reqs));
+        n_writes--;
+        if ((m = queue_ring_poll(q, &served, 1, reqs + n, depth - n)) < 0)
+            return m;
+        n += m;
+        *inflight = n;
+    }
+}
+
 int queue_server_run(struct queue_server *qs, struct queue_ring *q, struct ublk_request *reqs,
                       int depth, volatile int *inflight)
 {
@@ -209,7 +285,9 @@ int queue_server_run(struct queue_server *qs, struct queue_ring *q, struct ublk_
         if (n < 0)
             return n;
         *inflight = n;
-        queue_server_serve(qs, reqs, n);
+        n = serve_batch(qs, q, reqs, n, depth, inflight);
+        if (n < 0)
+            return n;
     }
 }
 

@@ -327,38 +327,6 @@ static int batch_wait(struct queue_ring *q, bool wait)
     return q->stopping ? -ENODEV : q->error;
 }
 
-static int batch_run(struct queue_ring *q, int n_commit, struct ublk_request *reqs, int max_reqs)
-{
-    struct batch_io *b = q->batch;
-    int ret = 0, n;
-
-    /* The last PREP or COMMIT read its elements when it was issued, in the
-     * last submit; its completion is nearly always in already. */
-    while (n_commit > 0 && b->elems_busy && ret == 0)
-        ret = batch_wait(q, true);
-    if (ret < 0)
-        return ret;
-    if (n_commit > 0) {
-        for (int i = 0; i < n_commit; i++)
-            b->elems[i] = (struct ublk_elem_header){ .tag = reqs[i].tag, .result = reqs[i].result };
-        batch_send_elems(q, UBLK_U_IO_COMMIT_IO_CMDS, COMMIT_USER_DATA, n_commit);
-    }
-    do {
-        if (!b->fetch_armed)
-            batch_arm_fetch(q);
-        ret = batch_wait(q, b->n_ready == 0);
-        if (ret < 0)
-            return ret;
-    } while (b->n_ready == 0);
-
-    n = b->n_ready < max_reqs ? b->n_ready : max_reqs;
-    for (int i = 0; i < n; i++)
-        read_request(q, b->ready[i], &reqs[i]);
-    b->n_ready -= n;
-    memmove(b->ready, b->ready + n, (size_t)b->n_ready * sizeof(*b->ready));
-    return n;
-}
-
 /* Memory for the batch commands, touched now so that it is resident (and
  * locked, under the worker's mlockall) before any request. */
 static void *batch_alloc(size_t len)
@@ -508,40 +476,114 @@ free_q:
     return NULL;
 }
 
-int queue_ring_run(struct queue_ring *q, int n_commit,
-                   struct ublk_request *reqs, int max_reqs)
+/* The requests whose fetches completed, into reqs (at most max_reqs);
+ * -ENODEV once the queue is shut down. */
+static int reap_requests(struct queue_ring *q, struct ublk_request *reqs, int max_reqs)
 {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
-    int ret, n = 0;
+    int n = 0;
 
-    if (q->batch)
-        return batch_run(q, n_commit, reqs, max_reqs);
-    for (int i = 0; i < n_commit; i++)
-        prep_io_cmd(q, q->commit_op, reqs[i].tag, reqs[i].result);
+    io_uring_for_each_cqe(&q->ring, head, cqe) {
+        if (n == max_reqs)
+            break;
+        seen++;
+        if (cqe->user_data == STOP_USER_DATA) {
+            q->stopping = true;
+            continue;
+        }
+        q->inflight--;
+        if (cqe->res < 0)               /* UBLK_IO_RES_ABORT: queue going away */
+            continue;
+        read_request(q, (uint16_t)cqe->user_data, &reqs[n++]);
+    }
+    io_uring_cq_advance(&q->ring, seen);
+    return n;
+}
 
+/* Up to max_reqs of the batch's ready tags into reqs. */
+static int batch_take_requests(struct queue_ring *q, struct ublk_request *reqs, int max_reqs)
+{
+    struct batch_io *b = q->batch;
+    int n = b->n_ready < max_reqs ? b->n_ready : max_reqs;
+
+    for (int i = 0; i < n; i++)
+        read_request(q, b->ready[i], &reqs[i]);
+    b->n_ready -= n;
+    memmove(b->ready, b->ready + n, (size_t)b->n_ready * sizeof(*b->ready));
+    return n;
+}
+
+/* Queue the commit of reqs[0..n), not yet submitted. */
+static int prep_commits(struct queue_ring *q, const struct ublk_request *reqs, int n)
+{
+    struct batch_io *b = q->batch;
+    int ret = 0;
+
+    if (!b) {
+        for (int i = 0; i < n; i++)
+            prep_io_cmd(q, q->commit_op, reqs[i].tag, reqs[i].result);
+        return 0;
+    }
+    /* The last PREP or COMMIT read its elements when it was issued, in the
+     * last submit; its completion is nearly always in already. */
+    while (n > 0 && b->elems_busy && ret == 0)
+        ret = batch_wait(q, true);
+    if (ret < 0)
+        return ret;
+    if (n > 0) {
+        for (int i = 0; i < n; i++)
+            b->elems[i] = (struct ublk_elem_header){ .tag = reqs[i].tag, .result = reqs[i].result };
+        batch_send_elems(q, UBLK_U_IO_COMMIT_IO_CMDS, COMMIT_USER_DATA, n);
+    }
+    return 0;
+}
+
+int queue_ring_poll(struct queue_ring *q, const struct ublk_request *commit, int n_commit,
+                    struct ublk_request *reqs, int max_reqs)
+{
+    int ret = prep_commits(q, commit, n_commit);
+
+    if (ret < 0)
+        return ret;
+    if (q->batch) {
+        if (!q->batch->fetch_armed)
+            batch_arm_fetch(q);
+        ret = batch_wait(q, false);
+        return ret < 0 ? ret : batch_take_requests(q, reqs, max_reqs);
+    }
+    ret = io_uring_submit_and_get_events(&q->ring);
+    if (ret < 0 && ret != -EINTR)
+        return ret;
+    ret = reap_requests(q, reqs, max_reqs);
+    return q->stopping ? -ENODEV : ret;
+}
+
+int queue_ring_run(struct queue_ring *q, int n_commit,
+                   struct ublk_request *reqs, int max_reqs)
+{
+    int ret, n;
+
+    ret = prep_commits(q, reqs, n_commit);
+    if (ret < 0)
+        return ret;
+    if (q->batch) {
+        do {
+            if (!q->batch->fetch_armed)
+                batch_arm_fetch(q);
+            ret = batch_wait(q, q->batch->n_ready == 0);
+            if (ret < 0)
+                return ret;
+        } while (q->batch->n_ready == 0);
+        return batch_take_requests(q, reqs, max_reqs);
+    }
     for (;;) {
         if (q->stopping || q->inflight == 0)
             return -ENODEV;
         ret = io_uring_submit_and_wait(&q->ring, 1);
         if (ret < 0 && ret != -EINTR)
             return ret;
-
-        io_uring_for_each_cqe(&q->ring, head, cqe) {
-            if (n == max_reqs)
-                break;
-            seen++;
-            if (cqe->user_data == STOP_USER_DATA) {
-                q->stopping = true;
-                continue;
-            }
-            q->inflight--;
-            if (cqe->res < 0)           /* UBLK_IO_RES_ABORT: queue going away */
-                continue;
-            read_request(q, (uint16_t)cqe->user_data, &reqs[n++]);
-        }
-        io_uring_cq_advance(&q->ring, seen);
-        seen = 0;
+        n = reap_requests(q, reqs, max_reqs);
         if (n > 0)
             return n;
     }

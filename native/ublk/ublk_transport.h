@@ -54,6 +54,11 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
  */
 int queue_ring_run(struct queue_ring *q, int n_commit,
                    struct ublk_request *reqs, int max_reqs);
+/* Like queue_ring_run without the wait: commit commit[0..n_commit), submit,
+ * and copy the requests ready now into reqs (which may be `commit`):
+ * how many (maybe 0), or -errno. */
+int queue_ring_poll(struct queue_ring *q, const struct ublk_request *commit, int n_commit,
+                    struct ublk_request *reqs, int max_reqs);
 /* Wake the queue's thread and make queue_ring_run return -ENODEV: any thread. */
 void queue_ring_stop(struct queue_ring *q);
 void queue_ring_close(struct queue_ring *q);
