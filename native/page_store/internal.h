@@ -104,6 +104,7 @@ struct page_store {
     uint64_t n_free_chunks, chunk_high;
     uint32_t *ready;                    /* the reserve: free chunks faulted in */
     uint32_t n_ready, reserve_target;
+    uint32_t reserve_lowest;            /* n_ready's lowest since the refill last looked */
     pthread_cond_t reserve_low, reserve_filled;
     pthread_t refill_thread;
     uint32_t n_refilling;               /* chunks being faulted in for the reserve */
@@ -307,6 +308,8 @@ PS_INTERNAL void raise_chunk_limit(struct page_store *ps, uint64_t limit);
 PS_INTERNAL int reserve_init(struct page_store *ps);
 PS_INTERNAL int reserve_start(struct page_store *ps);
 PS_INTERNAL void reserve_stop(struct page_store *ps);
+/* The reserve's own bookkeeping, in bytes. */
+PS_INTERNAL uint64_t reserve_bytes(void);
 
 /* alloc.c (alloc_lock held) */
 PS_INTERNAL void list_add(struct page_store *ps, uint32_t c);
