@@ -26,9 +26,12 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "internal.h"
+
+#define BACKGROUND_NICE 10
 
 #define PERIOD_MS       500
 #define PERIOD_CPU_NS   (100 * 1000000ull)      /* a fifth of one CPU */
@@ -110,6 +113,10 @@ static void *background_main(void *arg)
 
     prctl(PR_SET_NAME, "ublk-background");
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+    /* Its work can wait; a swap-in cannot: the queue threads and the
+     * programs they serve go first (this thread alone: Linux's nice is per
+     * thread). */
+    setpriority(PRIO_PROCESS, 0, BACKGROUND_NICE);
     reclaiming(g);
     for (;;) {
         eventfd_t woken;

@@ -294,6 +294,10 @@ PS_INTERNAL uint32_t page_entropy(const void *page);
 /* A chunk from the reserve for a write: 0, or -ENOMEM when the reserve
  * stays empty (the wait times out). */
 PS_INTERNAL int reserve_take(struct page_store *ps, uint32_t *chunk);
+/* For a pass by hand (a thread that may wait, not under alloc_lock) whose
+ * move found the reserve at half: 0 once the refill has taken it above,
+ * -EAGAIN if it cannot (memory is short, or the move met the memory limit). */
+PS_INTERNAL int reserve_wait_refill(struct page_store *ps);
 /* Chunk `c`, emptied: kept in the reserve, or its memory given back. */
 PS_INTERNAL void reserve_give_back(struct page_store *ps, uint32_t c);
 /* [offset, offset + len) of the memfd given back. */

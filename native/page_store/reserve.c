@@ -17,7 +17,9 @@
  * whenever writes take it below a quarter before the refill catches up,
  * and halves, giving chunks back, after RESERVE_SHRINK_MS in which writes
  * never used half of it. A burst that outran the refill once finds it
- * larger the next time; an idle device keeps 1 MiB.
+ * larger the next time; an idle device keeps 1 MiB. Chunks emptied by
+ * frees join it, and the refill thread punches out what is beyond the
+ * target: no write waits for that.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -89,24 +91,49 @@ int reserve_take(struct page_store *ps, uint32_t *chunk)
     return 0;
 }
 
-/* Halve the reserve if writes left half of it unused since the last look,
- * and give the chunks beyond it back. */
+/* Halve the reserve if writes left half of it unused since the last look. */
 static void shrink_if_unused(struct page_store *ps)
 {
-    if (ps->reserve_lowest >= ps->reserve_target / 2 && ps->reserve_target > RESERVE_MIN_CHUNKS) {
+    if (ps->reserve_lowest >= ps->reserve_target / 2 && ps->reserve_target > RESERVE_MIN_CHUNKS)
         ps->reserve_target /= 2;
-        while (ps->n_ready > ps->reserve_target)
-            chunk_unused(ps, ps->ready[--ps->n_ready]);
-    }
     ps->reserve_lowest = ps->n_ready;
+}
+
+int reserve_wait_refill(struct page_store *ps)
+{
+    struct timespec round;
+    int ret = 0;
+
+    pthread_mutex_lock(&ps->alloc_lock);
+    if (ps->n_ready > ps->reserve_target / 2)
+        ret = -EAGAIN;                  /* the move met the memory limit, not the reserve */
+    while (!ret && ps->n_ready <= ps->reserve_target / 2) {
+        uint64_t refilled = ps->chunks_refilled;
+
+        if (!ps->n_refilling && !unused_chunks_left(ps)) {
+            ret = -EAGAIN;
+            break;
+        }
+        pthread_cond_signal(&ps->reserve_low);
+        deadline_after(&round, RESERVE_STALL_MS);
+        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &round)
+            && ps->chunks_refilled == refilled)
+            ret = -EAGAIN;              /* stuck behind reclaim: memory is short */
+    }
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return ret;
 }
 
 void reserve_give_back(struct page_store *ps, uint32_t c)
 {
-    if (ps->n_ready + ps->n_refilling < ps->reserve_target) {  /* faulted in: keep it */
+    /* Faulted in: kept, and what is beyond the target is given back by the
+     * refill thread, so that no write waits for a hole to be punched. */
+    if (ps->n_ready + ps->n_refilling < RESERVE_MAX_CHUNKS) {
         ps->ready[ps->n_ready++] = c;
         ps->starved = false;
         pthread_cond_broadcast(&ps->reserve_filled);
+        if (ps->n_ready > ps->reserve_target)
+            pthread_cond_signal(&ps->reserve_low);
         return;
     }
     chunk_unused(ps, c);
@@ -161,6 +188,20 @@ static void refill(struct page_store *ps)
     }
 }
 
+/* Give back the chunks beyond the reserve's target, the lock dropped while
+ * each hole is punched. alloc_lock held on entry and exit. */
+static void trim(struct page_store *ps)
+{
+    while (!ps->closing && ps->n_ready > ps->reserve_target) {
+        uint32_t c = ps->ready[--ps->n_ready];
+
+        pthread_mutex_unlock(&ps->alloc_lock);
+        punch_hole(ps, chunk_offset(ps, c), CHUNK_SIZE);
+        pthread_mutex_lock(&ps->alloc_lock);
+        ps->free_chunks[ps->n_free_chunks++] = c;
+    }
+}
+
 static void *refill_main(void *arg)
 {
     struct page_store *ps = arg;
@@ -179,6 +220,7 @@ static void *refill_main(void *arg)
     deadline_after(&look, RESERVE_SHRINK_MS);
     while (!ps->closing) {
         refill(ps);
+        trim(ps);
         if (!ps->closing && (ps->n_ready >= ps->reserve_target || !unused_chunks_left(ps))
             && pthread_cond_timedwait(&ps->reserve_low, &ps->alloc_lock, &look) == ETIMEDOUT) {
             shrink_if_unused(ps);
