@@ -104,7 +104,6 @@ struct page_store {
     uint64_t n_free_chunks, chunk_high;
     uint32_t *ready;                    /* the reserve: free chunks faulted in */
     uint32_t n_ready, reserve_target;
-    uint32_t reserve_lowest;            /* n_ready's lowest since the refill last looked */
     pthread_cond_t reserve_low, reserve_filled;
     pthread_t refill_thread;
     uint32_t n_refilling;               /* chunks being faulted in for the reserve */
@@ -294,10 +293,6 @@ PS_INTERNAL uint32_t page_entropy(const void *page);
 /* A chunk from the reserve for a write: 0, or -ENOMEM when the reserve
  * stays empty (the wait times out). */
 PS_INTERNAL int reserve_take(struct page_store *ps, uint32_t *chunk);
-/* For a pass by hand (a thread that may wait, not under alloc_lock) whose
- * move found the reserve at half: 0 once the refill has taken it above,
- * -EAGAIN if it cannot (memory is short, or the move met the memory limit). */
-PS_INTERNAL int reserve_wait_refill(struct page_store *ps);
 /* Chunk `c`, emptied: kept in the reserve, or its memory given back. */
 PS_INTERNAL void reserve_give_back(struct page_store *ps, uint32_t c);
 /* [offset, offset + len) of the memfd given back. */
@@ -312,8 +307,6 @@ PS_INTERNAL void raise_chunk_limit(struct page_store *ps, uint64_t limit);
 PS_INTERNAL int reserve_init(struct page_store *ps);
 PS_INTERNAL int reserve_start(struct page_store *ps);
 PS_INTERNAL void reserve_stop(struct page_store *ps);
-/* The reserve's own bookkeeping, in bytes. */
-PS_INTERNAL uint64_t reserve_bytes(void);
 
 /* alloc.c (alloc_lock held) */
 PS_INTERNAL void list_add(struct page_store *ps, uint32_t c);

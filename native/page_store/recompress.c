@@ -364,12 +364,8 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
 
         /* Frames only where a whole group is within the pages asked for. */
         if (i % FRAME_PAGES == 0 && makes_frames(w) && (!max_pages || *done + FRAME_PAGES <= max_pages) &&
-            (ret = frame_group(ps, r, w, i, type, now, 0, saved, &worked)) < 0) {
-            if (reserve_wait_refill(ps) < 0)
-                break;                  /* memory is short: stop here */
-            i--;                        /* the refill caught up: again */
-            continue;
-        }
+            (ret = frame_group(ps, r, w, i, type, now, 0, saved, &worked)) < 0)
+            break;
         *done += (uint64_t)ret;
 
         uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
@@ -377,12 +373,8 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
 
         if (!wanted(e, atime, type, now, 0))
             continue;
-        if ((ret = recompress_one(ps, r, w, i, e, atime, saved)) == -EAGAIN) {
-            if (reserve_wait_refill(ps) < 0)
-                break;
-            i--;
-            continue;
-        }
+        if ((ret = recompress_one(ps, r, w, i, e, atime, saved)) == -EAGAIN)
+            break;                      /* memory is short: stop here */
         *done += ret;
     }
     scratch_free(w);

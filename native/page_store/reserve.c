@@ -11,15 +11,6 @@
  * is waiting on reclaim, which may be waiting on this write. A refill
  * that merely has not run yet -- its CPU taken by a loaded machine -- is
  * waited for, up to RESERVE_WAIT_MS. All under alloc_lock.
- *
- * The reserve is memory the device holds (it counts in mem_used_total),
- * so it is sized by what the writes need: it starts at 1 MiB, doubles
- * whenever writes take it below a quarter before the refill catches up,
- * and halves, giving chunks back, after RESERVE_SHRINK_MS in which writes
- * never used half of it. A burst that outran the refill once finds it
- * larger the next time; an idle device keeps 1 MiB. Chunks emptied by
- * frees join it, and the refill thread punches out what is beyond the
- * target: no write waits for that.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,9 +21,7 @@
 
 #include "internal.h"
 
-#define RESERVE_MIN_CHUNKS 16          /* 1 MiB faulted in ahead of writes, */
-#define RESERVE_MAX_CHUNKS 128         /* up to 8 MiB while writes need it */
-#define RESERVE_SHRINK_MS 2000         /* half of it unused this long: it shrinks */
+#define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
 #define RESERVE_STALL_MS 1000          /* a fault-in this slow is stuck in reclaim */
 #define RESERVE_WAIT_MS 10000          /* no write waits longer, whatever the refill's state */
 
@@ -83,57 +72,16 @@ int reserve_take(struct page_store *ps, uint32_t *chunk)
     if (!ps->n_ready && wait_for_reserve(ps) < 0)
         return -ENOMEM;
     *chunk = ps->ready[--ps->n_ready];
-    if (ps->n_ready < ps->reserve_lowest)
-        ps->reserve_lowest = ps->n_ready;
-    if (ps->n_ready + ps->n_refilling < ps->reserve_target / 4 && ps->reserve_target < RESERVE_MAX_CHUNKS)
-        ps->reserve_target *= 2;        /* writes outran the refill */
     pthread_cond_signal(&ps->reserve_low);
     return 0;
 }
 
-/* Halve the reserve if writes left half of it unused since the last look. */
-static void shrink_if_unused(struct page_store *ps)
-{
-    if (ps->reserve_lowest >= ps->reserve_target / 2 && ps->reserve_target > RESERVE_MIN_CHUNKS)
-        ps->reserve_target /= 2;
-    ps->reserve_lowest = ps->n_ready;
-}
-
-int reserve_wait_refill(struct page_store *ps)
-{
-    struct timespec round;
-    int ret = 0;
-
-    pthread_mutex_lock(&ps->alloc_lock);
-    if (ps->n_ready > ps->reserve_target / 2)
-        ret = -EAGAIN;                  /* the move met the memory limit, not the reserve */
-    while (!ret && ps->n_ready <= ps->reserve_target / 2) {
-        uint64_t refilled = ps->chunks_refilled;
-
-        if (!ps->n_refilling && !unused_chunks_left(ps)) {
-            ret = -EAGAIN;
-            break;
-        }
-        pthread_cond_signal(&ps->reserve_low);
-        deadline_after(&round, RESERVE_STALL_MS);
-        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &round)
-            && ps->chunks_refilled == refilled)
-            ret = -EAGAIN;              /* stuck behind reclaim: memory is short */
-    }
-    pthread_mutex_unlock(&ps->alloc_lock);
-    return ret;
-}
-
 void reserve_give_back(struct page_store *ps, uint32_t c)
 {
-    /* Faulted in: kept, and what is beyond the target is given back by the
-     * refill thread, so that no write waits for a hole to be punched. */
-    if (ps->n_ready + ps->n_refilling < RESERVE_MAX_CHUNKS) {
+    if (ps->n_ready + ps->n_refilling < ps->reserve_target) {  /* faulted in: keep it */
         ps->ready[ps->n_ready++] = c;
         ps->starved = false;
         pthread_cond_broadcast(&ps->reserve_filled);
-        if (ps->n_ready > ps->reserve_target)
-            pthread_cond_signal(&ps->reserve_low);
         return;
     }
     chunk_unused(ps, c);
@@ -188,20 +136,6 @@ static void refill(struct page_store *ps)
     }
 }
 
-/* Give back the chunks beyond the reserve's target, the lock dropped while
- * each hole is punched. alloc_lock held on entry and exit. */
-static void trim(struct page_store *ps)
-{
-    while (!ps->closing && ps->n_ready > ps->reserve_target) {
-        uint32_t c = ps->ready[--ps->n_ready];
-
-        pthread_mutex_unlock(&ps->alloc_lock);
-        punch_hole(ps, chunk_offset(ps, c), CHUNK_SIZE);
-        pthread_mutex_lock(&ps->alloc_lock);
-        ps->free_chunks[ps->n_free_chunks++] = c;
-    }
-}
-
 static void *refill_main(void *arg)
 {
     struct page_store *ps = arg;
@@ -210,22 +144,16 @@ static void *refill_main(void *arg)
      * (as __GFP_HIGH ones do) and beat the workload that is pushing memory
      * out to this store. Without CAP_SYS_NICE it stays a normal thread. */
     struct sched_param realtime = { .sched_priority = 1 };
-    struct timespec look;
 
     pthread_setschedparam(pthread_self(), SCHED_FIFO, &realtime);
     prctl(PR_SET_NAME, "ublk-reserve");
     /* Writes wait for it: it must not wait on reclaim writing to us. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&ps->alloc_lock);
-    deadline_after(&look, RESERVE_SHRINK_MS);
     while (!ps->closing) {
         refill(ps);
-        trim(ps);
-        if (!ps->closing && (ps->n_ready >= ps->reserve_target || !unused_chunks_left(ps))
-            && pthread_cond_timedwait(&ps->reserve_low, &ps->alloc_lock, &look) == ETIMEDOUT) {
-            shrink_if_unused(ps);
-            deadline_after(&look, RESERVE_SHRINK_MS);
-        }
+        if (!ps->closing && (ps->n_ready >= ps->reserve_target || !unused_chunks_left(ps)))
+            pthread_cond_wait(&ps->reserve_low, &ps->alloc_lock);
     }
     pthread_mutex_unlock(&ps->alloc_lock);
     return NULL;
@@ -238,17 +166,12 @@ int reserve_init(struct page_store *ps)
     pthread_condattr_init(&monotonic);
     pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
     pthread_cond_init(&ps->reserve_filled, &monotonic);
-    pthread_cond_init(&ps->reserve_low, &monotonic);
+    pthread_cond_init(&ps->reserve_low, NULL);
     pthread_condattr_destroy(&monotonic);
     ps->free_chunks = reserve_array(ps->max_chunks, sizeof(*ps->free_chunks));
-    ps->reserve_target = ps->reserve_lowest = RESERVE_MIN_CHUNKS;
-    ps->ready = malloc(RESERVE_MAX_CHUNKS * sizeof(*ps->ready));
+    ps->reserve_target = RESERVE_CHUNKS;
+    ps->ready = malloc(ps->reserve_target * sizeof(*ps->ready));
     return ps->free_chunks && ps->ready ? 0 : -ENOMEM;
-}
-
-uint64_t reserve_bytes(void)
-{
-    return RESERVE_MAX_CHUNKS * sizeof(uint32_t);
 }
 
 int reserve_start(struct page_store *ps)

@@ -257,20 +257,6 @@ def test_memory_goes_back_after_discard():
     assert store.stats()["mem_reserve"] <= 8 << 20
 
 
-def test_the_reserve_is_1_mib_at_rest_and_back_to_it_after_a_burst_of_writes():
-    store, client = ram(64 << 20)
-    assert store.stats()["mem_reserve"] == 1 << 20
-    for i, page in enumerate(_half_compressible_pages(8192)):      # 32 MiB
-        client.write(i * 4096, page)
-    # It grew if the writes outran the refill; it shrinks by halves, one
-    # every 2 s in which writes left half of it unused.
-    deadline = time.monotonic() + 60
-    while store.stats()["mem_reserve"] != 1 << 20 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert store.stats()["mem_reserve"] == 1 << 20
-    store.close()
-
-
 def _fill(client, pages):
     for i, page in enumerate(pages):
         client.write(i * 4096, page)
