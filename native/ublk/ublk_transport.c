@@ -476,8 +476,8 @@ free_q:
     return NULL;
 }
 
-/* The requests whose fetches completed, into reqs (at most max_reqs);
- * -ENODEV once the queue is shut down. */
+/* The requests whose fetches completed, into reqs (at most max_reqs): how
+ * many. The stop poll's completion sets q->stopping. */
 static int reap_requests(struct queue_ring *q, struct ublk_request *reqs, int max_reqs)
 {
     struct io_uring_cqe *cqe;
