@@ -213,10 +213,11 @@ class ZswapTarget:
 
     def __init__(self, path: str, limit: int):
         self.path = path
-        self.percent = limit * 100 // procfs.total_ram_bytes()
+        ram = procfs.total_ram_bytes()
+        self.percent = limit * 100 // ram
         if self.percent < 1:
             raise SystemExit(f"bench swap: --mem-limit {limit} is under 1% of RAM, zswap's smallest cap")
-        self.cap = self.percent * procfs.total_ram_bytes() // 100
+        self.cap = self.percent * ram // 100
         if not Path("/sys/kernel/debug/zswap").exists():
             subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], capture_output=True)
         self.peak = 0

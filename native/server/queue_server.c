@@ -182,12 +182,12 @@ static int split_point(const struct queue_server *qs, const struct ublk_request 
     return split;
 }
 
-void queue_server_serve(struct queue_server *qs, struct ublk_request *reqs, int n)
+/* Serve reqs[0..n), those from `split` on by the helper (0: none). */
+static void serve_split(struct queue_server *qs, struct ublk_request *reqs, int n, int split)
 {
     struct helper *h = qs->helper;
-    int split = split_point(qs, reqs, n);
 
-    if (split == n || split == 0) {
+    if (split == 0) {
         serve_requests(qs, qs->ctx, qs->copy_buf, reqs, n, qs->counts);
         return;
     }
@@ -206,6 +206,11 @@ void queue_server_serve(struct queue_server *qs, struct ublk_request *reqs, int 
     h->state = HELPER_IDLE;
     pthread_mutex_unlock(&h->lock);
     add_counts(qs->counts, &h->counts);
+}
+
+void queue_server_serve(struct queue_server *qs, struct ublk_request *reqs, int n)
+{
+    serve_split(qs, reqs, n, split_point(qs, reqs, n));
 }
 
 /* Moves the writes among reqs[0..n) to the front; returns how many. */
@@ -241,7 +246,7 @@ static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ubl
     int n_writes = 0;                   /* reqs[0..n_writes): writes not yet served */
 
     for (;;) {
-        int n_reads, m;
+        int n_reads, split, m;
 
         n_writes += writes_first(reqs + n_writes, n - n_writes);
         n_reads = n - n_writes;
@@ -258,8 +263,9 @@ static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ubl
             if (m > 0)
                 continue;
         }
-        if (n_writes == 1 || split_point(qs, reqs, n_writes) > 0) {
-            queue_server_serve(qs, reqs, n_writes);
+        split = split_point(qs, reqs, n_writes);
+        if (n_writes == 1 || split > 0) {
+            serve_split(qs, reqs, n_writes, split);
             return n_writes;            /* the last, or sequential I/O: throughput first */
         }
         struct ublk_request served = reqs[0];

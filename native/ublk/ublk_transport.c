@@ -327,6 +327,14 @@ static int batch_wait(struct queue_ring *q, bool wait)
     return q->stopping ? -ENODEV : q->error;
 }
 
+/* batch_wait with the multishot FETCH armed, so that ready tags can come. */
+static int batch_fetch(struct queue_ring *q, bool wait)
+{
+    if (!q->batch->fetch_armed)
+        batch_arm_fetch(q);
+    return batch_wait(q, wait);
+}
+
 /* Memory for the batch commands, touched now so that it is resident (and
  * locked, under the worker's mlockall) before any request. */
 static void *batch_alloc(size_t len)
@@ -547,9 +555,7 @@ int queue_ring_poll(struct queue_ring *q, const struct ublk_request *commit, int
     if (ret < 0)
         return ret;
     if (q->batch) {
-        if (!q->batch->fetch_armed)
-            batch_arm_fetch(q);
-        ret = batch_wait(q, false);
+        ret = batch_fetch(q, false);
         return ret < 0 ? ret : batch_take_requests(q, reqs, max_reqs);
     }
     ret = io_uring_submit_and_get_events(&q->ring);
@@ -569,10 +575,7 @@ int queue_ring_run(struct queue_ring *q, int n_commit,
         return ret;
     if (q->batch) {
         do {
-            if (!q->batch->fetch_armed)
-                batch_arm_fetch(q);
-            ret = batch_wait(q, q->batch->n_ready == 0);
-            if (ret < 0)
+            if ((ret = batch_fetch(q, q->batch->n_ready == 0)) < 0)
                 return ret;
         } while (q->batch->n_ready == 0);
         return batch_take_requests(q, reqs, max_reqs);
