@@ -316,10 +316,12 @@ static void batch_reap(struct queue_ring *q)
     io_uring_cq_advance(&q->ring, seen);
 }
 
-/* Submit what is pending, wait for a completion if `wait`, and reap. */
+/* Submit what is pending, wait for a completion if `wait`, and reap. Not
+ * waiting still asks for events: under DEFER_TASKRUN the FETCH's new tags
+ * are posted only when this thread enters the ring for them. */
 static int batch_wait(struct queue_ring *q, bool wait)
 {
-    int ret = wait ? io_uring_submit_and_wait(&q->ring, 1) : io_uring_submit(&q->ring);
+    int ret = wait ? io_uring_submit_and_wait(&q->ring, 1) : io_uring_submit_and_get_events(&q->ring);
 
     if (ret < 0 && ret != -EINTR)
         return ret;
