@@ -19,7 +19,7 @@ import pytest
 from trueno_ublk.devices.records import record_path
 
 from conftest import devices_state, run_cli, sh
-from faults import wait_for
+from faults import record, wait_for
 
 MEM_TOTAL_MB = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
 WORKLOAD = Path(__file__).with_name("swap_workload.py")
@@ -202,7 +202,7 @@ def test_churn_through_a_memory_limit_below_it_spills_to_the_backing_device(make
     # the default policy.
     limit = 32 * MiB
     dev = make_device("--mem-limit", str(limit), "--backing-dev", DISK, size="2G")
-    worker_pid = json.loads(record_path(int(dev.removeprefix("/dev/ublkb"))).read_text())["worker_pid"]
+    worker_pid = record(dev)["worker_pid"]
     fixed = mm_stat(dev)["mem_used_total"]
     swap_only_on(dev)
     try:
