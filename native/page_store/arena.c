@@ -127,6 +127,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     codec_init();
     ps->fd = memfd;
     ps->zram_fd = -1;
+    ps->pressure_fd = -1;
     ps->codec = codec;
     ps->level = level;
     ps->huge_threshold = huge_threshold;

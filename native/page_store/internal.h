@@ -109,6 +109,7 @@ struct page_store {
     uint32_t n_refilling;               /* chunks being faulted in for the reserve */
     uint64_t chunks_refilled;           /* faulted in by the refill, ever: its progress */
     bool starved;                       /* a wait timed out: fail fast until refilled */
+    int pressure_fd;                    /* /proc/pressure/memory, or -1 */
     bool refill_running, closing;
     /* alloc.c */
     struct chunk_meta *meta;

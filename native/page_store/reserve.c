@@ -8,9 +8,14 @@
  * outruns it, a write takes a larger class's free slot (put_payload());
  * only when there is none does it wait for the refill, and fails once the
  * refill is stuck: a fault-in that delivered nothing for RESERVE_STALL_MS
- * is waiting on reclaim, which may be waiting on this write. A refill
- * that merely has not run yet -- its CPU taken by a loaded machine -- is
- * waited for, up to RESERVE_WAIT_MS. All under alloc_lock.
+ * while the machine was reclaiming is waiting on reclaim, which may be
+ * waiting on this write. A refill that is merely slow -- its CPU taken by
+ * a loaded machine, no task stalled on memory (the kernel's pressure
+ * stall information, PSI) -- cannot be waiting on us, and is waited for:
+ * failing the write then would be an I/O error for nothing (seen under CI:
+ * fio's writes failed on a guest with gigabytes free). A refill that has
+ * not started is given up on after RESERVE_WAIT_MS of reclaim. All under
+ * alloc_lock.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,12 +23,14 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include "internal.h"
 
 #define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
 #define RESERVE_STALL_MS 1000          /* a fault-in this slow is stuck in reclaim */
-#define RESERVE_WAIT_MS 10000          /* no write waits longer, whatever the refill's state */
+#define RESERVE_WAIT_MS 10000          /* nor does a write wait longer for one not started */
+#define NO_PSI UINT64_MAX
 
 /* Whether a chunk never used, or given back, is left beyond the reserve. */
 static bool unused_chunks_left(const struct page_store *ps)
@@ -41,10 +48,36 @@ static uint32_t unused_chunk(struct page_store *ps)
     return NO_CHUNK;                    /* fragmentation beyond the reservation */
 }
 
+/* The time tasks have stalled on memory, ever, in microseconds: PSI's
+ * "some total" (Linux 4.20+), or NO_PSI where the kernel keeps none. The
+ * file stays open, so that a read allocates nothing (its buffer is kept). */
+static uint64_t memory_stall_us(const struct page_store *ps)
+{
+    char text[256];
+    const char *total;
+    ssize_t n;
+
+    if (ps->pressure_fd < 0 || (n = pread(ps->pressure_fd, text, sizeof(text) - 1, 0)) <= 0)
+        return NO_PSI;
+    text[n] = 0;
+    if (strncmp(text, "some ", 5) || !(total = strstr(text, " total=")))
+        return NO_PSI;
+    return strtoull(total + 7, NULL, 10);
+}
+
+static bool past(const struct timespec *deadline)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
 static int wait_for_reserve(struct page_store *ps)
 {
     struct timespec until, round;
-    uint64_t refilled;
+    uint64_t refilled, stall_us;
 
     /* One write waits; while the reserve stays empty the others fail at
      * once, so that the batch completes and reclaim sees its errors soon. */
@@ -54,14 +87,15 @@ static int wait_for_reserve(struct page_store *ps)
     pthread_cond_signal(&ps->reserve_low);
     while (!ps->n_ready && (ps->n_refilling || unused_chunks_left(ps))) {
         refilled = ps->chunks_refilled;
+        stall_us = memory_stall_us(ps);
         deadline_after(&round, RESERVE_STALL_MS);
-        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &round) == 0)
+        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &round) == 0 ||
+            ps->chunks_refilled != refilled)
             continue;
-        if (ps->n_refilling && ps->chunks_refilled == refilled)
+        if (stall_us != NO_PSI && memory_stall_us(ps) == stall_us)
+            continue;                   /* no reclaim: the refill is only slow */
+        if (ps->n_refilling || past(&until))
             break;                      /* stuck in a fault-in: reclaim may wait for us */
-        clock_gettime(CLOCK_MONOTONIC, &round);
-        if (round.tv_sec > until.tv_sec || (round.tv_sec == until.tv_sec && round.tv_nsec >= until.tv_nsec))
-            break;
     }
     ps->starved = !ps->n_ready;
     return ps->n_ready ? 0 : -ENOMEM;
@@ -170,6 +204,8 @@ int reserve_init(struct page_store *ps)
     pthread_condattr_destroy(&monotonic);
     ps->free_chunks = reserve_array(ps->max_chunks, sizeof(*ps->free_chunks));
     ps->reserve_target = RESERVE_CHUNKS;
+    ps->pressure_fd = open("/proc/pressure/memory", O_RDONLY | O_CLOEXEC);
+    memory_stall_us(ps);                /* its first read allocates the file's buffer */
     ps->ready = malloc(ps->reserve_target * sizeof(*ps->ready));
     return ps->free_chunks && ps->ready ? 0 : -ENOMEM;
 }
@@ -198,4 +234,6 @@ void reserve_stop(struct page_store *ps)
     }
     release_array(ps->free_chunks, ps->max_chunks, sizeof(*ps->free_chunks));
     free(ps->ready);
+    if (ps->pressure_fd >= 0)
+        close(ps->pressure_fd);
 }
