@@ -237,8 +237,9 @@ static int writes_first(struct ublk_request *reqs, int n)
  * the faulting thread reclaims just before it reads, so its read arrives
  * behind the pages it wrote, and would otherwise wait for their
  * compression. After each write the ring is polled (in the syscall that
- * commits it), and reads that came meanwhile go ahead of the writes left;
- * the program that asked for them runs on while the writes are compressed.
+ * commits it), and reads that came meanwhile go ahead of the writes left,
+ * one write served between two rounds of reads; the program that asked for
+ * them runs on while the writes are compressed.
  */
 static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ublk_request *reqs,
                        int n, int depth, volatile int *inflight)
@@ -260,11 +261,12 @@ static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ubl
                 return m;
             n = n_writes + m;
             *inflight = n;
-            if (m > 0)
-                continue;
         }
-        split = split_point(qs, reqs, n_writes);
-        if (n_writes == 1 || split > 0) {
+        /* Requests that came with the reads wait for one write: reads that
+         * kept coming would otherwise hold swap's writes back for good,
+         * and reclaim, which waits for them, frees nothing. */
+        split = n == n_writes ? split_point(qs, reqs, n_writes) : 0;
+        if (n == n_writes && (n_writes == 1 || split > 0)) {
             serve_split(qs, reqs, n_writes, split);
             return n_writes;            /* the last, or sequential I/O: throughput first */
         }
