@@ -213,6 +213,8 @@ void queue_server_serve(struct queue_server *qs, struct ublk_request *reqs, int 
     serve_split(qs, reqs, n, split_point(qs, reqs, n));
 }
 
+#define READ_ROUNDS_AHEAD 8
+
 /* Moves the writes among reqs[0..n) to the front; returns how many. */
 static int writes_first(struct ublk_request *reqs, int n)
 {
@@ -237,14 +239,17 @@ static int writes_first(struct ublk_request *reqs, int n)
  * the faulting thread reclaims just before it reads, so its read arrives
  * behind the pages it wrote, and would otherwise wait for their
  * compression. After each write the ring is polled (in the syscall that
- * commits it), and reads that came meanwhile go ahead of the writes left,
- * one write served between two rounds of reads; the program that asked for
- * them runs on while the writes are compressed.
+ * commits it), and reads that came meanwhile go ahead of the writes left;
+ * the program that asked for them runs on while the writes are compressed.
+ * Not for ever: after READ_ROUNDS_AHEAD rounds of reads with more coming,
+ * one write is served. Reads that kept coming would otherwise hold swap's
+ * writes back for good, and reclaim, waiting on them, would free nothing.
  */
 static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ublk_request *reqs,
                        int n, int depth, volatile int *inflight)
 {
     int n_writes = 0;                   /* reqs[0..n_writes): writes not yet served */
+    int read_rounds = 0;                /* rounds of reads served since a write */
 
     for (;;) {
         int n_reads, split, m;
@@ -261,10 +266,9 @@ static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ubl
                 return m;
             n = n_writes + m;
             *inflight = n;
+            if (m > 0 && ++read_rounds < READ_ROUNDS_AHEAD)
+                continue;
         }
-        /* Requests that came with the reads wait for one write: reads that
-         * kept coming would otherwise hold swap's writes back for good,
-         * and reclaim, which waits for them, frees nothing. */
         split = n == n_writes ? split_point(qs, reqs, n_writes) : 0;
         if (n == n_writes && (n_writes == 1 || split > 0)) {
             serve_split(qs, reqs, n_writes, split);
@@ -273,6 +277,7 @@ static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ubl
         struct ublk_request served = reqs[0];
 
         queue_server_serve(qs, &served, 1);
+        read_rounds = 0;
         memmove(reqs, reqs + 1, (size_t)--n * sizeof(*reqs));
         n_writes--;
         if ((m = queue_ring_poll(q, &served, 1, reqs + n, depth - n)) < 0)
