@@ -269,10 +269,12 @@ static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ubl
             if (m > 0 && ++read_rounds < READ_ROUNDS_AHEAD)
                 continue;
         }
-        split = n == n_writes ? split_point(qs, reqs, n_writes) : 0;
-        if (n == n_writes && (n_writes == 1 || split > 0)) {
-            serve_split(qs, reqs, n_writes, split);
-            return n_writes;            /* the last, or sequential I/O: throughput first */
+        if (n == n_writes) {            /* nothing came meanwhile */
+            split = split_point(qs, reqs, n_writes);
+            if (n_writes == 1 || split > 0) {
+                serve_split(qs, reqs, n_writes, split);
+                return n_writes;        /* the last, or sequential I/O: throughput first */
+            }
         }
         struct ublk_request served = reqs[0];
 

@@ -19,7 +19,7 @@ import pytest
 from trueno_ublk.devices.records import record_path
 
 from conftest import devices_state, run_cli, sh
-from faults import record, wait_for
+from faults import completed_ios, record, wait_for
 
 MEM_TOTAL_MB = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
 WORKLOAD = Path(__file__).with_name("swap_workload.py")
@@ -49,12 +49,6 @@ def swap_only_on(dev):
     sh(f"swapoff -a && mkswap {dev} && swapon --discard {dev}")
 
 
-def completed(dev) -> tuple:
-    """The device's reads and writes completed so far (the block layer's)."""
-    fields = Path(f"/sys/block/{Path(dev).name}/stat").read_text().split()
-    return int(fields[0]), int(fields[4])
-
-
 def kernel_log() -> list:
     """The kernel's log, read here: a deadlocked swap may not let a new
     process (dmesg) start."""
@@ -77,7 +71,7 @@ def hung_reports() -> list:
     return [line for line in kernel_log() if "blocked for more than" in line]
 
 
-def stalled(dev, worker_pid, why: str):
+def stalled(worker_pid, why: str):
     """A deadlock or a livelock: onto the console go every blocked task's stack (sysrq
     w), the daemon's threads' and the hung-task reports so far; then the
     guest is crashed, so that scripts/vm prints them and the run fails at
@@ -114,7 +108,7 @@ def churn(dev, mib: int, worker_pid) -> str:
     workload = subprocess.Popen([sys.executable, str(WORKLOAD), str(mib)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     try:
-        seen, since = completed(dev), time.monotonic()
+        seen, since = completed_ios(dev), time.monotonic()
         deadline = since + CHURN_MAX_S
         while True:
             try:
@@ -122,13 +116,13 @@ def churn(dev, mib: int, worker_pid) -> str:
                 break
             except subprocess.TimeoutExpired:
                 pass
-            now = completed(dev)
+            now = completed_ios(dev)
             if now != seen:
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since > STALL_S:
-                stalled(dev, worker_pid, f"no request of {dev} completed in {STALL_S} s while the workload ran")
+                stalled(worker_pid, f"no request of {dev} completed in {STALL_S} s while the workload ran")
             if time.monotonic() > deadline:
-                stalled(dev, worker_pid, f"the workload ran {CHURN_MAX_S} s, requests of {dev} completing")
+                stalled(worker_pid, f"the workload ran {CHURN_MAX_S} s, requests of {dev} completing")
     finally:
         if workload.returncode is None:
             workload.kill()
