@@ -118,7 +118,7 @@ int ps_arena_check(int memfd, uint64_t pages, int codec)
 struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
                            uint32_t huge_threshold, int attach, int *err)
 {
-    struct page_store *ps = calloc(1, sizeof(*ps));
+    struct page_store *ps = resident_calloc(1, sizeof(*ps));
     struct arena_header found, *h;
     int ret = -ENOMEM;
 

@@ -190,12 +190,15 @@ int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)
         return -EBUSY;
     if (!blocks || blocks > ENTRY_BLOCK_MASK)
         return -EINVAL;
-    if (!(b = calloc(1, sizeof(*b))))
+    /* A writeback fills the batch and takes blocks under locks a request
+     * may wait for: all of it resident now. */
+    if (!(b = resident_calloc(1, sizeof(*b))))
         return -ENOMEM;
     b->fd = fd;
     b->blocks = blocks;
-    b->used = calloc((blocks + BITS - 1) / BITS, sizeof(uint64_t));
-    b->batch = aligned_alloc(PAGE_SIZE, PS_WRITEBACK_BATCH * PAGE_SIZE);
+    b->used = resident_calloc((blocks + BITS - 1) / BITS, sizeof(uint64_t));
+    if ((b->batch = aligned_alloc(PAGE_SIZE, PS_WRITEBACK_BATCH * PAGE_SIZE)))
+        populate(b->batch, PS_WRITEBACK_BATCH * PAGE_SIZE);
     b->scratch = scratch_new(ps, ps->codec, ps->level);
     if (!b->used || !b->batch || !b->scratch) {
         ret = -ENOMEM;

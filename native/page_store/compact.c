@@ -249,7 +249,7 @@ void compact_slice(struct page_store *ps, const struct period *p, bool swept)
 
 int compaction_new(struct page_store *ps)
 {
-    struct compaction *k = calloc(1, sizeof(*k));
+    struct compaction *k = resident_calloc(1, sizeof(*k));     /* its lists are filled under alloc_lock */
 
     if (!k)
         return -ENOMEM;

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -56,6 +57,21 @@ static inline void populate(void *addr, uint64_t len)
         return;
     for (uint64_t off = 0; off < len; off += PS_PAGE_SIZE)     /* before Linux 5.14 */
         __atomic_fetch_or((volatile char *)start + off, 0, __ATOMIC_RELAXED);
+}
+
+/* `count` zeroed entries of `size` bytes, faulted in now; NULL on
+ * failure. For what a thread touches while it holds a lock the I/O path
+ * waits for: a fault there waits for reclaim -- under swap, for writes to
+ * this store, which wait behind that lock. calloc() alone leaves fresh
+ * memory untouched (seen in a guest: the writeback's first decode into its
+ * batch, under a page's stripe lock, stalled for good). */
+static inline void *resident_calloc(size_t count, size_t size)
+{
+    void *p = calloc(count, size);
+
+    if (p)
+        populate(p, count * size);
+    return p;
 }
 
 /* An array of `count` entries of `entry_size` bytes: address space reserved

@@ -141,6 +141,20 @@ static void add_counts(struct io_counters *to, struct io_counters *from)
     memset(from, 0, sizeof(*from));
 }
 
+/* Fault in the stack a serving thread may reach, before its first request:
+ * a deeper path first taken under reclaim (the decode of a zstd frame, say)
+ * would fault there, and wait for reclaim, which waits for this thread.
+ * The worker's mlockall keeps it resident from then on. */
+#define STACK_RESIDENT (64u << 10)
+
+static void __attribute__((noinline)) touch_stack(void)
+{
+    volatile char below[STACK_RESIDENT];
+
+    for (unsigned at = 0; at < STACK_RESIDENT; at += 4096)
+        below[at] = 0;
+}
+
 static void *helper_main(void *arg)
 {
     struct helper *h = arg;
@@ -148,6 +162,7 @@ static void *helper_main(void *arg)
     /* Like the queue threads: it writes pages out for reclaim, so it must
      * not wait on reclaim itself. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+    touch_stack();
     pthread_mutex_lock(&h->lock);
     for (;;) {
         while (h->state != HELPER_WORK && h->state != HELPER_EXIT)
@@ -294,6 +309,7 @@ int queue_server_run(struct queue_server *qs, struct queue_ring *q, struct ublk_
 {
     int n = 0;
 
+    touch_stack();
     for (;;) {
         *inflight = 0;
         n = queue_ring_run(q, n, reqs, depth);

@@ -26,6 +26,7 @@ WORKLOAD = Path(__file__).with_name("swap_workload.py")
 MiB = 1 << 20
 DISK = os.environ.get("TRUENO_UBLK_DISK")
 STALL_S = 180                   # no request completed this long, the workload waiting: a deadlock
+REPORT_S = 60                   # the alarm's report, gathered within this or cut short by the crash
 CHURN_MAX_S = 1200              # a churn takes 3-7 minutes beside another guest: longer is a livelock
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 
@@ -71,28 +72,55 @@ def hung_reports() -> list:
     return [line for line in kernel_log() if "blocked for more than" in line]
 
 
-def stalled(worker_pid, why: str):
-    """A deadlock or a livelock: onto the console go every blocked task's stack (sysrq
-    w), the daemon's threads' and the hung-task reports so far; then the
-    guest is crashed, so that scripts/vm prints them and the run fails at
-    once -- nothing on this machine can swap any more, the clean-up
-    included."""
-    Path("/proc/sys/kernel/printk").write_text("8")    # the console shows it all from now on
-    Path("/proc/sysrq-trigger").write_text("w")
-    lines = [f"trueno-ublk test: {why}; the daemon's threads:"]
-    for task in sorted(Path(f"/proc/{worker_pid}/task").iterdir()):
-        try:
-            comm = (task / "comm").read_text().strip()
-            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            lines += [f"{comm} ({task.name}) {state}", *(task / "stack").read_text().splitlines()]
-        except OSError:                 # the thread ended meanwhile
-            continue
-    lines += ["the hung-task reports so far:", *hung_reports()]
-    with open("/dev/kmsg", "w") as kmsg:
-        for line in lines:
-            kmsg.write(f"{line[:900]}\n")
-            kmsg.flush()
-    Path("/proc/sysrq-trigger").write_text("c")
+class Alarm:
+    """How the watch reports a deadlock or a livelock: onto the console go
+    every blocked task's stack (sysrq w), then the daemon's threads' and the
+    hung-task reports so far; then the guest is crashed, so that scripts/vm
+    prints them and the run fails at once -- nothing on this machine can
+    swap any more, the clean-up included. What it writes to is opened
+    beforehand, and a thread set waiting beforehand crashes the guest
+    REPORT_S after the alarm even if gathering the report waits for memory
+    (reading a thread's stack allocates)."""
+
+    def __init__(self):
+        self.sysrq = os.open("/proc/sysrq-trigger", os.O_WRONLY)
+        self.kmsg = os.open("/dev/kmsg", os.O_WRONLY)
+        self.raised, self.reported = threading.Event(), threading.Event()
+        self.closed = False
+        self.crasher = threading.Thread(target=self._crash, daemon=True)
+        self.crasher.start()
+
+    def _crash(self):
+        self.raised.wait()
+        if not self.closed:
+            self.reported.wait(REPORT_S)
+            os.write(self.sysrq, b"c")
+
+    def raise_(self, worker_pid, why: str):
+        os.write(self.sysrq, b"8")      # the console shows it all from now on
+        os.write(self.sysrq, b"w")
+        self.raised.set()
+        os.write(self.kmsg, f"trueno-ublk test: {why}; the daemon's threads:\n".encode())
+        for task in sorted(Path(f"/proc/{worker_pid}/task").iterdir()):
+            try:
+                comm = (task / "comm").read_text().strip()
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                lines = [f"{comm} ({task.name}) {state}", *(task / "stack").read_text().splitlines()]
+            except OSError:             # the thread ended meanwhile
+                continue
+            for line in lines:
+                os.write(self.kmsg, f"{line[:900]}\n".encode())
+        for line in ["the hung-task reports so far:", *hung_reports()]:
+            os.write(self.kmsg, f"{line[:900]}\n".encode())
+        self.reported.set()
+
+    def close(self):
+        """No alarm: the crasher ends without crashing anything."""
+        self.closed = True
+        self.raised.set()
+        self.crasher.join()
+        os.close(self.sysrq)
+        os.close(self.kmsg)
 
 
 def churn(dev, mib: int, worker_pid) -> str:
@@ -103,6 +131,7 @@ def churn(dev, mib: int, worker_pid) -> str:
     waits, not a swap-in that took long; a livelock, a churn past
     CHURN_MAX_S."""
     hung_before = len(hung_reports())
+    alarm = Alarm()
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0, os.strerror(ctypes.get_errno())
     workload = subprocess.Popen([sys.executable, str(WORKLOAD), str(mib)], stdout=subprocess.PIPE,
@@ -120,14 +149,15 @@ def churn(dev, mib: int, worker_pid) -> str:
             if now != seen:
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since > STALL_S:
-                stalled(worker_pid, f"no request of {dev} completed in {STALL_S} s while the workload ran")
+                alarm.raise_(worker_pid, f"no request of {dev} completed in {STALL_S} s while the workload ran")
             if time.monotonic() > deadline:
-                stalled(worker_pid, f"the workload ran {CHURN_MAX_S} s, requests of {dev} completing")
+                alarm.raise_(worker_pid, f"the workload ran {CHURN_MAX_S} s, requests of {dev} completing")
     finally:
         if workload.returncode is None:
             workload.kill()
             workload.wait()
         libc.munlockall()
+        alarm.close()
     assert workload.returncode == 0, f"workload failed: {out} {err}"
     assert " bad 0 " in out
     hung = hung_reports()[hung_before:]
