@@ -22,14 +22,17 @@ def stat(dev) -> dict:
     return json.loads(run_cli("stat", "--json", dev).stdout)
 
 
-def verify(region: str, pattern: str = PATTERN) -> str:
-    return f"--bs=4k --iodepth=16 {region} --verify=crc32c --verify_fatal=1 {pattern}"
+def verify(region: str, pattern: str = PATTERN, bs: str = "4k") -> str:
+    """fio's options for verified I/O of `region`. Filling a region and
+    checking it again takes 64K requests (`bs`): each is 16 pages to the
+    store, and costs a sixteenth of the round trips 4K ones would."""
+    return f"--bs={bs} --iodepth=16 {region} --verify=crc32c --verify_fatal=1 {pattern}"
 
 
 def test_pages_move_to_the_backing_device_and_back_under_fio_verify(backing, make_device):
     bk = backing()
     dev = make_device("--queues", "2", "--backing-dev", bk.path, "--writeback-after", "0", size="128M")
-    sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--offset=0 --size=32M')}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--offset=0 --size=32M', bs='64k')}")
     # Pages leave for the device while fio rewrites and reads others (its
     # own among them, which it then reads back from there): once fio is
     # under way, two rounds at least, until pages moved, fio running throughout.
@@ -47,7 +50,7 @@ def test_pages_move_to_the_backing_device_and_back_under_fio_verify(backing, mak
         status = stop_load(job)
     assert status == 0, job.stderr.read()
     assert moved > 0
-    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--offset=0 --size=32M')}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--offset=0 --size=32M', bs='64k')}")
     count, reads, writes = map(int, run_cli("stat", "--bd-stat", dev).stdout.split())
     assert writes >= count > 0 and reads > 0
     assert stat(dev)["bd_read_errors"] == stat(dev)["bd_write_errors"] == 0
@@ -92,7 +95,7 @@ def test_a_full_backing_device_stops_writeback_not_io(backing, make_device):
 def test_kill_9_during_writeback_loses_no_page_and_leaks_no_block(backing, make_device):
     bk = backing(128 * MiB)
     dev = make_device("--backing-dev", bk.path, "--writeback-after", "0")
-    sh(f"{FIO} --filename={dev} --rw=write {verify('--size=96M')}")
+    sh(f"{FIO} --filename={dev} --rw=write {verify('--size=96M', bs='64k')}")
     worker = record(dev)["worker_pid"]
     writeback = subprocess.Popen([CLI, "writeback", dev, "--type", "all"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -101,7 +104,7 @@ def test_kill_9_during_writeback_loses_no_page_and_leaks_no_block(backing, make_
     writeback.wait(timeout=120)
     wait_for(lambda: record(dev)["state"] == "live" and record(dev)["worker_pid"] != worker,
              timeout=120, what="the worker recovered")
-    sh(f"{FIO} --filename={dev} --rw=write --verify_only {verify('--size=96M')}")
+    sh(f"{FIO} --filename={dev} --rw=write --verify_only {verify('--size=96M', bs='64k')}")
     backed = stat(dev)["bd_count"]
     assert backed > 0
     # Every block counted is a page's: discarding every page frees them all.
@@ -114,8 +117,8 @@ def test_writes_past_the_memory_limit_spill_and_none_fails(backing, make_device)
     # Three times the limit: most pages go to the disk, spilled or, at the
     # limit, written there at once.
     dev = make_device("--mem-limit", "16M", "--backing-dev", bk.path, "--writeback-after", "0")
-    sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--size=48M')}")
-    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--size=48M')}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite {verify('--size=48M', bs='64k')}")
+    sh(f"{FIO} --filename={dev} --rw=randwrite --verify_only {verify('--size=48M', bs='64k')}")
     figures = stat(dev)
     assert figures["failed_writes"] == 0 and figures["bd_count"] > 0
     assert figures["mem_used_total"] <= 32 * MiB, figures
