@@ -149,10 +149,11 @@ static void add_counts(struct io_counters *to, struct io_counters *from)
 
 static void __attribute__((noinline)) touch_stack(void)
 {
-    volatile char below[STACK_RESIDENT];
+    char below[STACK_RESIDENT];
 
     for (unsigned at = 0; at < STACK_RESIDENT; at += 4096)
         below[at] = 0;
+    __asm__ volatile("" : : "r"(below) : "memory");    /* the stores stay */
 }
 
 static void *helper_main(void *arg)
