@@ -44,7 +44,7 @@ TEXT = "cat $(find /usr/lib/python3* -name '*.py' | sort)"
 
 def test_pages_change_tiers_under_fio_verify_across_two_queues(make_device):
     dev = make_device("--queues", "2", "--recompress-after", "1", "--recompress-algorithm", "zstd:3")
-    cold = region(dev, "cold", 16, 0, TEXT)
+    cold = region(dev, "cold", 8, 0, TEXT)
     # Random bytes, as encrypted or compressed data look.
     noise = region(dev, "noise", 8, 16, "cat /dev/urandom")
     st = stat(dev)
@@ -57,7 +57,8 @@ def test_pages_change_tiers_under_fio_verify_across_two_queues(make_device):
     two_jobs = verify("--offset=32M --size=1M --offset_increment=1M --numjobs=2 --thread")
     fio = start_load(dev, f"--rw=randwrite --rate_iops=20 {two_jobs}")
     try:
-        wait_for(lambda: stat(dev)["recompressed_pages"] >= 12 * PAGES_PER_MIB, timeout=600,
+        # 7 MiB of the 8: at least 3 of the 4 rewritten below are among them.
+        wait_for(lambda: stat(dev)["recompressed_pages"] >= 7 * PAGES_PER_MIB, timeout=600,
                  what="the background to recompress the cold pages", detail=lambda: stat(dev))
         sh(cold)
         sh(noise)

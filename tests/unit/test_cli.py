@@ -119,7 +119,9 @@ def _commands(group=None, prefix=()):
 
     from trueno_ublk.cli import cli
     group = group or cli
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             yield from _commands(command, prefix + (name,))
         else:
@@ -153,3 +155,20 @@ def test_every_option_given_nonsense(path, option):
         elif result.returncode != 0:
             assert len(lines) == 1, (args, result.stderr)
     assert not os.path.exists("/sys/class/ublk-char") or not os.listdir("/sys/class/ublk-char")
+
+
+def test_each_command_loads_by_its_own_name_and_only_its_module():
+    """The table of lazily loaded commands names each one as click does, and
+    a command's run imports its own module only (what start-up pays for)."""
+    import click
+
+    from trueno_ublk.cli import COMMANDS, cli
+    ctx = click.Context(cli)
+    assert all(cli.get_command(ctx, name).name == name for name in COMMANDS)
+    assert cli.get_command(ctx, "nonsense") is None
+    loaded = subprocess.run([sys.executable, "-c", "import sys\nfrom trueno_ublk.cli import main\n"
+                             "sys.argv = ['trueno-ublk', 'stat', '--help']\n"
+                             "try:\n    main()\nfinally:\n"
+                             "    print(sorted(m for m in sys.modules if m.startswith('trueno_ublk.cli.')))"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+    assert loaded == str(["trueno_ublk.cli.devices", "trueno_ublk.cli.options"])

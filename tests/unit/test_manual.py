@@ -27,7 +27,7 @@ def root_command() -> click.Command:
         return target
     module = importlib.import_module(target.__module__)
     groups = [value for value in vars(module).values() if isinstance(value, click.Group)]
-    contained = {id(sub) for group in groups for sub in group.commands.values()}
+    contained = {id(sub) for group in groups for sub in subcommands(group).values()}
     (root,) = [group for group in groups if id(group) not in contained]
     return root
 
@@ -39,12 +39,18 @@ def config_keys() -> set[str]:
     return set(re.findall(r'key == "([a-z][a-z-]*)"', inspect.getsource(config)))
 
 
+def subcommands(group: click.Group) -> dict:
+    """A group's commands by name, loaded as running it would load them."""
+    ctx = click.Context(group)
+    return {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+
+
 def walk(command: click.Command, path: tuple = ()):
     """(path, command) for the command and everything under it; path is the
     words after `trueno-ublk`, () for the command itself."""
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
+        for name, sub in sorted(subcommands(command).items()):
             yield from walk(sub, (*path, name))
 
 

@@ -31,7 +31,7 @@ REPORT_FORMATS = ("text", "json", "html")
               help="trueno-ublk's codec; kernel zram runs the same codec family.")
 @click.option("--queues", "-q", type=int, default=1, show_default=True, help="trueno-ublk's hardware queues.")
 @click.option("--runtime", type=click.IntRange(1, 3600), default=5, show_default=True,
-              help="Seconds each fio run lasts.")
+              help="Seconds each fio run measures, after a fifth as long to warm up.")
 @click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
               help="fio runs of each workload; the median counts.")
 @click.option("--zram/--no-zram", "with_zram", default=True, show_default=True,
