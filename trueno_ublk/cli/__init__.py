@@ -18,8 +18,8 @@ from trueno_ublk.base.errors import UserError
 
 # Each command's name: its module here and the click command in it. A
 # module is imported when one of its commands runs (or `--help` lists
-# them): under emulation the benchmark module alone costs a stat call
-# 0.75 s of its 2.7.
+# them): in a guest, importing the command line took 1.27 s with every
+# module, 0.98 s this way.
 COMMANDS = {
     "create": ("create", "create"),
     "list": ("devices", "list_devices"),
