@@ -113,19 +113,13 @@ def test_usage_errors_are_one_line(args):
 NONSENSE = ["", "-1", "1e99", "../../etc/passwd", "x" * 5000, "☃"]
 
 
-def _commands(group=None, prefix=()):
+def _commands():
     """Every command of the CLI, with its path (e.g. ("config", "check"))."""
     import click
+    from cli_tree import walk
 
     from trueno_ublk.cli import cli
-    group = group or cli
-    ctx = click.Context(group)
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        if isinstance(command, click.Group):
-            yield from _commands(command, prefix + (name,))
-        else:
-            yield prefix + (name,), command
+    return [(path, command) for path, command in walk(cli) if not isinstance(command, click.Group)]
 
 
 def _nonsense_cases():

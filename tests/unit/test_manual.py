@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_tree import subcommands, walk
 
 MAN = Path(__file__).resolve().parents[2] / "man"
 COMMAND_PAGE = MAN / "trueno-ublk.8.scd"
@@ -37,21 +38,6 @@ def config_keys() -> set[str]:
     (one `key == "..."` branch each). The one line that names the module."""
     from trueno_ublk.systemd import config
     return set(re.findall(r'key == "([a-z][a-z-]*)"', inspect.getsource(config)))
-
-
-def subcommands(group: click.Group) -> dict:
-    """A group's commands by name, loaded as running it would load them."""
-    ctx = click.Context(group)
-    return {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
-
-
-def walk(command: click.Command, path: tuple = ()):
-    """(path, command) for the command and everything under it; path is the
-    words after `trueno-ublk`, () for the command itself."""
-    yield path, command
-    if isinstance(command, click.Group):
-        for name, sub in sorted(subcommands(command).items()):
-            yield from walk(sub, (*path, name))
 
 
 def sections(page: Path) -> dict[str, str]:
