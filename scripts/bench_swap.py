@@ -28,8 +28,9 @@ peak, sampled), the cgroup's memory.swap.peak, failed writes (the device's
 io_stat, and dmesg's swap write errors), pswpin/pswpout and zswap's counters
 from /proc/vmstat, the disk's pages read and written, and a profile: the
 device's read requests and their mean latency (/sys/block/DEV/stat), the
-program's major faults, and trueno-ublk's daemon threads' CPU time and
-voluntary context switches per read request, by thread name. Then one
+program's major faults and its user, system and off-CPU time, and
+trueno-ublk's daemon threads' CPU time (and its system share), run-queue
+wait and voluntary context switches per read request, by thread name. Then one
 table per program, one of the profiles, and bench-results/swap.json.
 Needs root, ublk_drv, zram, zswap and a small machine (scripts/bench
 boots a guest of 1 GiB with a disk).
@@ -65,6 +66,7 @@ ZSWAP_DEBUG = Path("/sys/kernel/debug/zswap")
 VMSTAT_KEYS = ("pswpin", "pswpout", "zswpin", "zswpout", "zswpwb")
 SWAP_WRITE_ERROR = "Write-error on swap-device"
 SAMPLE_SECONDS = 0.5
+TICKS = os.sysconf("SC_CLK_TCK")
 # Ours, at the end of a run: where its pages went and what moving them cost.
 STORE_FIGURES = ("recompressions", "frame_pages", "compr_data_size", "mem_map", "bd_writes", "bd_reads",
                  "background_cpu_seconds", "background_paused")
@@ -99,19 +101,26 @@ def block_stat(path: str) -> dict:
 
 
 def threads(pids: list[int]) -> dict:
-    """CPU seconds and voluntary context switches of the threads of `pids`,
-    summed by thread name less its number (ublk-q0, ublk-q1: ublk-q)."""
+    """Per thread name less its number (ublk-q0, ublk-q1: ublk-q), summed:
+    CPU seconds, the system's share of them, seconds waited on a run queue
+    for a CPU (schedstat), and voluntary context switches."""
     groups = {}
     for pid in pids:
         for tid, cpu_seconds in procfs.thread_cpu_seconds(pid).items():
+            task = Path(f"/proc/{pid}/task/{tid}")
             try:
-                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+                status = (task / "status").read_text()
+                stat = (task / "stat").read_text()
+                schedstat = (task / "schedstat").read_text().split()
             except OSError:                     # the thread ended meanwhile
                 continue
             name = re.sub(r"\d+$", "", re.search(r"^Name:\s+(.*)$", status, re.M).group(1))
             switches = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
-            group = groups.setdefault(name, {"cpu_seconds": 0.0, "voluntary_switches": 0})
+            group = groups.setdefault(name, {"cpu_seconds": 0.0, "system_seconds": 0.0, "runqueue_seconds": 0.0,
+                                             "voluntary_switches": 0})
             group["cpu_seconds"] += cpu_seconds
+            group["system_seconds"] += int(stat.rsplit(")", 1)[1].split()[12]) / TICKS
+            group["runqueue_seconds"] += int(schedstat[1]) / 1e9
             group["voluntary_switches"] += switches
     return groups
 
@@ -339,6 +348,7 @@ def execute(command: list[str], cgroup: Cgroup) -> dict:
         output = out.read().strip()
         own = re.search(r"seconds ([0-9.]+)", output)       # the program's own, after its start-up
         return {"code": proc.returncode, "seconds": round(seconds, 1), "major_faults": usage.ru_majflt,
+                "user_seconds": round(usage.ru_utime, 1), "system_seconds": round(usage.ru_stime, 1),
                 "program_seconds": float(own.group(1)) if own else None,
                 "output": output, "stderr": err.read().strip()[-2000:]}
 
@@ -433,18 +443,24 @@ def table(program: str, results: list[dict]) -> None:
 
 def profile(results: list[dict]) -> None:
     """Where a read request's time goes: the device's reads, the program's
-    major faults, and the daemon's threads per read."""
+    major faults and time off the CPU (waiting: for swap-ins, mostly), and
+    the daemon's threads per read: CPU (its system share), time waiting for
+    a CPU, sleeps."""
     print("\nprofile:\n| program | set-up | device reads | KiB per read | mean read latency | major faults | "
-          "daemon CPU per read, by thread | voluntary switches per read, by thread |")
+          "program: user, system, off CPU | daemon per read, by thread: CPU (system), run-queue wait, sleeps |")
     print("|---" * 8 + "|")
     for r in results:
         d = r["device"]
         reads = max(d["reads"], 1)
-        cpu = ", ".join(f"{name} {t['cpu_seconds'] / reads * 1e6:.0f} us" for name, t in sorted(r["threads"].items()))
-        switches = ", ".join(f"{name} {t['voluntary_switches'] / reads:.2f}"
-                             for name, t in sorted(r["threads"].items()))
+        per_read = "; ".join(f"{name} {t['cpu_seconds'] / reads * 1e6:.0f} us "
+                             f"({t.get('system_seconds', 0) / reads * 1e6:.0f}), "
+                             f"{t.get('runqueue_seconds', 0) / reads * 1e6:.0f} us, "
+                             f"{t['voluntary_switches'] / reads:.2f}"
+                             for name, t in sorted(r["threads"].items()) if t["cpu_seconds"] >= 0.5)
+        user, system = r.get("user_seconds", 0), r.get("system_seconds", 0)
         print(f"| {r['program']} | {r['setup']} | {d['reads']:,} | {d['sectors_read'] / 2 / reads:.1f} | "
-              f"{d['read_ms'] / reads:.2f} ms | {r['major_faults']:,} | {cpu or '-'} | {switches or '-'} |")
+              f"{d['read_ms'] / reads:.2f} ms | {r['major_faults']:,} | "
+              f"{user:.0f} s, {system:.0f} s, {r['seconds'] - user - system:.0f} s | {per_read or '-'} |")
 
 
 # --- The benchmark -----------------------------------------------------
