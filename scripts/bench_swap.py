@@ -93,11 +93,11 @@ def swap_write_errors() -> int:
 
 
 def block_stat(path: str) -> dict:
-    """Reads completed, sectors read and written, ms reading of the block
-    device at `path` (a partition or a dm map too)."""
+    """Reads and writes completed, sectors read and written, ms reading of
+    the block device at `path` (a partition or a dm map too)."""
     name = os.path.basename(os.path.realpath(path))
     f = [int(x) for x in Path(f"/sys/class/block/{name}/stat").read_text().split()]
-    return {"reads": f[0], "sectors_read": f[2], "read_ms": f[3], "sectors_written": f[6]}
+    return {"reads": f[0], "sectors_read": f[2], "read_ms": f[3], "writes": f[4], "sectors_written": f[6]}
 
 
 def threads(pids: list[int]) -> dict:
@@ -262,6 +262,11 @@ class ZswapTarget:
         (ZSWAP / "enabled").write_text("N")
 
 
+def on_disk(setup: str) -> bool:
+    """Whether `setup` (trueno-disk@NAME too) needs the disk."""
+    return setup.split("@")[0] in DISK_SETUPS
+
+
 def make(setup: str, args, disk_parts: list[str]):
     """The set-up named `setup`."""
     if setup in ("zram-lz4", "zram-zstd"):
@@ -272,7 +277,8 @@ def make(setup: str, args, disk_parts: list[str]):
         return TruenoTarget(setup, args.size)
     if setup.startswith("trueno@"):
         return TruenoTarget(setup, args.size, checkout=args.other)
-    return TruenoTarget(setup, args.size, f"--mem-limit {args.mem_limit} --backing-dev {disk_parts[1]}")
+    return TruenoTarget(setup, args.size, f"--mem-limit {args.mem_limit} --backing-dev {disk_parts[1]}",
+                        checkout=args.other if "@" in setup else None)
 
 
 # --- One run -----------------------------------------------------------
@@ -415,7 +421,7 @@ def ratios(r: dict, base: dict, key: str) -> str:
     if "zram-lz4" not in base or not r.get(key):
         return "-"
     text = f"{r[key] / base['zram-lz4'][key]:.2f}"
-    if r["setup"] == "trueno-disk" and "zswap-disk" in base:
+    if on_disk(r["setup"]) and r["setup"] != "zswap-disk" and "zswap-disk" in base:
         text += f" ({r[key] / base['zswap-disk'][key]:.2f}x zswap)"
     return text
 
@@ -446,9 +452,10 @@ def profile(results: list[dict]) -> None:
     major faults and time off the CPU (waiting: for swap-ins, mostly), and
     the daemon's threads per read: CPU (its system share), time waiting for
     a CPU, sleeps."""
-    print("\nprofile:\n| program | set-up | device reads | KiB per read | mean read latency | major faults | "
-          "program: user, system, off CPU | daemon per read, by thread: CPU (system), run-queue wait, sleeps |")
-    print("|---" * 8 + "|")
+    print("\nprofile:\n| program | set-up | device reads | KiB per read | mean read latency | KiB per write | "
+          "major faults | program: user, system, off CPU | daemon per read, by thread: CPU (system), run-queue "
+          "wait, sleeps |")
+    print("|---" * 9 + "|")
     for r in results:
         d = r["device"]
         reads = max(d["reads"], 1)
@@ -459,7 +466,8 @@ def profile(results: list[dict]) -> None:
                              for name, t in sorted(r["threads"].items()) if t["cpu_seconds"] >= 0.5)
         user, system = r.get("user_seconds", 0), r.get("system_seconds", 0)
         print(f"| {r['program']} | {r['setup']} | {d['reads']:,} | {d['sectors_read'] / 2 / reads:.1f} | "
-              f"{d['read_ms'] / reads:.2f} ms | {r['major_faults']:,} | "
+              f"{d['read_ms'] / reads:.2f} ms | {d['sectors_written'] / 2 / max(d.get('writes', 0), 1):.1f} | "
+              f"{r['major_faults']:,} | "
               f"{user:.0f} s, {system:.0f} s, {r['seconds'] - user - system:.0f} s | {per_read or '-'} |")
 
 
@@ -477,8 +485,8 @@ def arguments():
     ap.add_argument("--page-cluster", type=int, action="append",
                     help="vm.page-cluster values to run with (default: the kernel's own)")
     ap.add_argument("--size", default="2G", help="each RAM device's size")
-    ap.add_argument("--other", type=Path, help="another checkout, built (its .venv): run as set-up "
-                    "trueno@NAME after trueno, with defaults, for an A/B in one boot")
+    ap.add_argument("--other", type=Path, help="another checkout, built (its .venv): run as set-ups "
+                    "trueno@NAME and trueno-disk@NAME after trueno and trueno-disk, for an A/B in one boot")
     return ap.parse_args()
 
 
@@ -494,14 +502,14 @@ def main() -> None:
     args = arguments()
     programs = args.program or ["program", "index"]
     setups = [s for s in SETUPS if s in (args.setup or SETUPS)]
-    if args.other:
-        setups.insert(setups.index("trueno") + 1 if "trueno" in setups else len(setups),
-                      f"trueno@{args.other.name}")
+    for ours in ("trueno", "trueno-disk") if args.other else ():
+        if ours in setups:
+            setups.insert(setups.index(ours) + 1, f"{ours}@{args.other.name}")
     disk = os.environ.get("TRUENO_UBLK_DISK")
-    if not disk and any(s in DISK_SETUPS for s in setups):
-        print(f"bench swap: no disk ($TRUENO_UBLK_DISK): skipping {', '.join(s for s in setups if s in DISK_SETUPS)}")
-        setups = [s for s in setups if s not in DISK_SETUPS]
-    parts = split_disk(disk) if disk and any(s in DISK_SETUPS for s in setups) else []
+    if not disk and any(map(on_disk, setups)):
+        print(f"bench swap: no disk ($TRUENO_UBLK_DISK): skipping {', '.join(filter(on_disk, setups))}")
+        setups = [s for s in setups if not on_disk(s)]
+    parts = split_disk(disk) if disk and any(map(on_disk, setups)) else []
     old_cluster = Path("/proc/sys/vm/page-cluster").read_text().strip()
     clusters = args.page_cluster or [int(old_cluster)]
     sh("sysctl -q kernel.hung_task_timeout_secs=30")
@@ -525,7 +533,7 @@ def main() -> None:
                         print(f"  zswap: pool capped at {target.cap / MiB:.1f} MiB (max_pool_percent "
                               f"{target.percent} of MemTotal {ram / MiB:.0f} MiB)", flush=True)
                     try:
-                        r = run(target, cmd, limit, disk if setup in DISK_SETUPS else None)
+                        r = run(target, cmd, limit, disk if on_disk(setup) else None)
                     finally:
                         target.close()
                     r.update(program=program, page_cluster=cluster)

@@ -4,6 +4,19 @@
  * optionally with a helper thread: one submitter's requests all land on one
  * queue, so a large batch (sequential I/O) is split in two and the halves
  * are compressed or decompressed on two CPUs at once.
+ *
+ * With the helper comes a writer thread, which serves swap's writes off
+ * the queue thread. Under swap a program's reclaim writes pages out and
+ * then faults on the page it needs: its read must not wait while the queue
+ * thread compresses the pages written just before (under emulation about
+ * 50 us a page). The queue thread hands each swap write to the writer and
+ * goes on serving reads; the writer serves the write (copy, compression,
+ * store) and wakes the queue thread's ring, which commits it with its next
+ * batch (only the thread that fetched a tag may commit it). The writer
+ * runs at the default priority, the queue thread at a higher one: a read
+ * arriving while a write is compressed gets the CPU at once. Other writes
+ * (a filesystem's, fio's) stay on the queue thread, in order with the
+ * rest of their batch.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +54,20 @@ struct helper {
     struct queue_server *qs;
 };
 
+struct writer {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool exiting, busy;
+    void *ctx;                          /* its own per-thread store state */
+    char *copy_buf;                     /* and its own buffer (user copy) */
+    struct ublk_request *todo, *done;   /* a queue's depth each */
+    int n_todo, n_done;
+    struct io_counters counts;          /* of the writes done, for the queue thread to add */
+    struct queue_ring *ring;            /* woken when a write is done; NULL: not serving */
+    struct queue_server *qs;
+};
+
 struct queue_server {
     const struct store_ops *ops;
     void *ctx;
@@ -52,6 +79,7 @@ struct queue_server {
     uint64_t dev_size;                  /* changed by queue_server_set_size() */
     struct io_counters *counts;
     struct helper *helper;
+    struct writer *writer;              /* NULL: every request on the queue thread */
 };
 
 /* Where a request's data is for pread/pwrite on /dev/ublkcN (user copy). */
@@ -180,6 +208,111 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
+static void *writer_main(void *arg)
+{
+    struct writer *wr = arg;
+    struct io_counters done_counts = { 0 };
+
+    prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);       /* it writes pages out for reclaim */
+    touch_stack();
+    pthread_mutex_lock(&wr->lock);
+    for (;;) {
+        while (wr->n_todo == 0 && !wr->exiting)
+            pthread_cond_wait(&wr->cond, &wr->lock);
+        if (wr->exiting)
+            break;
+        struct ublk_request r = wr->todo[0];
+
+        memmove(wr->todo, wr->todo + 1, (size_t)--wr->n_todo * sizeof(*wr->todo));
+        wr->busy = true;
+        pthread_mutex_unlock(&wr->lock);
+        serve_requests(wr->qs, wr->ctx, wr->copy_buf, &r, 1, &done_counts);
+        pthread_mutex_lock(&wr->lock);
+        wr->busy = false;
+        add_counts(&wr->counts, &done_counts);
+        wr->done[wr->n_done++] = r;
+        /* Under the lock: the ring is not closed meanwhile (see
+         * writer_serve_ring). One wake is enough until the queue thread
+         * takes what is done. */
+        if (wr->n_done == 1 && wr->ring)
+            queue_ring_wake(wr->ring);
+        pthread_cond_broadcast(&wr->cond);
+    }
+    pthread_mutex_unlock(&wr->lock);
+    return NULL;
+}
+
+/* Hand swap's writes among reqs[0..n) to the writer; the others stay, in
+ * order, at the front: how many. */
+static int hand_over_writes(struct queue_server *qs, struct ublk_request *reqs, int n)
+{
+    struct writer *wr = qs->writer;
+    int kept = 0, handed = 0;
+
+    if (!wr)
+        return n;
+    pthread_mutex_lock(&wr->lock);
+    for (int i = 0; i < n; i++) {
+        if (reqs[i].op == UBLK_IO_OP_WRITE && reqs[i].swap) {
+            wr->todo[wr->n_todo++] = reqs[i];
+            handed++;
+        } else {
+            reqs[kept++] = reqs[i];
+        }
+    }
+    if (handed)
+        pthread_cond_broadcast(&wr->cond);
+    pthread_mutex_unlock(&wr->lock);
+    return kept;
+}
+
+/* Append the writes the writer has done to reqs[0..n), for the commit:
+ * the new count. */
+static int take_done_writes(struct queue_server *qs, struct ublk_request *reqs, int n)
+{
+    struct writer *wr = qs->writer;
+
+    if (!wr)
+        return n;
+    pthread_mutex_lock(&wr->lock);
+    memcpy(reqs + n, wr->done, (size_t)wr->n_done * sizeof(*reqs));
+    n += wr->n_done;
+    wr->n_done = 0;
+    add_counts(qs->counts, &wr->counts);
+    pthread_mutex_unlock(&wr->lock);
+    return n;
+}
+
+/* The queue's thread serves with the writer from now on (`ring`), or no
+ * longer (NULL): then the writes not begun are dropped, uncommitted (the
+ * kernel requeues them for the next worker or fails them), and the one
+ * being served is waited for, so that nothing wakes a closed ring. */
+static int writer_serve_ring(struct queue_server *qs, struct queue_ring *ring, int depth)
+{
+    struct writer *wr = qs->writer;
+
+    if (!wr)
+        return 0;
+    if (ring && !wr->todo) {            /* touched now: resident before any request */
+        size_t len = (size_t)depth * sizeof(struct ublk_request);
+
+        if (!(wr->todo = malloc(len)) || !(wr->done = malloc(len)))
+            return -ENOMEM;
+        memset(wr->todo, 0, len);
+        memset(wr->done, 0, len);
+    }
+    pthread_mutex_lock(&wr->lock);
+    wr->ring = ring;
+    if (!ring) {
+        wr->n_todo = 0;
+        while (wr->busy)
+            pthread_cond_wait(&wr->cond, &wr->lock);
+        wr->n_done = 0;
+    }
+    pthread_mutex_unlock(&wr->lock);
+    return 0;
+}
+
 /* Where to split reqs[0..n) between the thread and its helper: 0 when the
  * batch is not worth it (or there is no helper). */
 static int split_point(const struct queue_server *qs, const struct ublk_request *reqs, int n)
@@ -270,6 +403,7 @@ static int serve_batch(struct queue_server *qs, struct queue_ring *q, struct ubl
     for (;;) {
         int n_reads, split, m;
 
+        n = n_writes + hand_over_writes(qs, reqs + n_writes, n - n_writes);
         n_writes += writes_first(reqs + n_writes, n - n_writes);
         n_reads = n - n_writes;
         if (n_reads > 0)
@@ -311,16 +445,20 @@ int queue_server_run(struct queue_server *qs, struct queue_ring *q, struct ublk_
     int n = 0;
 
     touch_stack();
+    if ((n = writer_serve_ring(qs, q, depth)) < 0)
+        return n;
     for (;;) {
         *inflight = 0;
-        n = queue_ring_run(q, n, reqs, depth);
+        n = queue_ring_run(q, take_done_writes(qs, reqs, n), reqs, depth);
         if (n < 0)
-            return n;
+            break;
         *inflight = n;
         n = serve_batch(qs, q, reqs, n, depth, inflight);
         if (n < 0)
-            return n;
+            break;
     }
+    writer_serve_ring(qs, NULL, 0);
+    return n;
 }
 
 /* A user-copy buffer for one serving thread: touched now, so that it is
@@ -358,6 +496,32 @@ static int start_helper(struct queue_server *qs, void *ctx)
     }
     pthread_setname_np(h->thread, "ublk-helper");
     qs->helper = h;
+    return 0;
+}
+
+static int start_writer(struct queue_server *qs, void *ctx)
+{
+    struct writer *wr = calloc(1, sizeof(*wr));
+    int ret;
+
+    if (!wr)
+        return -ENOMEM;
+    if (qs->copy_fd >= 0 && !(wr->copy_buf = new_copy_buf(qs->buf_size))) {
+        free(wr);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&wr->lock, NULL);
+    pthread_cond_init(&wr->cond, NULL);
+    wr->ctx = ctx;
+    wr->qs = qs;
+    ret = pthread_create(&wr->thread, NULL, writer_main, wr);
+    if (ret) {
+        free(wr->copy_buf);
+        free(wr);
+        return -ret;
+    }
+    pthread_setname_np(wr->thread, "ublk-writer");
+    qs->writer = wr;
     return 0;
 }
 
@@ -413,18 +577,37 @@ struct queue_server *queue_server_new(const char *store_name, void *store, char 
             thread_free(ops, helper_ctx);
             goto fail;
         }
+        void *writer_ctx = thread_new(ops, store, err);
+        if (*err)
+            goto fail;
+        if ((*err = start_writer(qs, writer_ctx)) < 0) {
+            thread_free(ops, writer_ctx);
+            goto fail;
+        }
     }
     return qs;
 fail:
-    thread_free(ops, qs->ctx);
-    free(qs->copy_buf);
-    free(qs);
+    queue_server_free(qs);              /* what was made so far */
     return NULL;
 }
 
 void queue_server_free(struct queue_server *qs)
 {
     struct helper *h = qs->helper;
+    struct writer *wr = qs->writer;
+
+    if (wr) {
+        pthread_mutex_lock(&wr->lock);
+        wr->exiting = true;
+        pthread_cond_broadcast(&wr->cond);
+        pthread_mutex_unlock(&wr->lock);
+        pthread_join(wr->thread, NULL);
+        thread_free(qs->ops, wr->ctx);
+        free(wr->copy_buf);
+        free(wr->todo);
+        free(wr->done);
+        free(wr);
+    }
 
     if (h) {
         pthread_mutex_lock(&h->lock);

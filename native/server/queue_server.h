@@ -19,7 +19,8 @@ struct io_counters {
 
 /* One queue's server: the store's per-thread state, where the requests'
  * data is, and optionally a helper thread that serves half of every large
- * batch on another CPU. */
+ * batch on another CPU, with a writer thread that serves swap's writes
+ * (queue_server.c says why). */
 struct queue_server;
 
 /* A server for the store called `store_name`, over `store` (the object the

@@ -59,6 +59,7 @@ _Static_assert(sizeof(struct ublksrv_io_cmd) == 16, "ublksrv_io_cmd");
 #define PREP_USER_DATA  0xfffffffeull
 #define COMMIT_USER_DATA 0xfffffffdull
 #define FETCH_USER_DATA 0xfffffffcull
+#define WAKE_USER_DATA  0xfffffffbull
 
 /* io_uring's flag for a multishot passthrough command (6.17), newer than
  * the liburing headers we build against. */
@@ -168,8 +169,12 @@ struct queue_ring {
     uint32_t fetch_op, commit_op;
     uint16_t q_id, depth;
     int inflight;                       /* per-tag commands the kernel holds for us */
+    int held;                           /* per-tag requests handed over, not yet committed */
     int stop_fd;                        /* eventfd polled in the ring */
     bool stopping;
+    int wake_fd;                        /* eventfd polled in the ring (multishot) */
+    bool woken;                         /* queue_ring_wake() since queue_ring_run last returned */
+    bool wake_armed;
     int error;                          /* batch: how the queue ended (-errno) */
     struct batch_io *batch;             /* NULL: per-tag commands */
 };
@@ -277,6 +282,29 @@ static void batch_take_tags(struct queue_ring *q, const struct io_uring_cqe *cqe
     io_uring_buf_ring_advance(b->br, 1);
 }
 
+/* The wake poll's completion: note it, empty the eventfd, and arm the
+ * poll again if the kernel ended it. */
+static void take_wake(struct queue_ring *q, const struct io_uring_cqe *cqe)
+{
+    uint64_t count;
+
+    q->woken = true;
+    if (read(q->wake_fd, &count, sizeof(count)) < 0) {}     /* EAGAIN: already emptied */
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        q->wake_armed = false;
+}
+
+static void arm_wake(struct queue_ring *q)
+{
+    struct io_uring_sqe *sqe;
+
+    if (q->wake_armed || !(sqe = io_uring_get_sqe(&q->ring)))
+        return;
+    io_uring_prep_poll_multishot(sqe, q->wake_fd, POLLIN);
+    sqe->user_data = WAKE_USER_DATA;
+    q->wake_armed = true;
+}
+
 static void batch_reap(struct queue_ring *q)
 {
     struct batch_io *b = q->batch;
@@ -288,6 +316,9 @@ static void batch_reap(struct queue_ring *q)
         switch (cqe->user_data) {
         case STOP_USER_DATA:
             q->stopping = true;
+            break;
+        case WAKE_USER_DATA:
+            take_wake(q, cqe);
             break;
         case PREP_USER_DATA:
             b->elems_busy = false;
@@ -429,7 +460,7 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
     q->buf_size = buf_size;
     q->fetch_op = fetch_op;
     q->commit_op = commit_op;
-    q->stop_fd = -1;
+    q->stop_fd = q->wake_fd = -1;
 
     /* Each queue's descriptors sit at a stride sized for the largest depth. */
     off = (off_t)q_id * round_up_page(UBLK_MAX_QUEUE_DEPTH * sizeof(struct ublksrv_io_desc));
@@ -440,21 +471,22 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
         goto free_q;
     }
     q->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (q->stop_fd < 0) {
+    q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (q->stop_fd < 0 || q->wake_fd < 0) {
         ret = -errno;
-        goto unmap;
+        goto close_fds;
     }
     /* One thread owns the ring: the kernel may then run completion work only
      * when that thread waits for it, without interrupting it (6.1+). Room
-     * for a command per tag and the stop poll, and completions for twice
-     * that: a batch FETCH may post one per tag. */
-    unsigned entries = depth + 1u < 4 ? 4 : depth + 1u;
+     * for a command per tag and the stop and wake polls, and completions
+     * for twice that: a batch FETCH may post one per tag. */
+    unsigned entries = depth + 2u < 4 ? 4 : depth + 2u;
     ret = io_uring_queue_init(entries, &q->ring, IORING_SETUP_COOP_TASKRUN |
                               IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
     if (ret == -EINVAL)
         ret = io_uring_queue_init(entries, &q->ring, 0);
     if (ret < 0)
-        goto close_stop;
+        goto close_fds;
     ret = io_uring_register_files(&q->ring, &cdev_fd, 1);
     if (ret < 0)
         goto exit_ring;
@@ -462,6 +494,7 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
     sqe = io_uring_get_sqe(&q->ring);
     io_uring_prep_poll_add(sqe, q->stop_fd, POLLIN);
     sqe->user_data = STOP_USER_DATA;
+    arm_wake(q);
     if (batch) {
         ret = batch_open(q);
         if (ret < 0)
@@ -476,9 +509,11 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
 exit_ring:
     io_uring_queue_exit(&q->ring);
     batch_free(q);
-close_stop:
-    close(q->stop_fd);
-unmap:
+close_fds:
+    if (q->stop_fd >= 0)
+        close(q->stop_fd);
+    if (q->wake_fd >= 0)
+        close(q->wake_fd);
     munmap((void *)q->descs, q->descs_len);
 free_q:
     free(q);
@@ -502,10 +537,15 @@ static int reap_requests(struct queue_ring *q, struct ublk_request *reqs, int ma
             q->stopping = true;
             continue;
         }
+        if (cqe->user_data == WAKE_USER_DATA) {
+            take_wake(q, cqe);
+            continue;
+        }
         q->inflight--;
         if (cqe->res < 0)               /* UBLK_IO_RES_ABORT: queue going away */
             continue;
         read_request(q, (uint16_t)cqe->user_data, &reqs[n++]);
+        q->held++;
     }
     io_uring_cq_advance(&q->ring, seen);
     return n;
@@ -533,6 +573,7 @@ static int prep_commits(struct queue_ring *q, const struct ublk_request *reqs, i
     if (!b) {
         for (int i = 0; i < n; i++)
             prep_io_cmd(q, q->commit_op, reqs[i].tag, reqs[i].result);
+        q->held -= n;
         return 0;
     }
     /* The last PREP or COMMIT read its elements when it was issued, in the
@@ -575,23 +616,35 @@ int queue_ring_run(struct queue_ring *q, int n_commit,
     ret = prep_commits(q, reqs, n_commit);
     if (ret < 0)
         return ret;
+    arm_wake(q);
     if (q->batch) {
         do {
-            if ((ret = batch_fetch(q, q->batch->n_ready == 0)) < 0)
+            if ((ret = batch_fetch(q, q->batch->n_ready == 0 && !q->woken)) < 0)
                 return ret;
-        } while (q->batch->n_ready == 0);
+        } while (q->batch->n_ready == 0 && !q->woken);
+        q->woken = false;
         return batch_take_requests(q, reqs, max_reqs);
     }
     for (;;) {
-        if (q->stopping || q->inflight == 0)
+        /* Gone: stopped, or every fetch aborted and nothing held to commit. */
+        if (q->stopping || (q->inflight == 0 && q->held == 0))
             return -ENODEV;
         ret = io_uring_submit_and_wait(&q->ring, 1);
         if (ret < 0 && ret != -EINTR)
             return ret;
         n = reap_requests(q, reqs, max_reqs);
-        if (n > 0)
+        if (n > 0 || q->woken) {
+            q->woken = false;
             return n;
+        }
     }
+}
+
+void queue_ring_wake(struct queue_ring *q)
+{
+    uint64_t one = 1;
+
+    if (write(q->wake_fd, &one, sizeof(one)) < 0) {}      /* EAGAIN: a wake is pending anyway */
 }
 
 void queue_ring_stop(struct queue_ring *q)
@@ -606,6 +659,7 @@ void queue_ring_close(struct queue_ring *q)
     io_uring_queue_exit(&q->ring);      /* cancels the FETCHes still held */
     batch_free(q);
     close(q->stop_fd);
+    close(q->wake_fd);
     munmap((void *)q->descs, q->descs_len);
     free(q);
 }

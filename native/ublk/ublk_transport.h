@@ -47,10 +47,10 @@ struct queue_ring *queue_ring_open(int cdev_fd, uint16_t q_id, uint16_t depth,
                                    int *err);
 /*
  * Commit reqs[0..n_commit) with their results (per tag: fetching the next
- * request for each), submit what is pending, wait for at least one request,
- * then copy every ready request into reqs. Returns how many are ready,
- * -ENODEV once the queue is shut down (aborted by the kernel or stopped by
- * queue_ring_stop), or another -errno.
+ * request for each), submit what is pending, wait for at least one request
+ * or a queue_ring_wake(), then copy every ready request into reqs. Returns
+ * how many are ready (0: woken), -ENODEV once the queue is shut down
+ * (aborted by the kernel or stopped by queue_ring_stop), or another -errno.
  */
 int queue_ring_run(struct queue_ring *q, int n_commit,
                    struct ublk_request *reqs, int max_reqs);
@@ -59,6 +59,8 @@ int queue_ring_run(struct queue_ring *q, int n_commit,
  * how many (maybe 0), or -errno. */
 int queue_ring_poll(struct queue_ring *q, const struct ublk_request *commit, int n_commit,
                     struct ublk_request *reqs, int max_reqs);
+/* Make the queue's queue_ring_run return, with what is ready: any thread. */
+void queue_ring_wake(struct queue_ring *q);
 /* Wake the queue's thread and make queue_ring_run return -ENODEV: any thread. */
 void queue_ring_stop(struct queue_ring *q);
 void queue_ring_close(struct queue_ring *q);
