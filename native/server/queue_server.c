@@ -39,33 +39,36 @@
 #define SPLIT_MIN_BYTES (256u << 10)
 #define SPLIT_MIN_AVERAGE (32u << 10)
 
-enum helper_state { HELPER_IDLE, HELPER_WORK, HELPER_DONE, HELPER_EXIT };
-
-struct helper {
+/* What the helper and the writer share: a thread serving with its own
+ * store state and buffer, woken through its lock and condition. The first
+ * member of each, so that its thread's argument is either. */
+struct side_thread {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    enum helper_state state;
+    bool exiting;
     void *ctx;                          /* its own per-thread store state */
     char *copy_buf;                     /* and its own buffer (user copy) */
-    struct ublk_request *reqs;
-    int n;
-    struct io_counters counts;
     struct queue_server *qs;
 };
 
+enum helper_state { HELPER_IDLE, HELPER_WORK, HELPER_DONE };
+
+struct helper {
+    struct side_thread t;
+    enum helper_state state;
+    struct ublk_request *reqs;
+    int n;
+    struct io_counters counts;
+};
+
 struct writer {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool exiting, busy;
-    void *ctx;                          /* its own per-thread store state */
-    char *copy_buf;                     /* and its own buffer (user copy) */
+    struct side_thread t;
+    bool busy;
     struct ublk_request *todo, *done;   /* a queue's depth each */
     int n_todo, n_done;
     struct io_counters counts;          /* of the writes done, for the queue thread to add */
     struct queue_ring *ring;            /* woken when a write is done; NULL: not serving */
-    struct queue_server *qs;
 };
 
 struct queue_server {
@@ -192,19 +195,19 @@ static void *helper_main(void *arg)
      * not wait on reclaim itself. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     touch_stack();
-    pthread_mutex_lock(&h->lock);
+    pthread_mutex_lock(&h->t.lock);
     for (;;) {
-        while (h->state != HELPER_WORK && h->state != HELPER_EXIT)
-            pthread_cond_wait(&h->cond, &h->lock);
-        if (h->state == HELPER_EXIT)
+        while (h->state != HELPER_WORK && !h->t.exiting)
+            pthread_cond_wait(&h->t.cond, &h->t.lock);
+        if (h->t.exiting)
             break;
-        pthread_mutex_unlock(&h->lock);
-        serve_requests(h->qs, h->ctx, h->copy_buf, h->reqs, h->n, &h->counts);
-        pthread_mutex_lock(&h->lock);
+        pthread_mutex_unlock(&h->t.lock);
+        serve_requests(h->t.qs, h->t.ctx, h->t.copy_buf, h->reqs, h->n, &h->counts);
+        pthread_mutex_lock(&h->t.lock);
         h->state = HELPER_DONE;
-        pthread_cond_broadcast(&h->cond);
+        pthread_cond_broadcast(&h->t.cond);
     }
-    pthread_mutex_unlock(&h->lock);
+    pthread_mutex_unlock(&h->t.lock);
     return NULL;
 }
 
@@ -215,19 +218,19 @@ static void *writer_main(void *arg)
 
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);       /* it writes pages out for reclaim */
     touch_stack();
-    pthread_mutex_lock(&wr->lock);
+    pthread_mutex_lock(&wr->t.lock);
     for (;;) {
-        while (wr->n_todo == 0 && !wr->exiting)
-            pthread_cond_wait(&wr->cond, &wr->lock);
-        if (wr->exiting)
+        while (wr->n_todo == 0 && !wr->t.exiting)
+            pthread_cond_wait(&wr->t.cond, &wr->t.lock);
+        if (wr->t.exiting)
             break;
         struct ublk_request r = wr->todo[0];
 
         memmove(wr->todo, wr->todo + 1, (size_t)--wr->n_todo * sizeof(*wr->todo));
         wr->busy = true;
-        pthread_mutex_unlock(&wr->lock);
-        serve_requests(wr->qs, wr->ctx, wr->copy_buf, &r, 1, &done_counts);
-        pthread_mutex_lock(&wr->lock);
+        pthread_mutex_unlock(&wr->t.lock);
+        serve_requests(wr->t.qs, wr->t.ctx, wr->t.copy_buf, &r, 1, &done_counts);
+        pthread_mutex_lock(&wr->t.lock);
         wr->busy = false;
         add_counts(&wr->counts, &done_counts);
         wr->done[wr->n_done++] = r;
@@ -236,9 +239,9 @@ static void *writer_main(void *arg)
          * takes what is done. */
         if (wr->n_done == 1 && wr->ring)
             queue_ring_wake(wr->ring);
-        pthread_cond_broadcast(&wr->cond);
+        pthread_cond_broadcast(&wr->t.cond);
     }
-    pthread_mutex_unlock(&wr->lock);
+    pthread_mutex_unlock(&wr->t.lock);
     return NULL;
 }
 
@@ -251,7 +254,7 @@ static int hand_over_writes(struct queue_server *qs, struct ublk_request *reqs, 
 
     if (!wr)
         return n;
-    pthread_mutex_lock(&wr->lock);
+    pthread_mutex_lock(&wr->t.lock);
     for (int i = 0; i < n; i++) {
         if (reqs[i].op == UBLK_IO_OP_WRITE && reqs[i].swap) {
             wr->todo[wr->n_todo++] = reqs[i];
@@ -261,8 +264,8 @@ static int hand_over_writes(struct queue_server *qs, struct ublk_request *reqs, 
         }
     }
     if (handed)
-        pthread_cond_broadcast(&wr->cond);
-    pthread_mutex_unlock(&wr->lock);
+        pthread_cond_broadcast(&wr->t.cond);
+    pthread_mutex_unlock(&wr->t.lock);
     return kept;
 }
 
@@ -274,12 +277,12 @@ static int take_done_writes(struct queue_server *qs, struct ublk_request *reqs, 
 
     if (!wr)
         return n;
-    pthread_mutex_lock(&wr->lock);
+    pthread_mutex_lock(&wr->t.lock);
     memcpy(reqs + n, wr->done, (size_t)wr->n_done * sizeof(*reqs));
     n += wr->n_done;
     wr->n_done = 0;
     add_counts(qs->counts, &wr->counts);
-    pthread_mutex_unlock(&wr->lock);
+    pthread_mutex_unlock(&wr->t.lock);
     return n;
 }
 
@@ -301,15 +304,15 @@ static int writer_serve_ring(struct queue_server *qs, struct queue_ring *ring, i
         memset(wr->todo, 0, len);
         memset(wr->done, 0, len);
     }
-    pthread_mutex_lock(&wr->lock);
+    pthread_mutex_lock(&wr->t.lock);
     wr->ring = ring;
     if (!ring) {
         wr->n_todo = 0;
         while (wr->busy)
-            pthread_cond_wait(&wr->cond, &wr->lock);
+            pthread_cond_wait(&wr->t.cond, &wr->t.lock);
         wr->n_done = 0;
     }
-    pthread_mutex_unlock(&wr->lock);
+    pthread_mutex_unlock(&wr->t.lock);
     return 0;
 }
 
@@ -340,20 +343,20 @@ static void serve_split(struct queue_server *qs, struct ublk_request *reqs, int 
         serve_requests(qs, qs->ctx, qs->copy_buf, reqs, n, qs->counts);
         return;
     }
-    pthread_mutex_lock(&h->lock);
+    pthread_mutex_lock(&h->t.lock);
     h->reqs = reqs + split;
     h->n = n - split;
     h->state = HELPER_WORK;
-    pthread_cond_broadcast(&h->cond);
-    pthread_mutex_unlock(&h->lock);
+    pthread_cond_broadcast(&h->t.cond);
+    pthread_mutex_unlock(&h->t.lock);
 
     serve_requests(qs, qs->ctx, qs->copy_buf, reqs, split, qs->counts);
 
-    pthread_mutex_lock(&h->lock);
+    pthread_mutex_lock(&h->t.lock);
     while (h->state != HELPER_DONE)
-        pthread_cond_wait(&h->cond, &h->lock);
+        pthread_cond_wait(&h->t.cond, &h->t.lock);
     h->state = HELPER_IDLE;
-    pthread_mutex_unlock(&h->lock);
+    pthread_mutex_unlock(&h->t.lock);
     add_counts(qs->counts, &h->counts);
 }
 
@@ -472,6 +475,27 @@ static char *new_copy_buf(uint32_t size)
     return buf;
 }
 
+/* Start `t`'s thread, called `name`, running main(t) with store state
+ * `ctx`: 0 or -errno. */
+static int side_thread_start(struct queue_server *qs, struct side_thread *t, void *ctx,
+                             void *(*main)(void *), const char *name)
+{
+    int ret;
+
+    if (qs->copy_fd >= 0 && !(t->copy_buf = new_copy_buf(qs->buf_size)))
+        return -ENOMEM;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    t->ctx = ctx;
+    t->qs = qs;
+    if ((ret = pthread_create(&t->thread, NULL, main, t))) {
+        free(t->copy_buf);
+        return -ret;
+    }
+    pthread_setname_np(t->thread, name);
+    return 0;
+}
+
 static int start_helper(struct queue_server *qs, void *ctx)
 {
     struct helper *h = calloc(1, sizeof(*h));
@@ -479,22 +503,11 @@ static int start_helper(struct queue_server *qs, void *ctx)
 
     if (!h)
         return -ENOMEM;
-    if (qs->copy_fd >= 0 && !(h->copy_buf = new_copy_buf(qs->buf_size))) {
-        free(h);
-        return -ENOMEM;
-    }
-    pthread_mutex_init(&h->lock, NULL);
-    pthread_cond_init(&h->cond, NULL);
     h->state = HELPER_IDLE;
-    h->ctx = ctx;
-    h->qs = qs;
-    ret = pthread_create(&h->thread, NULL, helper_main, h);
-    if (ret) {
-        free(h->copy_buf);
+    if ((ret = side_thread_start(qs, &h->t, ctx, helper_main, "ublk-helper")) < 0) {
         free(h);
-        return -ret;
+        return ret;
     }
-    pthread_setname_np(h->thread, "ublk-helper");
     qs->helper = h;
     return 0;
 }
@@ -506,21 +519,10 @@ static int start_writer(struct queue_server *qs, void *ctx)
 
     if (!wr)
         return -ENOMEM;
-    if (qs->copy_fd >= 0 && !(wr->copy_buf = new_copy_buf(qs->buf_size))) {
+    if ((ret = side_thread_start(qs, &wr->t, ctx, writer_main, "ublk-writer")) < 0) {
         free(wr);
-        return -ENOMEM;
+        return ret;
     }
-    pthread_mutex_init(&wr->lock, NULL);
-    pthread_cond_init(&wr->cond, NULL);
-    wr->ctx = ctx;
-    wr->qs = qs;
-    ret = pthread_create(&wr->thread, NULL, writer_main, wr);
-    if (ret) {
-        free(wr->copy_buf);
-        free(wr);
-        return -ret;
-    }
-    pthread_setname_np(wr->thread, "ublk-writer");
     qs->writer = wr;
     return 0;
 }
@@ -537,6 +539,18 @@ static void thread_free(const struct store_ops *ops, void *ctx)
 {
     if (ops->thread_free && ctx)
         ops->thread_free(ctx);
+}
+
+/* Stop `t`'s thread and free what it served with. */
+static void side_thread_stop(struct side_thread *t)
+{
+    pthread_mutex_lock(&t->lock);
+    t->exiting = true;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    pthread_join(t->thread, NULL);
+    thread_free(t->qs->ops, t->ctx);
+    free(t->copy_buf);
 }
 
 struct queue_server *queue_server_new(const char *store_name, void *store, char *buffers,
@@ -597,26 +611,14 @@ void queue_server_free(struct queue_server *qs)
     struct writer *wr = qs->writer;
 
     if (wr) {
-        pthread_mutex_lock(&wr->lock);
-        wr->exiting = true;
-        pthread_cond_broadcast(&wr->cond);
-        pthread_mutex_unlock(&wr->lock);
-        pthread_join(wr->thread, NULL);
-        thread_free(qs->ops, wr->ctx);
-        free(wr->copy_buf);
+        side_thread_stop(&wr->t);
         free(wr->todo);
         free(wr->done);
         free(wr);
     }
 
     if (h) {
-        pthread_mutex_lock(&h->lock);
-        h->state = HELPER_EXIT;
-        pthread_cond_broadcast(&h->cond);
-        pthread_mutex_unlock(&h->lock);
-        pthread_join(h->thread, NULL);
-        thread_free(qs->ops, h->ctx);
-        free(h->copy_buf);
+        side_thread_stop(&h->t);
         free(h);
     }
     thread_free(qs->ops, qs->ctx);
