@@ -1,9 +1,18 @@
 """scripts/bench tiers: memory held on real data, beside kernel zram's.
 
-The corpus is real files found on this machine, not generated patterns:
-shared libraries, Python sources and already-compressed files (gzip'd
-documentation and man pages), a third each, taken in path order so that
-the same machine gives the same corpus. It is written with O_DIRECT to
+Two corpora of real data, not generated patterns (--data, repeatable;
+default both, each its own table):
+- files: files found on this machine -- shared libraries, Python sources
+  and already-compressed files (gzip'd documentation and man pages), a
+  third each, taken in path order so that the same machine gives the same
+  corpus;
+- programs: what swap carries, real programs' anonymous memory -- CPython
+  holding syntax trees of the standard library (program_workload.py), and
+  an in-memory SQLite table with its index (index_workload.py), half each:
+  each program is run until it has built its working set (--hold), then
+  its private writable anonymous mappings are read through /proc/PID/mem,
+  in address order, all-zero pages left out.
+Each is written with O_DIRECT to
 kernel zram (lz4, zstd) and to trueno-ublk (lz4, zstd) in one boot, then
 left idle for the cold-page policy to act (its defaults, but for how long
 pages wait: --recompress-after). Reported for each device: memory held hot
@@ -36,6 +45,8 @@ import json
 import mmap
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +63,12 @@ KINDS = {
                        "/root/.pyenv/versions/*/lib/python3*/**/*.py"],
     "compressed files": ["/usr/share/doc/**/*.gz", "/usr/share/man/**/*.gz"],
 }
+# The programs of the programs corpus: script, and its size argument as a
+# share of the corpus (each must hold more than its half of it).
+PROGRAMS = {
+    "syntax trees (CPython)": ("program_workload.py", 1 / 24),
+    "SQLite table and index": ("index_workload.py", 1 / 2),
+}
 # Built natively before a guest boots (reading thousands of small files
 # over the guest's 9p share is slow under emulation), where the guest sees
 # it; the guest copies it to its own /tmp before writing it anywhere.
@@ -60,8 +77,53 @@ CORPUS = Path("/tmp/trueno-corpus")
 DISK = os.environ.get("TRUENO_UBLK_DISK")
 
 
-def build_corpus(mib: int, path: Path) -> dict[str, int]:
-    """Write the corpus to `path`, `mib` MiB; returns bytes taken per kind."""
+def build_programs_corpus(mib: int, path: Path) -> dict[str, int]:
+    """Write the programs corpus to `path`, `mib` MiB; returns bytes taken
+    per program."""
+    quota = mib * MiB // len(PROGRAMS)
+    taken = {}
+    with path.open("wb") as out:
+        for kind, (script, share) in PROGRAMS.items():
+            program = subprocess.Popen([sys.executable, str(TOP / "scripts" / script), str(max(1, int(mib * share))),
+                                        "--hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                if program.stdout.readline().strip() != "holding":
+                    raise SystemExit(f"bench tiers: {script} ended before it held its memory")
+                taken[kind] = copy_anonymous_memory(program.pid, out, quota)
+            finally:
+                program.stdin.close()
+                program.wait()
+    return taken
+
+
+def copy_anonymous_memory(pid: int, out, quota: int) -> int:
+    """Process `pid`'s private writable anonymous pages, not all zero, in
+    address order, written to `out` up to `quota` bytes; bytes written."""
+    done, zero = 0, bytes(4096)
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if not fields[1].startswith("rw") or fields[1][3] != "p" or fields[4] != "0" or \
+                    (len(fields) > 5 and fields[5] in ("[vvar]", "[vdso]", "[vsyscall]")):
+                continue
+            for at in range(start, end, MiB):
+                mem.seek(at)
+                try:
+                    data = mem.read(min(MiB, end - at))
+                except OSError:
+                    continue
+                for page in range(0, len(data), 4096):
+                    if done >= quota:
+                        return done
+                    if data[page:page + 4096] != zero:
+                        out.write(data[page:page + 4096])
+                        done += 4096
+    return done
+
+
+def build_files_corpus(mib: int, path: Path) -> dict[str, int]:
+    """Write the files corpus to `path`, `mib` MiB; returns bytes taken per kind."""
     quota = mib * MiB // len(KINDS)
     taken = {}
     with path.open("wb") as out:
@@ -279,37 +341,53 @@ def print_mem_limit(limit: int, rows: dict) -> None:
               f"{'yes' if r['intact'] else 'no'}")
 
 
+CORPORA = {"files": build_files_corpus, "programs": build_programs_corpus}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=int, default=192, metavar="MIB", help="corpus size in MiB")
+    ap.add_argument("--corpus", type=int, default=192, metavar="MIB", help="each corpus's size in MiB")
+    ap.add_argument("--data", choices=tuple(CORPORA), action="append",
+                    help="the corpus (repeatable; default: both); --only takes the first")
     ap.add_argument("--recompress-after", type=int, default=DEFAULT_RECOMPRESS_AFTER, metavar="SECONDS",
                     help="the devices' --recompress-after: how long the corpus is left idle")
     ap.add_argument("--huge-thresholds", metavar="LIST", default="",
                     help="also trueno lz4 with each of these --huge-threshold values (bytes, comma-separated)")
-    ap.add_argument("--build-corpus", action="store_true", help="only build the corpus (natively)")
+    ap.add_argument("--build-corpus", action="store_true", help="only build the corpora (natively)")
     ap.add_argument("--only", choices=("zram-tier", "mem-limit"),
                     help="only that part: kernel zram as a tier, or writes through a memory limit")
     args = ap.parse_args()
-    built = BUILT / f"corpus-{args.corpus}M"
-    if args.build_corpus or not built.exists():
-        BUILT.mkdir(parents=True, exist_ok=True)
-        taken = build_corpus(args.corpus, built)
-        (BUILT / f"corpus-{args.corpus}M.json").write_text(json.dumps(taken))
-        if args.build_corpus:
-            return
-    taken = json.loads((BUILT / f"corpus-{args.corpus}M.json").read_text())
-    shutil.copyfile(built, CORPUS)
+    corpora = (args.data or list(CORPORA))[:1 if args.only else None]
+    for data in corpora:
+        built = BUILT / f"{data}-{args.corpus}M"
+        if args.build_corpus or not built.exists():
+            BUILT.mkdir(parents=True, exist_ok=True)
+            taken = CORPORA[data](args.corpus, built)
+            built.with_suffix(".json").write_text(json.dumps(taken))
+    if args.build_corpus:
+        return
+    for data in corpora:
+        built = BUILT / f"{data}-{args.corpus}M"
+        taken = json.loads(built.with_suffix(".json").read_text())
+        shutil.copyfile(built, CORPUS)
+        print(f"tiers benchmark: kernel {sh('uname -r').strip()}, corpus of {data}, "
+              + ", ".join(f"{kind} {n / MiB:.1f} MiB" for kind, n in taken.items()))
+        try:
+            measure_corpus(args)
+        finally:
+            CORPUS.unlink()
+
+
+def measure_corpus(args) -> None:
+    """The tables for the corpus at CORPUS."""
     size, after = f"{args.corpus + 64}M", args.recompress_after
-    print(f"tiers benchmark: kernel {sh('uname -r').strip()}, corpus of real files, "
-          + ", ".join(f"{kind} {n / MiB:.1f} MiB" for kind, n in taken.items()))
     if args.only == "zram-tier":
         print_zram_tier(measure_zram_tier(size))
-    elif args.only == "mem-limit":
+        return
+    if args.only == "mem-limit":
         if not DISK:
             raise SystemExit("bench tiers --only mem-limit: needs an empty disk ($TRUENO_UBLK_DISK)")
         print_mem_limit(*measure_mem_limit(size))
-    if args.only:
-        CORPUS.unlink()
         return
     rows = {"zram lz4": measure_zram(size, "lz4"), "zram zstd": measure_zram(size, "zstd"),
             "trueno lz4": measure_trueno(size, "--algorithm lz4", after),
@@ -322,19 +400,21 @@ def main() -> None:
         backed = {"zram lz4 +disk": measure_zram_backed(size, after),
                   "trueno lz4 +disk": measure_trueno(
                       size, f"--algorithm lz4 --backing-dev {DISK} --writeback-after {after}", after)}
-    CORPUS.unlink()
 
     lz4, zstd = rows["zram lz4"], rows["zram zstd"]
     print(f"memory held: mem_used_total (ours: the arena, reserve and page map included), hot: just "
           f"written; cold: left idle {after} s and until recompression stopped (default policy otherwise); "
-          "x: against kernel zram, same boot; write/read x: zram's time over ours, same codec")
+          "x: against kernel zram, same boot; compr: the payloads (compr_data_size); beyond: cold less compr; "
+          "write/read x: zram's time over ours, same codec")
     width = max(map(len, rows)) + 2
-    print(f"{'target':<{width}}{'hot MiB':>8}{'cold MiB':>9}{'x lz4':>7}{'x zstd':>7}{'compr MiB':>10}{'huge':>7}"
-          f"{'recomp':>7}{'write x':>8}{'read x':>7}{'cold rd x':>10}{'4K p50 us':>10}{'p99 us':>8}{'bg cpu s':>9}")
+    print(f"{'target':<{width}}{'hot MiB':>8}{'cold MiB':>9}{'x lz4':>7}{'x zstd':>7}{'compr MiB':>10}"
+          f"{'beyond':>7}{'huge':>7}{'recomp':>7}{'write x':>8}{'read x':>7}{'cold rd x':>10}{'4K p50 us':>10}"
+          f"{'p99 us':>8}{'bg cpu s':>9}")
     for name, r in rows.items():
         base = rows["zram " + name.split()[1]]
         print(f"{name:<{width}}{r.get('held_hot', r['held']) / MiB:>8.1f}{r['held'] / MiB:>9.1f}"
               f"{r['held'] / lz4['held']:>7.2f}{r['held'] / zstd['held']:>7.2f}{r['compr'] / MiB:>10.1f}"
+              f"{(r['held'] - r['compr']) / MiB:>7.1f}"
               f"{r['huge']:>7}{r.get('recompressed', 0):>7}{base['write'] / r['write']:>8.2f}"
               f"{base['read'] / r['read']:>7.2f}{base['read'] / r.get('cold_read', r['read']):>10.2f}"
               f"{r['latency']['p50']:>10.0f}{r['latency']['p99']:>8.0f}{r.get('background_cpu', 0):>9.1f}")

@@ -4,7 +4,8 @@ database, then an index on its text keys, then walks the index. Its pages
 are the process's own anonymous memory, so in a small memory cgroup most
 of them live in swap while the index build sorts through them.
 
-    index_workload.py MIB
+    index_workload.py MIB [--hold]
+--hold: stop once the table and index are built, holding them.
 The rows come from a seeded generator over the identifiers of the machine's
 own standard library, so every run builds the same table. Prints one line:
 rows, table bytes, checksum, seconds. Exit status 1 when the index walk
@@ -18,6 +19,8 @@ import sysconfig
 import time
 import zlib
 from pathlib import Path
+
+from hold import hold_if_asked
 
 SEED = 32
 ROWS_PER_BATCH = 10_000
@@ -62,6 +65,7 @@ def main() -> None:
         count += len(batch)
     db.commit()
     db.execute("CREATE INDEX t_key ON t (key)")
+    hold_if_asked()
     walked = seen = 0
     previous = ""
     ordered = True

@@ -3,7 +3,8 @@ Python sources into syntax trees, keeps them all, then walks every tree
 twice. The trees take several times the sources' size, so in a small memory
 cgroup most of them live in swap while the walks fault them back.
 
-    program_workload.py MIB
+    program_workload.py MIB [--hold]
+--hold: stop once the trees are built, holding them (hold_if_asked()).
 Prints one line: files, source bytes, nodes, seconds. Exit status 1 when
 the two walks disagree (a page came back wrong).
 """
@@ -12,6 +13,8 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+
+from hold import hold_if_asked
 
 
 def sources(limit: int) -> list[Path]:
@@ -47,6 +50,7 @@ def main() -> None:
             trees.append(ast.parse(text, str(path)))
         except (SyntaxError, ValueError):     # test data that is not meant to parse
             pass
+    hold_if_asked()
     first = walk(trees)
     second = walk(trees)
     print(f"files {len(trees)} bytes {size} nodes {first[0]} seconds {time.monotonic() - started:.1f}")

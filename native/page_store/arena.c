@@ -128,6 +128,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     ps->fd = memfd;
     ps->zram_fd = -1;
     ps->pressure_fd = -1;
+    ps->cgroup_current_fd = ps->cgroup_max_fd = ps->cgroup_high_fd = -1;
     ps->codec = codec;
     ps->level = level;
     ps->huge_threshold = huge_threshold;

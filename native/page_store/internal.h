@@ -47,6 +47,7 @@
 #define CLASS_COUNT     (PAGE_SIZE / CLASS_DELTA)
 #define LOCK_STRIPES    256
 #define NO_CHUNK        UINT32_MAX
+#define RESERVE_CHUNKS  128             /* the reserve while memory is short: 8 MiB (reserve.c) */
 /* Entries a background slice looks at in one period (recompression's
  * sweep, writeback's): bounded work while the device is quiet. */
 #define SLICE_SCAN_PAGES 65536
@@ -110,6 +111,9 @@ struct page_store {
     uint64_t chunks_refilled;           /* faulted in by the refill, ever: its progress */
     bool starved;                       /* a wait timed out: fail fast until refilled */
     int pressure_fd;                    /* /proc/pressure/memory, or -1 */
+    int cgroup_current_fd, cgroup_max_fd, cgroup_high_fd; /* this daemon's cgroup's memory files, or -1 */
+    uint64_t watermarks;                /* the zones' high watermarks, bytes */
+    uint64_t reserve_margin;            /* headroom below this is short */
     bool refill_running, closing;
     /* alloc.c */
     struct chunk_meta *meta;

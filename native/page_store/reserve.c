@@ -16,18 +16,36 @@
  * fio's writes failed on a guest with gigabytes free). A refill that has
  * not started is given up on after RESERVE_WAIT_MS of reclaim. All under
  * alloc_lock.
+ *
+ * The reserve is counted in mem_used, and it is needed only where a
+ * fault-in may wait for reclaim: when the machine's free memory nears the
+ * kernel's watermarks (below the low one kswapd reclaims; below the min
+ * one an allocation waits for it), or this daemon's cgroup nears its limit
+ * (memory.max or memory.high). So it holds RESERVE_CHUNKS (8 MiB) while
+ * the headroom -- free memory above the high watermarks, and below the
+ * cgroup's limit -- is under a margin, and RESERVE_SPARE_CHUNKS (1 MiB)
+ * once it is over twice that, giving the rest back. The refill thread
+ * looks every RESERVE_CHECK_MS, and at every chunk taken, so that the
+ * reserve is full before reclaim starts: free memory must first fall by
+ * the margin. A device that swap writes to for one cgroup's reclaim only
+ * (a program at its memory.max on a machine with memory to spare) keeps
+ * 1 MiB.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <sys/prctl.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-#define RESERVE_CHUNKS  128             /* 8 MiB faulted in ahead of writes */
+#define RESERVE_SPARE_CHUNKS 16         /* 1 MiB while the machine has memory to spare */
+#define RESERVE_MARGIN_MIN (64ull << 20)  /* headroom below this (or 1/32 of RAM) is short */
+#define RESERVE_CHECK_MS 100           /* how often the refill thread looks at the headroom */
 #define RESERVE_STALL_MS 1000          /* a fault-in this slow is stuck in reclaim */
 #define RESERVE_WAIT_MS 10000          /* nor does a write wait longer for one not started */
 #define NO_PSI UINT64_MAX
@@ -63,6 +81,97 @@ static uint64_t memory_stall_us(const struct page_store *ps)
     if (strncmp(text, "some ", 5) || !(total = strstr(text, " total=")))
         return NO_PSI;
     return strtoull(total + 7, NULL, 10);
+}
+
+/* A number at the start of the file `fd` (a cgroup's memory.current or
+ * memory.max), read with pread; UINT64_MAX for "max" or when unreadable. */
+static uint64_t read_number(int fd)
+{
+    char text[32];
+    ssize_t n;
+
+    if (fd < 0 || (n = pread(fd, text, sizeof(text) - 1, 0)) <= 0 || text[0] < '0' || text[0] > '9')
+        return UINT64_MAX;
+    text[n] = 0;
+    return strtoull(text, NULL, 10);
+}
+
+/* The sum of the zones' high watermarks, in bytes (/proc/zoneinfo). */
+static uint64_t high_watermarks(void)
+{
+    FILE *f = fopen("/proc/zoneinfo", "re");
+    char line[256];
+    unsigned long long pages, sum = 0;
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, " high %llu", &pages) == 1)
+            sum += pages;
+    fclose(f);
+    return sum * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* This daemon's cgroup's memory.current, .max and .high, held open (cgroup
+ * v2), or -1: limits of "max", or no such files, leave only the machine's. */
+static void open_cgroup_memory(struct page_store *ps)
+{
+    char line[512], path[600];
+    FILE *f = fopen("/proc/self/cgroup", "re");
+
+    ps->cgroup_current_fd = ps->cgroup_max_fd = ps->cgroup_high_fd = -1;
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "0::", 3))
+            continue;
+        line[strcspn(line, "\n")] = 0;
+        snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
+        ps->cgroup_max_fd = open(path, O_RDONLY | O_CLOEXEC);
+        snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.high", line + 3);
+        ps->cgroup_high_fd = open(path, O_RDONLY | O_CLOEXEC);
+        snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current", line + 3);
+        ps->cgroup_current_fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    fclose(f);
+}
+
+/* Bytes free before a fault-in might wait for reclaim: the machine's free
+ * memory above the high watermarks, and what the cgroup's limit leaves. */
+static uint64_t headroom(const struct page_store *ps)
+{
+    struct sysinfo si;
+    uint64_t free_bytes, room, limit, high, used, left;
+
+    if (sysinfo(&si) < 0)
+        return 0;
+    free_bytes = (uint64_t)si.freeram * si.mem_unit;
+    room = free_bytes > ps->watermarks ? free_bytes - ps->watermarks : 0;
+    limit = read_number(ps->cgroup_max_fd);
+    high = read_number(ps->cgroup_high_fd);
+    if (high < limit)
+        limit = high;
+    used = read_number(ps->cgroup_current_fd);
+    if (limit != UINT64_MAX && used != UINT64_MAX) {
+        left = used < limit ? limit - used : 0;
+        if (left < room)
+            room = left;
+    }
+    return room;
+}
+
+/* Size the reserve by the headroom (see the top); give back what a spare
+ * reserve does not keep. alloc_lock held. */
+static void size_reserve(struct page_store *ps)
+{
+    uint64_t room = headroom(ps);
+
+    if (room < ps->reserve_margin)
+        ps->reserve_target = RESERVE_CHUNKS;
+    else if (room > 2 * ps->reserve_margin)
+        ps->reserve_target = RESERVE_SPARE_CHUNKS;
+    while (ps->n_ready > ps->reserve_target)
+        chunk_unused(ps, ps->ready[--ps->n_ready]);
 }
 
 static bool past(const struct timespec *deadline)
@@ -185,9 +294,13 @@ static void *refill_main(void *arg)
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&ps->alloc_lock);
     while (!ps->closing) {
+        struct timespec check;
+
+        size_reserve(ps);
         refill(ps);
+        deadline_after(&check, RESERVE_CHECK_MS);
         if (!ps->closing && (ps->n_ready >= ps->reserve_target || !unused_chunks_left(ps)))
-            pthread_cond_wait(&ps->reserve_low, &ps->alloc_lock);
+            pthread_cond_timedwait(&ps->reserve_low, &ps->alloc_lock, &check);
     }
     pthread_mutex_unlock(&ps->alloc_lock);
     return NULL;
@@ -200,13 +313,19 @@ int reserve_init(struct page_store *ps)
     pthread_condattr_init(&monotonic);
     pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
     pthread_cond_init(&ps->reserve_filled, &monotonic);
-    pthread_cond_init(&ps->reserve_low, NULL);
+    pthread_cond_init(&ps->reserve_low, &monotonic);
     pthread_condattr_destroy(&monotonic);
     ps->free_chunks = reserve_array(ps->max_chunks, sizeof(*ps->free_chunks));
-    ps->reserve_target = RESERVE_CHUNKS;
     ps->pressure_fd = open("/proc/pressure/memory", O_RDONLY | O_CLOEXEC);
     memory_stall_us(ps);                /* its first read allocates the file's buffer */
-    ps->ready = malloc(ps->reserve_target * sizeof(*ps->ready));
+    ps->watermarks = high_watermarks();
+    ps->reserve_margin = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE) / 32;
+    if (ps->reserve_margin < RESERVE_MARGIN_MIN)
+        ps->reserve_margin = RESERVE_MARGIN_MIN;
+    open_cgroup_memory(ps);
+    ps->reserve_target = RESERVE_CHUNKS;
+    size_reserve(ps);
+    ps->ready = malloc(RESERVE_CHUNKS * sizeof(*ps->ready));
     return ps->free_chunks && ps->ready ? 0 : -ENOMEM;
 }
 
@@ -236,4 +355,10 @@ void reserve_stop(struct page_store *ps)
     free(ps->ready);
     if (ps->pressure_fd >= 0)
         close(ps->pressure_fd);
+    if (ps->cgroup_max_fd >= 0)
+        close(ps->cgroup_max_fd);
+    if (ps->cgroup_high_fd >= 0)
+        close(ps->cgroup_high_fd);
+    if (ps->cgroup_current_fd >= 0)
+        close(ps->cgroup_current_fd);
 }

@@ -24,7 +24,7 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out)
     out->map_bytes = 2 * map_bytes(ps->pages);
     out->arena_bytes = PAGE_SIZE + out->map_bytes + (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
     out->metadata_bytes = ps->chunk_limit * (sizeof(struct chunk_meta) + sizeof(*ps->free_chunks))
-                          + ps->reserve_target * sizeof(uint32_t) + sizeof(*ps) + compaction_bytes(ps) + background_bytes();
+                          + RESERVE_CHUNKS * sizeof(uint32_t) + sizeof(*ps) + compaction_bytes(ps) + background_bytes();
     pthread_mutex_unlock(&ps->alloc_lock);
 }
 
