@@ -52,9 +52,10 @@ struct ps_stats {
     uint64_t live_chunks;
     uint64_t peak_live_chunks;
     uint64_t reserve_chunks;            /* faulted in ahead of writes (swap safety) */
-    uint64_t arena_bytes;               /* what the memfd holds: maps, chunks, reserve */
-    uint64_t map_bytes;                 /* of which the page map: entries and fill words */
-    uint64_t metadata_bytes;            /* the allocator's own malloc'd bookkeeping */
+    uint64_t pool_bytes;                /* chunks in use and the reserve: what zram counts of its
+                                           own (its zsmalloc pool) */
+    uint64_t map_bytes;                 /* beside the pool, as zram's table is: the page map (entries,
+                                           fill words), the arena's header, the allocator's bookkeeping */
     uint64_t mem_limit;
     /* The cold-page policy's (recompress.c) */
     uint64_t recompressed_pages;        /* held in a recompression codec now */

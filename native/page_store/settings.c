@@ -21,10 +21,10 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out)
     *out = ps->st;
     out->mem_limit = ps->mem_limit;
     out->reserve_chunks = ps->n_ready + ps->n_refilling;
-    out->map_bytes = 2 * map_bytes(ps->pages);
-    out->arena_bytes = PAGE_SIZE + out->map_bytes + (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
-    out->metadata_bytes = ps->chunk_limit * (sizeof(struct chunk_meta) + sizeof(*ps->free_chunks))
-                          + RESERVE_CHUNKS * sizeof(uint32_t) + sizeof(*ps) + compaction_bytes(ps) + background_bytes();
+    out->pool_bytes = (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
+    out->map_bytes = PAGE_SIZE + 2 * map_bytes(ps->pages)
+                     + ps->chunk_limit * (sizeof(struct chunk_meta) + sizeof(*ps->free_chunks))
+                     + RESERVE_CHUNKS * sizeof(uint32_t) + sizeof(*ps) + compaction_bytes(ps) + background_bytes();
     pthread_mutex_unlock(&ps->alloc_lock);
 }
 

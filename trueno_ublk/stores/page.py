@@ -187,8 +187,10 @@ class PageStore(Store):
         lib.ps_get_stats(self.handle, st)
         figures = {name: getattr(st, name) for name in PS_STATS}
         figures["entropy_pages"] = list(st.entropy_pages)
-        # What the memfd holds (maps, chunks in use, the reserve), plus bookkeeping.
-        mem_used = st.arena_bytes + st.metadata_bytes
+        # As zram counts its own: the pool (chunks in use, the reserve), not
+        # the page map and bookkeeping beside it (mem_map), as zram leaves
+        # out its table.
+        mem_used = st.pool_bytes
         # The C side notes its chunk peak as it happens; the rest of the
         # figure is taken as it is now.
         peak = mem_used + (st.peak_live_chunks - st.live_chunks) * lib.PS_CHUNK_SIZE
