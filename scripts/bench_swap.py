@@ -30,7 +30,9 @@ from /proc/vmstat, the disk's pages read and written, and a profile: the
 device's read requests and their mean latency (/sys/block/DEV/stat), the
 program's major faults and its user, system and off-CPU time, and
 trueno-ublk's daemon threads' CPU time (and its system share), run-queue
-wait and voluntary context switches per read request, by thread name. Then one
+wait and voluntary context switches per read request, by thread name; and
+at trueno-ublk's peak, what the pages it stores are to swap (sampled): out
+of RAM, also in the swap cache, or freed by swap and not yet discarded. Then one
 table per program, one of the profiles, and bench-results/swap.json.
 Needs root, ublk_drv, zram, zswap and a small machine (scripts/bench
 boots a guest of 1 GiB with a disk).
@@ -210,7 +212,29 @@ class TruenoTarget(Trueno):
             return [int(p) for p in pids if int(p) != os.getpid()]
 
     def sample(self) -> None:
-        pass
+        """At our peak so far: what the pages we hold are to swap (held())."""
+        figures = self.figures()
+        if figures["mem_used_total"] >= getattr(self, "peak_held", {}).get("mem_used_total", -1):
+            self.peak_held = {"mem_used_total": figures["mem_used_total"], **self.held(figures["pages_stored"])}
+
+    def held(self, stored: int) -> dict:
+        """Pages we store, by what swap makes of them (pages): out of RAM
+        (slots in use, the swap cache's left out), also in RAM (the swap
+        cache's: our copy is its backup), and freed by swap but not yet
+        discarded (stored beyond the slots in use), which we can only hold."""
+        used = swap_used_kib(self.path) // 4
+        cached = meminfo("SwapCached") // 4096
+        return {"out_of_ram": max(used - cached, 0), "swap_cached": min(cached, used),
+                "freed_not_discarded": max(stored - used, 0)}
+
+
+def swap_used_kib(path: str) -> int:
+    """/proc/swaps' Used of `path` (KiB), 0 when it is not swap."""
+    for line in Path("/proc/swaps").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields and os.path.realpath(fields[0]) == os.path.realpath(path):
+            return int(fields[3])
+    return 0
 
 
 class ZswapTarget:
@@ -395,6 +419,7 @@ def run(target, command: list[str], limit: str, disk: str | None) -> dict:
     if isinstance(target, TruenoTarget):
         figures = target.figures()
         result["store"] = {key: figures.get(key, 0) for key in STORE_FIGURES}
+        result["peak_held"] = getattr(target, "peak_held", {})
     if isinstance(target, ZswapTarget):
         result.update(zswap_cap=target.cap, zswap_pool_source=target.source, zswap_params=target.params)
     sh(f"swapoff {target.path}")
@@ -412,6 +437,12 @@ def report(r: dict) -> None:
     if "store" in r:
         print("    store: " + ", ".join(f"{key} {value:,}" if isinstance(value, int) else f"{key} {value:.1f}"
                                       for key, value in r["store"].items()), flush=True)
+    if r.get("peak_held"):
+        held = r["peak_held"]
+        print(f"    at its peak ({held['mem_used_total'] / MiB:.1f} MiB held), the pages stored, uncompressed: "
+              f"out of RAM {held['out_of_ram'] * 4096 / MiB:.1f} MiB, also in the swap cache "
+              f"{held['swap_cached'] * 4096 / MiB:.1f} MiB, freed by swap and not yet discarded "
+              f"{held['freed_not_discarded'] * 4096 / MiB:.1f} MiB", flush=True)
 
 
 # --- The tables --------------------------------------------------------
