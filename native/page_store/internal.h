@@ -304,6 +304,8 @@ PS_INTERNAL void reserve_give_back(struct page_store *ps, uint32_t c);
 PS_INTERNAL void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len);
 /* Chunk `c`, found empty on attach: its memory given back. */
 PS_INTERNAL void chunk_unused(struct page_store *ps, uint32_t c);
+/* Chunks of the reserve a background move leaves to writes. */
+PS_INTERNAL uint32_t reserve_kept_from_moves(const struct page_store *ps);
 /* Make chunks below `limit` usable: their bookkeeping touched first, then
  * the limit raised (under alloc_lock), so that serving I/O never faults. */
 PS_INTERNAL void raise_chunk_limit(struct page_store *ps, uint64_t limit);

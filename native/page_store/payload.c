@@ -72,8 +72,9 @@ int put_payload(struct page_store *ps, const void *page, const void *payload, ui
     int ret;
 
     /* The reserve is there for the writes reclaim makes: background moves,
-     * which take a new chunk before they free the old slot, leave it half. */
-    if (c == NO_CHUNK && background && (ps->n_ready <= ps->reserve_target / 2 || at_mem_limit(ps)))
+     * which take a new chunk before they free the old slot, leave it its
+     * share (reserve_kept_from_moves()). */
+    if (c == NO_CHUNK && background && (ps->n_ready <= reserve_kept_from_moves(ps) || at_mem_limit(ps)))
         return -EAGAIN;
     if (c == NO_CHUNK && (!ps->n_ready || at_mem_limit(ps))) {
         /* A new chunk would break the memory limit, or wait for the refill

@@ -230,6 +230,14 @@ void reserve_give_back(struct page_store *ps, uint32_t c)
     chunk_unused(ps, c);
 }
 
+uint32_t reserve_kept_from_moves(const struct page_store *ps)
+{
+    /* While memory is short, half: a refill may wait for reclaim. With
+     * memory to spare a refill is quick, and the reserve small: moves leave
+     * a quarter of it. */
+    return ps->reserve_target == RESERVE_CHUNKS ? RESERVE_CHUNKS / 2 : RESERVE_SPARE_CHUNKS / 4;
+}
+
 void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len)
 {
     /* fallocate, not madvise(MADV_REMOVE): the latter refuses mlocked maps.
