@@ -306,6 +306,10 @@ PS_INTERNAL void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len
 PS_INTERNAL void chunk_unused(struct page_store *ps, uint32_t c);
 /* Chunks of the reserve a background move leaves to writes. */
 PS_INTERNAL uint32_t reserve_kept_from_moves(const struct page_store *ps);
+/* For a pass by hand that found the reserve at that share: with memory to
+ * spare, wait a little for the refill. 0 once the reserve is above it,
+ * -EAGAIN otherwise. Takes alloc_lock. */
+PS_INTERNAL int reserve_refilled_for_moves(struct page_store *ps);
 /* Make chunks below `limit` usable: their bookkeeping touched first, then
  * the limit raised (under alloc_lock), so that serving I/O never faults. */
 PS_INTERNAL void raise_chunk_limit(struct page_store *ps, uint64_t limit);

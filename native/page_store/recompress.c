@@ -362,10 +362,16 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
         int ret = 0;
         bool worked;                    /* a pass by hand is not bounded in CPU */
 
-        /* Frames only where a whole group is within the pages asked for. */
-        if (i % FRAME_PAGES == 0 && makes_frames(w) && (!max_pages || *done + FRAME_PAGES <= max_pages) &&
-            (ret = frame_group(ps, r, w, i, type, now, 0, saved, &worked)) < 0)
-            break;
+        /* Frames only where a whole group is within the pages asked for.
+         * A move that found the reserve low is tried again once the refill
+         * has caught up; while memory is short the pass stops there. */
+        if (i % FRAME_PAGES == 0 && makes_frames(w) && (!max_pages || *done + FRAME_PAGES <= max_pages)) {
+            while ((ret = frame_group(ps, r, w, i, type, now, 0, saved, &worked)) == -EAGAIN &&
+                   reserve_refilled_for_moves(ps) == 0)
+                ;
+            if (ret < 0)
+                break;
+        }
         *done += (uint64_t)ret;
 
         uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
@@ -373,8 +379,11 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
 
         if (!wanted(e, atime, type, now, 0))
             continue;
-        if ((ret = recompress_one(ps, r, w, i, e, atime, saved)) == -EAGAIN)
-            break;                      /* memory is short: stop here */
+        while ((ret = recompress_one(ps, r, w, i, e, atime, saved)) == -EAGAIN &&
+               reserve_refilled_for_moves(ps) == 0)
+            ;
+        if (ret == -EAGAIN)
+            break;
         *done += ret;
     }
     scratch_free(w);

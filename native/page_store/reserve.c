@@ -113,7 +113,9 @@ static uint64_t high_watermarks(void)
 }
 
 /* This daemon's cgroup's memory.current, .max and .high, held open (cgroup
- * v2), or -1: limits of "max", or no such files, leave only the machine's. */
+ * v2), or -1: limits of "max", or no such files, leave only the machine's.
+ * Each is read once here: a file's first read allocates its buffer, which
+ * it keeps (as memory_stall_us()'s). */
 static void open_cgroup_memory(struct page_store *ps)
 {
     char line[512], path[600];
@@ -134,6 +136,9 @@ static void open_cgroup_memory(struct page_store *ps)
         ps->cgroup_current_fd = open(path, O_RDONLY | O_CLOEXEC);
     }
     fclose(f);
+    read_number(ps->cgroup_max_fd);
+    read_number(ps->cgroup_high_fd);
+    read_number(ps->cgroup_current_fd);
 }
 
 /* Bytes free before a fault-in might wait for reclaim: the machine's free
@@ -160,12 +165,10 @@ static uint64_t headroom(const struct page_store *ps)
     return room;
 }
 
-/* Size the reserve by the headroom (see the top); give back what a spare
- * reserve does not keep. alloc_lock held. */
-static void size_reserve(struct page_store *ps)
+/* Size the reserve by the headroom `room` (see the top); give back what a
+ * spare reserve does not keep. alloc_lock held. */
+static void size_reserve(struct page_store *ps, uint64_t room)
 {
-    uint64_t room = headroom(ps);
-
     if (room < ps->reserve_margin)
         ps->reserve_target = RESERVE_CHUNKS;
     else if (room > 2 * ps->reserve_margin)
@@ -238,6 +241,25 @@ uint32_t reserve_kept_from_moves(const struct page_store *ps)
     return ps->reserve_target == RESERVE_CHUNKS ? RESERVE_CHUNKS / 2 : RESERVE_SPARE_CHUNKS / 4;
 }
 
+int reserve_refilled_for_moves(struct page_store *ps)
+{
+    struct timespec until;
+
+    /* While memory is short the refill may wait for reclaim, which a move
+     * must never wait for. */
+    pthread_mutex_lock(&ps->alloc_lock);
+    deadline_after(&until, RESERVE_STALL_MS);
+    while (ps->reserve_target != RESERVE_CHUNKS && ps->n_ready <= reserve_kept_from_moves(ps) &&
+           (ps->n_refilling || unused_chunks_left(ps))) {
+        pthread_cond_signal(&ps->reserve_low);
+        if (pthread_cond_timedwait(&ps->reserve_filled, &ps->alloc_lock, &until) == ETIMEDOUT)
+            break;
+    }
+    int ret = ps->n_ready > reserve_kept_from_moves(ps) ? 0 : -EAGAIN;
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return ret;
+}
+
 void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len)
 {
     /* fallocate, not madvise(MADV_REMOVE): the latter refuses mlocked maps.
@@ -303,8 +325,13 @@ static void *refill_main(void *arg)
     pthread_mutex_lock(&ps->alloc_lock);
     while (!ps->closing) {
         struct timespec check;
+        uint64_t room;
 
-        size_reserve(ps);
+        /* Its system calls outside the lock every write's allocation takes. */
+        pthread_mutex_unlock(&ps->alloc_lock);
+        room = headroom(ps);
+        pthread_mutex_lock(&ps->alloc_lock);
+        size_reserve(ps, room);
         refill(ps);
         deadline_after(&check, RESERVE_CHECK_MS);
         if (!ps->closing && (ps->n_ready >= ps->reserve_target || !unused_chunks_left(ps)))
@@ -332,7 +359,7 @@ int reserve_init(struct page_store *ps)
         ps->reserve_margin = RESERVE_MARGIN_MIN;
     open_cgroup_memory(ps);
     ps->reserve_target = RESERVE_CHUNKS;
-    size_reserve(ps);
+    size_reserve(ps, headroom(ps));
     ps->ready = malloc(RESERVE_CHUNKS * sizeof(*ps->ready));
     return ps->free_chunks && ps->ready ? 0 : -ENOMEM;
 }
