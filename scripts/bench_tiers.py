@@ -402,7 +402,8 @@ def measure_corpus(args) -> None:
                       size, f"--algorithm lz4 --backing-dev {DISK} --writeback-after {after}", after)}
 
     lz4, zstd = rows["zram lz4"], rows["zram zstd"]
-    print(f"memory held: mem_used_total (ours: the arena, reserve and page map included), hot: just "
+    print(f"memory held: mem_used_total (ours, as zram counts its own: the pool, the reserve included; "
+          f"the page map beside it), hot: just "
           f"written; cold: left idle {after} s and until recompression stopped (default policy otherwise); "
           "x: against kernel zram, same boot; compr: the payloads (compr_data_size); beyond: cold less compr; "
           "write/read x: zram's time over ours, same codec")
@@ -421,7 +422,7 @@ def measure_corpus(args) -> None:
     for name, r in rows.items():
         if "rss_growth" in r:
             print(f"{name}: daemon RSS growth {r['rss_growth'] / MiB:.1f} MiB; of the memory held, "
-                  f"reserve {r['reserve'] / MiB:.1f} MiB, page map {r['map'] / MiB:.1f} MiB; "
+                  f"reserve {r['reserve'] / MiB:.1f} MiB; beside it, page map {r['map'] / MiB:.1f} MiB; "
                   f"{r['entropy_raw']} pages raw by entropy; waited {r['waited']:.0f} s for the policy")
 
     if backed:
