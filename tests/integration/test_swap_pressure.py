@@ -28,6 +28,7 @@ DISK = os.environ.get("TRUENO_UBLK_DISK")
 STALL_S = 180                   # no request completed this long, the workload waiting: a deadlock
 REPORT_S = 60                   # the alarm's report, gathered within this or cut short by the crash
 RESERVE_SHORT = 8 * MiB          # the reserve while free memory is short (native/page_store/reserve.c)
+RESERVE_SPARE = 1 * MiB          # and while it is to spare
 CHURN_MAX_S = 1200              # a churn takes 3-7 minutes beside another guest: longer is a livelock
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 
@@ -178,7 +179,7 @@ def test_churn_twice_ram_through_our_swap(make_device):
     n = dev.removeprefix("/dev/ublkb")
     rec = json.loads(record_path(int(n)).read_text())
     rss_empty = rss_kb(rec["worker_pid"])
-    fixed = held_beyond_reserve(mm_stat(dev))       # the map, bookkeeping
+    fixed = held_beyond_reserve(mm_stat(dev))       # held empty, the reserve left out
     swap_only_on(dev)
     churning = threading.Event()
     reserves = []                                   # the reserve seen while churning
@@ -207,8 +208,9 @@ def test_churn_twice_ram_through_our_swap(make_device):
         assert stats["writes"] > 0 and stats["reads"] > 0
         assert stats["failed_writes"] == 0 and stats["failed_reads"] == 0, devices_state()
         assert stats["recompressions"] > 0, stats
-        # Free memory ran short: the reserve grew to its full size.
-        assert max(reserves) == RESERVE_SHORT, reserves
+        # Free memory ran short: the reserve grew past its spare size,
+        # towards its full one (sampled between writes that take from it).
+        assert RESERVE_SPARE < max(reserves) <= RESERVE_SHORT, reserves
         assert stats["mem_used_max"] > 64 * MiB
         # Nobody ran `compact`: the store compacted itself as swap freed slots,
         # and after the churn it holds what it stores, packed (zsmalloc keeps
