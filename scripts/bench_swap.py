@@ -192,6 +192,7 @@ class TruenoTarget(Trueno):
         else:
             super().__init__(size, options)
         self.name = name
+        self.peak_held = {}             # sample()'s
 
     def figures(self) -> dict:
         return stats.figures(admin.request(int(self.path.removeprefix("/dev/ublkb")), "stat"))
@@ -214,7 +215,7 @@ class TruenoTarget(Trueno):
     def sample(self) -> None:
         """At our peak so far: what the pages we hold are to swap (held())."""
         figures = self.figures()
-        if figures["mem_used_total"] >= getattr(self, "peak_held", {}).get("mem_used_total", -1):
+        if figures["mem_used_total"] >= self.peak_held.get("mem_used_total", -1):
             self.peak_held = {"mem_used_total": figures["mem_used_total"], **self.held(figures["pages_stored"])}
 
     def held(self, stored: int) -> dict:
@@ -419,7 +420,7 @@ def run(target, command: list[str], limit: str, disk: str | None) -> dict:
     if isinstance(target, TruenoTarget):
         figures = target.figures()
         result["store"] = {key: figures.get(key, 0) for key in STORE_FIGURES}
-        result["peak_held"] = getattr(target, "peak_held", {})
+        result["peak_held"] = target.peak_held
     if isinstance(target, ZswapTarget):
         result.update(zswap_cap=target.cap, zswap_pool_source=target.source, zswap_params=target.params)
     sh(f"swapoff {target.path}")
