@@ -43,6 +43,12 @@ bool at_mem_limit(const struct page_store *ps)
     return ps->mem_limit && (ps->st.live_chunks + 1) * CHUNK_SIZE > ps->mem_limit;
 }
 
+static void count_live(struct page_store *ps)
+{
+    if (++ps->st.live_chunks > ps->st.peak_live_chunks)
+        ps->st.peak_live_chunks = ps->st.live_chunks;
+}
+
 int new_chunk(struct page_store *ps, int cls, uint32_t *out)
 {
     uint32_t c;
@@ -54,10 +60,37 @@ int new_chunk(struct page_store *ps, int cls, uint32_t *out)
     ps->meta[c] = (struct chunk_meta){ .cls = (int16_t)cls, .prev = NO_CHUNK, .next = NO_CHUNK };
     ps->class_free[cls] += slots_per_chunk(cls);
     list_add(ps, c);
-    if (++ps->st.live_chunks > ps->st.peak_live_chunks)
-        ps->st.peak_live_chunks = ps->st.live_chunks;
+    count_live(ps);
     *out = c;
     return 0;
+}
+
+/* Chunk `c` counted live with every slot taken, on no class's list. */
+static void hold_whole(struct page_store *ps, uint32_t c)
+{
+    int cls = (int)CLASS_COUNT - 1;
+
+    ps->meta[c] = (struct chunk_meta){ .cls = (int16_t)cls, .used = (uint16_t)slots_per_chunk(cls),
+                                       .bump = (uint16_t)slots_per_chunk(cls), .prev = NO_CHUNK,
+                                       .next = NO_CHUNK };
+    count_live(ps);
+}
+
+int new_whole_chunk(struct page_store *ps, uint32_t *out)
+{
+    if (at_mem_limit(ps))
+        return -ENOSPC;
+    if (ps->n_ready <= reserve_kept_from_moves(ps) || reserve_take(ps, out) < 0)
+        return -EAGAIN;
+    hold_whole(ps, *out);
+    return 0;
+}
+
+void free_whole_chunk(struct page_store *ps, uint32_t c)
+{
+    ps->meta[c].cls = -1;
+    ps->st.live_chunks--;
+    reserve_give_back(ps, c);
 }
 
 uint32_t take_slot(struct page_store *ps, uint32_t c)
@@ -137,6 +170,11 @@ int rebuild(struct page_store *ps)
 
     if (!used_slots)
         goto out;
+    if (ps->dict_chunk != NO_CHUNK) {   /* checked by dict_attach() */
+        raise_chunk_limit(ps, ps->dict_chunk + 1ull);
+        hold_whole(ps, ps->dict_chunk);
+        ps->chunk_high = ps->dict_chunk + 1ull;
+    }
     ret = -EUCLEAN;
     for (uint64_t i = 0; i < ps->pages; i++) {
         uint64_t e = ps->entries[i];
@@ -159,6 +197,8 @@ int rebuild(struct page_store *ps)
         account(ps, e, HELD_PAGE, 1);
         if (frame && frame_seen(ps, i, e))
             continue;                   /* its slot is counted with the frame's first page */
+        if (c == ps->dict_chunk)
+            goto out;                   /* a payload in the dictionary */
         if (!used_slots[c]) {
             /* A chunk past this size's limit: the device was larger. */
             raise_chunk_limit(ps, c + 1);
@@ -180,6 +220,8 @@ int rebuild(struct page_store *ps)
     /* The old worker's reserve lay past its last chunk in use. */
     punch_hole(ps, chunk_offset(ps, ps->chunk_high), (ps->max_chunks - ps->chunk_high) * CHUNK_SIZE);
     for (uint64_t c = ps->chunk_high; c-- > 0;) {
+        if (c == ps->dict_chunk)
+            continue;
         if (used_slots[c])
             rebuild_chunk(ps, c, used_slots[c]);
         else

@@ -48,10 +48,10 @@
 
 #include "internal.h"
 
-#define ARENA_MAGIC     "TRUENO10"
-#define ARENA_VERSION   10  /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
+#define ARENA_MAGIC     "TRUENO11"
+#define ARENA_VERSION   11  /* 4: padded entries; 5: the memory limit kept; 6: access times, codec bits;
                                7: frames; 8: the store's codec; 9: pages on a backing device;
-                               10: pages in kernel zram */
+                               10: pages in kernel zram; 11: the dictionary */
 
 /* The size a device created with `pages` may grow to (ps_resize): 16 times
  * that, up to 4 TiB, which keeps the address space reserved well inside a
@@ -70,13 +70,14 @@ uint64_t ps_arena_length(uint64_t pages)
 
 /* -- opening: format or attach --------------------------------------------- */
 
-/* Versions 8 and 9 differ only in having no page on a backing device (8)
- * nor in kernel zram (both): their arenas are taken (an upgrade keeps
- * every page) and made the current version. */
+/* Versions 8 to 10 differ only in having no page on a backing device (8),
+ * nor in kernel zram (8, 9), nor a dictionary (all: their header's field
+ * for it is 0): their arenas are taken (an upgrade keeps every page) and
+ * made the current version. */
 static bool known_arena(const struct arena_header *h)
 {
     static const struct { char magic[9]; uint32_t version; } known[] = {
-        { ARENA_MAGIC, ARENA_VERSION }, { "TRUENOA9", 9 }, { "TRUENOA8", 8 },
+        { ARENA_MAGIC, ARENA_VERSION }, { "TRUENO10", 10 }, { "TRUENOA9", 9 }, { "TRUENOA8", 8 },
     };
 
     for (size_t i = 0; i < sizeof(known) / sizeof(*known); i++)
@@ -129,6 +130,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     ps->zram_fd = -1;
     ps->pressure_fd = -1;
     ps->cgroup_current_fd = ps->cgroup_max_fd = ps->cgroup_high_fd = -1;
+    ps->dict_chunk = NO_CHUNK;
     ps->codec = codec;
     ps->level = level;
     ps->huge_threshold = huge_threshold;
@@ -174,7 +176,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
     populate(ps->entries, ps->pages * sizeof(*ps->entries));
     populate(ps->fills, ps->pages * sizeof(*ps->fills));
     if (attach) {
-        if ((ret = rebuild(ps)) < 0)
+        if ((ret = dict_attach(ps)) < 0 || (ret = rebuild(ps)) < 0)
             goto fail;
         memcpy(h->magic, ARENA_MAGIC, 8);
         h->version = ARENA_VERSION;
@@ -186,6 +188,7 @@ struct page_store *ps_open(int memfd, uint64_t pages, int codec, int level,
         h->max_pages = ps->max_pages;
         h->mem_limit = 0;
         h->codec = (uint32_t)codec;
+        h->dict_chunk = 0;
     }
     if ((ret = reserve_start(ps)) < 0 || (ret = recompressor_new(ps)) < 0 ||
         (ret = compaction_new(ps)) < 0 || (ret = background_start(ps)) < 0)
@@ -210,6 +213,7 @@ void ps_close(struct page_store *ps)
     recompressor_free(ps);
     backing_free(ps);
     reserve_stop(ps);
+    dict_free(ps);
     if (ps->base)
         munmap(ps->base, ps->length);
     release_array(ps->meta, ps->max_chunks, sizeof(*ps->meta));

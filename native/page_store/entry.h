@@ -31,6 +31,11 @@
  * payload is a header -- the run's first page within its group and its
  * length in pages -- then one zstd frame of the run's pages. The slot is
  * freed when the last entry pointing at it changes (frame_release()).
+ *
+ * A frame's first header byte also says (FRAME_DICT) whether its zstd
+ * frame was made with the store's dictionary (dictionary.c). Once there is
+ * one, every cold page is put in a frame, one of a single page if need be:
+ * the header is what tells a reader to decode with the dictionary.
  */
 #ifndef TRUENO_ENTRY_H
 #define TRUENO_ENTRY_H
@@ -59,6 +64,7 @@
 
 #define FRAME_PAGES       8
 #define FRAME_HEADER      2
+#define FRAME_DICT        0x80u   /* in the header's first byte: made with the dictionary */
 
 static inline uint64_t entry_stored(uint64_t chunk, uint32_t slot, uint32_t len)
 {

@@ -13,6 +13,8 @@
  *   zram_tier.c        kernel zram as a tier: pages written there, read back
  *   publish.c          an entry published, the room of the old one freed
  *   payload.c          a payload put in a slot, and decoded from one
+ *   dictionary.c       the zstd dictionary of cold pages: trained, kept in
+ *                      a chunk, found again on attach
  *   compact.c          compaction          } the background's slices,
  *   recompress.c       recompression       } and their passes by hand
  *   writeback.c        writeback, spill    }
@@ -60,7 +62,7 @@ struct arena_header {
     uint64_t max_pages;                 /* the size the layout has room for */
     uint64_t mem_limit;                 /* as last set: a new worker keeps it */
     uint32_t codec;                     /* the store's own codec (entries with codec bits 0) */
-    uint32_t pad;
+    uint32_t dict_chunk;                /* the dictionary's chunk + 1 (dictionary.c); 0: none */
 };
 
 /* Allocator state of one chunk; free slots link through their first bytes. */
@@ -130,6 +132,11 @@ struct page_store {
     bool closing_passes;                /* ps_close: passes by hand stop */
     uint32_t entropy_threshold;         /* ENTROPY_ONE a bit: stored raw from here up; 0: never */
     struct backing *backing;            /* backing.c; NULL: none */
+    /* dictionary.c: the dictionary, in chunk dict_chunk, once trained */
+    uint32_t dict_chunk;                /* NO_CHUNK: none */
+    const char *dict;                   /* in that chunk; NULL: none */
+    uint32_t dict_len;
+    ZSTD_DDict *ddict;                  /* decoding with it, shared by every thread */
     bool writeback_limit_enabled;       /* then writebacks stop after writeback_limit pages */
     uint64_t writeback_limit;
     uint32_t writeback_after;           /* seconds idle before the background writes a page back; 0: never */
@@ -152,6 +159,7 @@ struct ps_scratch {
     LZ4_streamHC_t *lz4hc_stream;
     ZSTD_CCtx *zc;
     ZSTD_DCtx *zd;
+    bool dict;                          /* zc compresses with the store's dictionary (dict_load()) */
     char out[PAGE_SIZE + 64];           /* compressed payloads before their slot */
     /* The last frame decoded (load_frame()): valid while its entry is the
      * same and no frame slot has been freed since (ps->frames_freed). */
@@ -306,6 +314,9 @@ PS_INTERNAL void punch_hole(struct page_store *ps, uint64_t offset, uint64_t len
 PS_INTERNAL void chunk_unused(struct page_store *ps, uint32_t c);
 /* Chunks of the reserve a background move leaves to writes. */
 PS_INTERNAL uint32_t reserve_kept_from_moves(const struct page_store *ps);
+/* Whether the machine has memory to spare: the reserve is at its small
+ * size (see the top of reserve.c). */
+PS_INTERNAL bool memory_to_spare(const struct page_store *ps);
 /* For a pass by hand that found the reserve at that share: with memory to
  * spare, wait a little for the refill. 0 once the reserve is above it,
  * -EAGAIN otherwise. Takes alloc_lock. */
@@ -325,6 +336,12 @@ PS_INTERNAL uint32_t take_slot(struct page_store *ps, uint32_t c);
 PS_INTERNAL void free_slot(struct page_store *ps, uint32_t c, uint32_t slot);
 /* A new chunk for class `cls`: 0, -ENOSPC at the memory limit, -ENOMEM. */
 PS_INTERNAL int new_chunk(struct page_store *ps, int cls, uint32_t *out);
+/* A chunk held whole (the dictionary's), never waiting for the reserve nor
+ * taking it below a move's share: 0, -ENOSPC, -EAGAIN. Its class is the
+ * page's, every slot taken, on no list: the allocator and compaction
+ * leave it alone. */
+PS_INTERNAL int new_whole_chunk(struct page_store *ps, uint32_t *out);
+PS_INTERNAL void free_whole_chunk(struct page_store *ps, uint32_t c);
 PS_INTERNAL bool at_mem_limit(const struct page_store *ps);
 /* The allocator rebuilt from the entries a previous I/O worker left (ps_open
  * with attach), and what they hold counted: 0 or -EUCLEAN. */
@@ -382,6 +399,18 @@ PS_INTERNAL int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, voi
  * instead. alloc_lock held. */
 PS_INTERNAL int put_payload(struct page_store *ps, const void *page, const void *payload, uint32_t len,
                             bool background, uint64_t *entry);
+
+/* dictionary.c */
+/* The dictionary an arena's header names, found on attach (before
+ * rebuild(), which keeps its chunk): 0, or -EUCLEAN. Freed on close. */
+PS_INTERNAL int dict_attach(struct page_store *ps);
+PS_INTERNAL void dict_free(struct page_store *ps);
+/* Train a dictionary on `n` pages at `samples` and keep it: 0, -EAGAIN
+ * when no chunk is to be had without waiting, -EINVAL when the pages teach
+ * zstd nothing, -ENOMEM. Not while a dictionary exists. */
+PS_INTERNAL int dict_make(struct page_store *ps, const char *samples, uint32_t n);
+/* Have w's zstd compress with the store's dictionary, if there is one. */
+PS_INTERNAL void dict_load(struct page_store *ps, struct ps_scratch *w);
 
 /* compact.c: the compactor, made and freed with the store; its slice;
  * its bookkeeping's size. */

@@ -63,6 +63,7 @@ struct ps_stats {
     uint64_t frames;                    /* of those, frames of several pages held now */
     uint64_t frame_pages;               /* ... the pages in them */
     uint64_t frame_bytes;               /* ... their payloads */
+    uint64_t dict_bytes;                /* the zstd dictionary cold pages are compressed with; 0: none yet */
     uint64_t recompressions;            /* pages recompressed, ever */
     uint64_t recompress_saved;          /* bytes those saved when they were made */
     uint64_t idle_pages;                /* stored pages idle (marked, or cold) at the last sweep */

@@ -34,16 +34,18 @@ int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest)
 {
     struct page_store *ps = w->ps;
     const uint8_t *payload = (const uint8_t *)slot_addr(ps, entry_chunk(e), entry_slot(e));
-    uint32_t first = payload[0], count = payload[1], len = entry_len(e);
+    uint32_t first = payload[0] & ~FRAME_DICT, count = payload[1], len = entry_len(e);
     uint32_t at = (uint32_t)(index % FRAME_PAGES) - first;
     uint64_t freed = __atomic_load_n(&ps->frames_freed, __ATOMIC_RELAXED);
+    /* The dictionary, for a frame made with it (NULL: decoded without). */
+    const ZSTD_DDict *dict = payload[0] & FRAME_DICT ? ps->ddict : NULL;
 
-    if (count > FRAME_PAGES || at >= count || len <= FRAME_HEADER)
+    if (count > FRAME_PAGES || at >= count || len <= FRAME_HEADER || (!dict && (payload[0] & FRAME_DICT)))
         return -EIO;
     if (w->frame_entry != e || w->frame_freed != freed) {
         w->frame_entry = 0;
-        if (ZSTD_decompressDCtx(w->zd, w->frame, count * PAGE_SIZE, payload + FRAME_HEADER,
-                                len - FRAME_HEADER) != count * PAGE_SIZE)
+        if (ZSTD_decompress_usingDDict(w->zd, w->frame, count * PAGE_SIZE, payload + FRAME_HEADER,
+                                       len - FRAME_HEADER, dict) != count * PAGE_SIZE)
             return -EIO;
         w->frame_entry = e;
         w->frame_freed = freed;

@@ -37,6 +37,10 @@
  * meanwhile -- at every instant each entry points at a whole copy of its
  * page.
  *
+ * Once enough pages are cold, the first sweep (or pass by hand) trains a
+ * zstd dictionary on a sample of them (dictionary.c), and every move after
+ * it compresses with it: frames, and pages alone as frames of one.
+ *
  * Background moves never wait for the reserve, nor take it below half: a
  * move that would need a new chunk then waits for the next period instead.
  *
@@ -61,6 +65,9 @@
 #define SWEEP_REST_MAX   60                    /* seconds between sweeps, at most */
 #define SWAP_COLD_AFTER  2                     /* seconds idle before a swap page is cold */
 #define TYPE_COLD        (-1)                  /* the background's: idle `after` seconds or marked */
+
+#define DICT_SAMPLES     1024                  /* pages a dictionary is trained on, at most (dictionary.c) */
+#define DICT_MIN_SAMPLES 256                   /* fewer to recompress: no dictionary yet */
 
 struct recompressor {
     pthread_mutex_t lock;               /* one pass at a time: the buffers are shared */
@@ -101,6 +108,25 @@ static bool wanted(uint64_t e, uint64_t atime, int type, uint64_t now, uint32_t 
     }
 }
 
+/* Compress the `count` pages at `pages`, the first of them page `first`
+ * of its group, into r->frame as a frame (entry.h) of at most `cap` bytes
+ * and at most a slot's below a page: its length, or 0. */
+static uint32_t compress_frame(struct recompressor *r, struct ps_scratch *w, const char *pages, unsigned first,
+                               unsigned count, uint32_t cap)
+{
+    uint32_t most = cap < PAGE_SIZE - CLASS_DELTA ? cap : PAGE_SIZE - CLASS_DELTA;
+    size_t n;
+
+    if (most <= FRAME_HEADER)
+        return 0;
+    n = ZSTD_compress2(w->zc, r->frame + FRAME_HEADER, most - FRAME_HEADER, pages, (size_t)count * PAGE_SIZE);
+    if (ZSTD_isError(n))
+        return 0;
+    r->frame[0] = (char)(first | (w->dict ? FRAME_DICT : 0));
+    r->frame[1] = (char)count;
+    return (uint32_t)n + FRAME_HEADER;
+}
+
 /* Whether page `index` still holds entry `e`, accessed at `atime`, with
  * `payload` in its slot (its lock held). The payload too: a page rewritten
  * twice within a second may be back in the same slot at the same length,
@@ -112,14 +138,16 @@ static bool unchanged(struct page_store *ps, uint64_t index, uint64_t e, uint64_
 }
 
 /* Recompress page `index`, found as entry `e` accessed at `atime`, with
- * w's codec: 1 moved, 0 not (changed or read meanwhile, or no smaller:
- * then settled), -EAGAIN when it would have to wait for the reserve. */
+ * w's codec -- with the dictionary, as a frame of one page (entry.h): 1
+ * moved, 0 not (changed or read meanwhile, or no smaller: then settled),
+ * -EAGAIN when it would have to wait for the reserve. */
 static int recompress_one(struct page_store *ps, struct recompressor *r, struct ps_scratch *w,
                           uint64_t index, uint64_t e, uint64_t atime, uint64_t *saved)
 {
     pthread_mutex_t *lock = stripe(ps, index);
     uint32_t old_len = entry_len(e), old_slot = slot_size(size_class(old_len)), len;
     uint64_t entry;
+    const char *out = w->dict ? r->frame : w->out;
     int ret = 0;
 
     pthread_mutex_lock(lock);
@@ -131,7 +159,8 @@ static int recompress_one(struct page_store *ps, struct recompressor *r, struct 
     pthread_mutex_unlock(lock);
     if (decode_payload(w, e, r->payload, w->page) < 0)
         return 0;                       /* left for a read to report */
-    len = compress_page(w, w->page, old_slot - 1);
+    len = w->dict ? compress_frame(r, w, w->page, (unsigned)(index % FRAME_PAGES), 1, old_slot - 1)
+                  : compress_page(w, w->page, old_slot - 1);
 
     pthread_mutex_lock(lock);
     pthread_mutex_lock(&ps->alloc_lock);
@@ -141,9 +170,12 @@ static int recompress_one(struct page_store *ps, struct recompressor *r, struct 
         __atomic_store_n(&ps->entries[index], e | ENTRY_SETTLED, __ATOMIC_RELEASE);
         goto out;
     }
-    if ((ret = put_payload(ps, w->page, w->out, len, true, &entry)) < 0)
+    if ((ret = put_payload(ps, w->page, out, len, true, &entry)) < 0)
         goto out;
-    publish(ps, index, entry | (uint64_t)entry_codec_of(w->codec) << ENTRY_CODEC_SHIFT);
+    entry |= (uint64_t)(w->dict ? ENTRY_FRAME : entry_codec_of(w->codec)) << ENTRY_CODEC_SHIFT;
+    publish(ps, index, entry);
+    if (w->dict)
+        account(ps, entry, HELD_FRAME, 1);
     ps->st.recompressions++;
     ps->st.recompress_saved += old_len - len;
     *saved += old_len - len;
@@ -160,11 +192,12 @@ static bool makes_frames(const struct ps_scratch *w)
 }
 
 /* Whether entry `e`, accessed at `atime`, may join a frame: a page the
- * pass would recompress, but not a raw one (incompressible). */
+ * pass would recompress -- a raw one too, unless settled (incompressible):
+ * LZ4 leaves raw what it cannot take below 7/8 of a page, which zstd in a
+ * frame often can. */
 static bool frameable(uint64_t e, uint64_t atime, int type, uint64_t now, uint32_t after)
 {
-    return type != PS_RECOMPRESS_HUGE && wanted(e, atime, type, now, after) &&
-           (entry_len(e) < PAGE_SIZE || (e & ENTRY_PADDED));
+    return type != PS_RECOMPRESS_HUGE && wanted(e, atime, type, now, after);
 }
 
 /* What a payload would take in LZ4: zstd's frames of single pages are
@@ -175,20 +208,6 @@ static uint32_t lz4_equivalent(const struct page_store *ps, uint64_t e)
     unsigned codec = entry_codec(e) ? entry_codec(e) : entry_codec_of(ps->codec);
 
     return codec == ENTRY_ZSTD ? entry_len(e) * 8 / 5 : entry_len(e);
-}
-
-/* Compress pages [first, end) of the group in r->group_pages into r->frame,
- * after its header: the payload's length, or 0 if it does not fit a page. */
-static uint32_t compress_run(struct recompressor *r, struct ps_scratch *w, unsigned first, unsigned end)
-{
-    size_t n = ZSTD_compress2(w->zc, r->frame + FRAME_HEADER, PAGE_SIZE - CLASS_DELTA - FRAME_HEADER,
-                              r->group_pages + first * PAGE_SIZE, (end - first) * PAGE_SIZE);
-
-    if (ZSTD_isError(n))
-        return 0;
-    r->frame[0] = (char)first;
-    r->frame[1] = (char)(end - first);
-    return (uint32_t)n + FRAME_HEADER;
 }
 
 /* Publish the frame in r->frame (`len` bytes) for pages [first, end) of the
@@ -268,7 +287,8 @@ static int frame_group(struct page_store *ps, struct recompressor *r, struct ps_
         for (end = first; end < n && wanted_page[end] &&
              (end == first || estimate + lz4_equivalent(ps, r->group_entries[end]) <= 2 * PAGE_SIZE); end++)
             estimate += lz4_equivalent(ps, r->group_entries[end]);
-        while (end - first >= 2 && !(len = compress_run(r, w, first, end)))
+        while (end - first >= 2 &&
+               !(len = compress_frame(r, w, r->group_pages + first * PAGE_SIZE, first, end - first, PAGE_SIZE)))
             end--;
         if (end - first < 2) {
             end = first + 1;
@@ -283,6 +303,48 @@ static int frame_group(struct page_store *ps, struct recompressor *r, struct ps_
         made += ret ? end - first : 0;
     }
     return (int)made;
+}
+
+/*
+ * Train the store's dictionary (dictionary.c) on a sample of the pages a
+ * pass of `type` would put in frames now, spread evenly over the device:
+ * when there is none yet, w makes frames (zstd), enough pages are found,
+ * and memory is to spare (the sample takes 4 MiB, training as much again,
+ * both given back at once). The pages are copied out under their locks
+ * one at a time, as a move copies them.
+ */
+static void train_dictionary(struct page_store *ps, struct recompressor *r, struct ps_scratch *w, int type,
+                             uint64_t now, uint32_t after)
+{
+    uint64_t pages = device_pages(ps), found = 0, seen = 0, n;
+    uint32_t taken = 0;
+    char *samples;
+
+    if (ps->dict || !makes_frames(w) || !memory_to_spare(ps))
+        return;
+    for (uint64_t i = 0; i < pages; i++)
+        found += frameable(__atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE),
+                           __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), type, now, after);
+    n = found < DICT_SAMPLES ? found : DICT_SAMPLES;
+    if (n < DICT_MIN_SAMPLES || !(samples = malloc(n * PAGE_SIZE)))
+        return;
+    for (uint64_t i = 0; i < pages && taken < n; i++) {
+        uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_ACQUIRE);
+        bool copied;
+
+        if (!frameable(e, __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), type, now, after) ||
+            seen++ < taken * found / n)
+            continue;
+        pthread_mutex_lock(stripe(ps, i));
+        if ((copied = ps->entries[i] == e))
+            copy_bytes(r->payload, slot_addr(ps, entry_chunk(e), entry_slot(e)), entry_len(e));
+        pthread_mutex_unlock(stripe(ps, i));
+        if (copied && decode_payload(w, e, r->payload, samples + (uint64_t)taken * PAGE_SIZE) == 0)
+            taken++;
+    }
+    if (taken >= DICT_MIN_SAMPLES)
+        dict_make(ps, samples, taken);
+    free(samples);
 }
 
 /* Seconds idle before the background takes a page as cold (see the top);
@@ -304,6 +366,10 @@ bool recompress_slice(struct page_store *ps, const struct period *p)
         pthread_mutex_trylock(&r->lock))
         return false;                   /* busy, resting, or a pass by hand is running */
     uint32_t after = cold_after(ps, r);
+    if (r->codec && r->cursor == 0 && !p->pressed)
+        train_dictionary(ps, r, r->codec, TYPE_COLD, now, after);
+    if (r->codec)
+        dict_load(ps, r->codec);
     for (uint64_t scanned = 0; scanned < SLICE_SCAN_PAGES; scanned++) {
         if (r->cursor >= pages) {       /* the sweep is done */
             pthread_mutex_lock(&ps->alloc_lock);
@@ -358,6 +424,8 @@ int ps_recompress(struct page_store *ps, int type, int codec, int level, uint64_
     /* It frees memory reclaim may be waiting for: it must not wait on it. */
     prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
     pthread_mutex_lock(&r->lock);
+    train_dictionary(ps, r, w, type, now, 0);
+    dict_load(ps, w);
     for (uint64_t i = 0; i < device_pages(ps) && (!max_pages || *done < max_pages) && !closing(ps); i++) {
         int ret = 0;
         bool worked;                    /* a pass by hand is not bounded in CPU */
@@ -422,6 +490,8 @@ int ps_set_recompression(struct page_store *ps, int codec, int level, uint32_t a
 
     if (codec != PS_CODEC_NONE && !(w = scratch_new(ps, codec, level)))
         return -ENOMEM;
+    if (w)
+        dict_load(ps, w);
     pthread_mutex_lock(&r->lock);
     old = r->codec;
     r->codec = w;

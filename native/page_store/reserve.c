@@ -241,6 +241,11 @@ uint32_t reserve_kept_from_moves(const struct page_store *ps)
     return ps->reserve_target == RESERVE_CHUNKS ? RESERVE_CHUNKS / 2 : RESERVE_SPARE_CHUNKS / 4;
 }
 
+bool memory_to_spare(const struct page_store *ps)
+{
+    return __atomic_load_n(&ps->reserve_target, __ATOMIC_RELAXED) != RESERVE_CHUNKS;
+}
+
 int reserve_refilled_for_moves(struct page_store *ps)
 {
     struct timespec until;

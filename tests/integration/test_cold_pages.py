@@ -80,8 +80,9 @@ def test_pages_change_tiers_under_fio_verify_across_two_queues(make_device):
     assert len(queues) == 2 and all(q["cpu_seconds"] > 0 for q in queues), queues
     st = stat(dev)
     assert st["failed_reads"] == st["failed_writes"] == 0
-    # Text neighbours share frames; pages left out of one are recompressed alone.
-    assert st["tiers"]["framed"]["pages"] > 2 * st["frames"] > 0 and st["tiers"]["recompressed"]["pages"] > 0
+    # Text neighbours share frames (once a dictionary is trained on the cold
+    # text, a page left out of one is a frame of its own).
+    assert st["tiers"]["framed"]["pages"] > st["frames"] > 0
     assert st["tiers"]["raw"]["pages"] >= 0.95 * 8 * PAGES_PER_MIB
     sh(cold)
     sh(noise)
@@ -123,6 +124,9 @@ def test_idle_and_recompress_by_hand_and_their_figures(make_device):
     assert st["recompressed_pages"] + int(out.split()[1]) == stat(dev)["recompressed_pages"]
     # The first MiB was read after the marks: no page of it moved.
     assert stat(dev)["recompressed_pages"] <= 8 * PAGES_PER_MIB - 256
+    # The first pass trained a dictionary on the idle text; the text reads
+    # back through it (below).
+    assert stat(dev)["dict_bytes"] > 0
     shown = run_cli("stat", dev).stdout
     assert "tier_recompressed" in shown and "recompress-algorithm" in shown
     listed = json.loads(run_cli("list", "--json", "-o", "NAME,RECOMPRESSED,IDLE-PAGES").stdout)["devices"]

@@ -272,3 +272,39 @@ def test_closing_the_store_stops_a_pass_by_hand():
     by_hand.join(5)
     assert not by_hand.is_alive() and time.monotonic() - started < 5
     assert 10 <= result[0][0] < len(pages)          # stopped part way
+
+
+def test_a_dictionary_trained_on_the_cold_pages_shrinks_them_and_survives_a_new_worker():
+    """Pages alike only far apart -- a block of text they share beside 2 KiB
+    of their own random bytes -- gain nothing from frames, whose runs must
+    fit a page. A dictionary trained on them holds the shared block, and a
+    page then costs little more than its own bytes."""
+    rng = random.Random(7)
+    pages = [rng.randbytes(2048) + SOURCES[:2048] for _ in range(512)]
+    policy = Policy(recompress_after=0, entropy_threshold=0)
+    store, client = ram(size=len(pages) * PAGE, policy=policy)
+    fill(client, pages)
+    assert store.stats()["dict_bytes"] == 0
+    done, _ = store.recompress("all", "zstd:6", 0)
+    st = store.stats()
+    assert done == len(pages) and 0 < st["dict_bytes"] <= 64 << 10
+    # Without it the text's half of a page costs ~700 bytes of zstd's.
+    assert st["recompressed_bytes"] < len(pages) * (2048 + 256)
+    assert holds(client, pages)
+    fd = os.dup(store.fd)
+    store.close()
+    store, client = ram(size=len(pages) * PAGE, policy=policy, arena_fd=fd, attach=True)
+    assert holds(client, pages)
+    found = store.stats()
+    for key in ("dict_bytes", "recompressed_bytes", "compr_data_size"):
+        assert found[key] == st[key], key
+    # The dictionary's chunk is held by the new worker as by the old one.
+    assert found["mem_used_total"] - found["mem_reserve"] == st["mem_used_total"] - st["mem_reserve"]
+    # Rewritten and recompressed again, the pages use the dictionary the
+    # arena keeps: no second one is trained.
+    fill(client, pages[::-1])
+    assert store.recompress("all", "zstd:6", 0)[0] == len(pages)
+    assert store.stats()["recompressed_bytes"] < len(pages) * (2048 + 256)
+    assert holds(client, pages[::-1])
+    store.close()
+    os.close(fd)

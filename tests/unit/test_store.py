@@ -328,17 +328,17 @@ def test_attach_refuses_an_arena_of_another_codec_and_the_check_says_so_first():
     store.close()
 
 
-@pytest.mark.parametrize("magic, version", [(b"TRUENOA8", 8), (b"TRUENOA9", 9)])
+@pytest.mark.parametrize("magic, version", [(b"TRUENOA8", 8), (b"TRUENOA9", 9), (b"TRUENO10", 10)])
 def test_an_arena_of_an_earlier_version_is_taken_and_made_the_current_one(magic, version):
-    """An upgrade from the code before the backing device (8) or the zram
-    tier (9) keeps every page: those versions differ only in having no page
-    there."""
+    """An upgrade from the code before the backing device (8), the zram
+    tier (9) or the dictionary (10) keeps every page: those versions differ
+    only in having no page there, and no dictionary."""
     store, client = ram(1 << 20)
     _fill(client, [make_data("text", 4096, 1)])
     os.pwrite(store.fd, magic + version.to_bytes(4, "little"), 0)
     again, client = ram(1 << 20, arena_fd=store.fd, attach=True)
     assert client.read(0, 4096) == make_data("text", 4096, 1)
-    assert os.pread(store.fd, 12, 0) == b"TRUENO10" + (10).to_bytes(4, "little")
+    assert os.pread(store.fd, 12, 0) == b"TRUENO11" + (11).to_bytes(4, "little")
     again.close()
     os.pwrite(store.fd, magic + (version - 1).to_bytes(4, "little"), 0)        # another: not taken
     with pytest.raises(ValueError, match="does not hold"):

@@ -98,6 +98,9 @@ STATS = [
     Stat("frames", MEMORY, "", "gauge", "frames", "Frames of several cold pages compressed together, held now."),
     Stat("frame_pages", MEMORY, "pages", "gauge", "frame_pages", "Pages in those frames."),
     Stat("frame_bytes", MEMORY, "bytes", "gauge", "frame_bytes", "Bytes those frames take."),
+    Stat("dict_bytes", MEMORY, "bytes", "gauge", "dictionary_bytes",
+         "Size of the zstd dictionary cold pages are compressed with, trained on the device's own pages "
+         "(0: none yet); its 64 KiB chunk counts in mem_used."),
     Stat("recompressions", MEMORY, "pages", "counter", "recompressions_total", "Cold pages recompressed."),
     Stat("recompress_saved", MEMORY, "bytes", "counter", "recompress_saved_bytes_total",
          "Bytes recompression saved when it moved the pages."),
