@@ -3,14 +3,21 @@
  * zram's backing_dev, so that their memory goes back at once (writeback.c
  * writes them). This file keeps its blocks and reads from it.
  *
- * A page written back keeps its place in the page map: its entry becomes
- * ENTRY_BACKED with the device block (4 KiB, the page itself, uncompressed:
- * a read is then one direct read, as zram's). Which blocks are in use is
- * known only from the entries, so a new I/O worker rebuilds the free map
- * from them (ps_set_backing) and a worker killed during a writeback leaks
- * no block: a block is in use once its page's entry names it, and until
- * then it was only written, never published. Blocks are taken and freed
- * under alloc_lock, as slots are.
+ * A page written back keeps its place in the page map. A compressed one
+ * goes as its payload, packed with the batch's others end to end (entry.h:
+ * a record, its length and the payload, on a 16-byte grid, straddling two
+ * neighbouring blocks where it must), so that it takes its payload's room
+ * on the device, not 4 KiB, as zram 7.0's compressed writeback does; a
+ * frame's record serves every page of it. A block is free once no record
+ * is on it (records[], a count a block). A page stored raw, or written to
+ * the device because the memory limit left no room, goes whole to a block
+ * of its own: a read is then one direct read, as zram's, and neighbours'
+ * blocks are read together. Which blocks are in use is known only from the
+ * entries, so a new I/O worker rebuilds the free map from them
+ * (ps_set_backing) and a worker killed during a writeback leaks no block:
+ * a block is in use once a page's entry names it, and until then it was
+ * only written, never published. Blocks are taken and freed under
+ * alloc_lock, as slots are.
  *
  * Reads of written-back pages happen on the I/O path: the device is another
  * device than this one, so its reads never wait on this store's reclaim.
@@ -85,6 +92,69 @@ void free_block(struct page_store *ps, uint64_t block)
     }
 }
 
+/* Whether `block` holds a page whole (not records). */
+static bool holds_page(const struct backing *b, uint64_t block)
+{
+    return block_used(b, block) && !b->records[block];
+}
+
+static void count_on(struct backing *b, uint64_t e, int sign)
+{
+    uint64_t at = packed_at(e);
+
+    for (uint64_t block = at / PAGE_SIZE; block <= (at + packed_span(e) - 1) / PAGE_SIZE; block++) {
+        if (sign > 0) {
+            if (!block_used(b, block))
+                mark_block(b, block, true), b->n_used++;
+            b->records[block]++;
+        } else if (--b->records[block] == 0) {
+            mark_block(b, block, false);
+            b->n_used--;
+        }
+    }
+}
+
+void count_record(struct page_store *ps, uint64_t e, int sign)
+{
+    count_on(ps->backing, e, sign);
+}
+
+void release_backed(struct page_store *ps, uint64_t index, uint64_t e)
+{
+    uint64_t group = index / FRAME_PAGES * FRAME_PAGES;
+
+    if (!ps->backing)
+        return;
+    if (!entry_packed(e)) {
+        free_block(ps, entry_block(e));
+        return;
+    }
+    if (entry_codec(e) == ENTRY_FRAME) {
+        for (uint64_t i = group; i < group + FRAME_PAGES && i < ps->max_pages; i++)
+            if (ps->entries[i] == e)
+                return;                 /* another page of the frame still reads it */
+        /* Its place may take another frame's record: a decoded copy of it
+         * (w->frame) is stale. */
+        __atomic_store_n(&ps->frames_freed, ps->frames_freed + 1, __ATOMIC_RELAXED);
+    }
+    count_record(ps, e, -1);
+}
+
+const uint8_t *read_record(struct ps_scratch *w, uint64_t e)
+{
+    struct page_store *ps = w->ps;
+    struct backing *b = ps->backing;
+    uint64_t at = packed_at(e), first = at / PAGE_SIZE, n = (at + packed_span(e) - 1) / PAGE_SIZE - first + 1;
+
+    if (!b || first + n > b->blocks ||
+        pread(b->fd, w->record, n * PAGE_SIZE, (off_t)(first * PAGE_SIZE)) != (ssize_t)(n * PAGE_SIZE)) {
+        __atomic_fetch_add(&ps->st.bd_read_errors, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    __atomic_fetch_add(&ps->st.bd_reads, 1, __ATOMIC_RELAXED);
+    return (const uint8_t *)w->record + at % PAGE_SIZE;
+}
+
 int read_backed(struct ps_scratch *w, uint64_t e, void *dest)
 {
     struct page_store *ps = w->ps;
@@ -145,7 +215,7 @@ int read_run_outside_ram(struct ps_scratch *w, uint64_t index, uint32_t max_page
     uint32_t n = 1, locked = 0;
     int fd, ret = 0;
 
-    if ((uintptr_t)dest % PAGE_SIZE || !entry_backed(e))
+    if ((uintptr_t)dest % PAGE_SIZE || !entry_backed(e) || entry_packed(e))
         return 0;
     /* The next pages on the next blocks, past the caller's group too: each
      * further group's stripe is only tried, never waited for (a writer
@@ -158,7 +228,7 @@ int read_run_outside_ram(struct ps_scratch *w, uint64_t index, uint32_t max_page
             held[locked++] = lock;
         }
         uint64_t next = ps->entries[index + n];
-        if (zram ? !entry_in_zram(next) : !entry_backed(next) || entry_in_zram(next) ||
+        if (zram ? !entry_in_zram(next) : !entry_backed(next) || entry_in_zram(next) || entry_packed(next) ||
                                            entry_block(next) != first + n)
             break;
         n++;
@@ -188,7 +258,7 @@ int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)
 
     if (ps->backing)
         return -EBUSY;
-    if (!blocks || blocks > ENTRY_BLOCK_MASK)
+    if (!blocks || blocks > PACKED_AT_MASK / (PAGE_SIZE / 16))
         return -EINVAL;
     /* A writeback fills the batch and takes blocks under locks a request
      * may wait for: all of it resident now. */
@@ -197,24 +267,40 @@ int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)
     b->fd = fd;
     b->blocks = blocks;
     b->used = resident_calloc((blocks + BITS - 1) / BITS, sizeof(uint64_t));
+    b->records = resident_calloc(blocks, sizeof(*b->records));
     if ((b->batch = aligned_alloc(PAGE_SIZE, PS_WRITEBACK_BATCH * PAGE_SIZE)))
         populate(b->batch, PS_WRITEBACK_BATCH * PAGE_SIZE);
     b->scratch = scratch_new(ps, ps->codec, ps->level);
-    if (!b->used || !b->batch || !b->scratch) {
+    if (!b->used || !b->records || !b->batch || !b->scratch) {
         ret = -ENOMEM;
         goto fail;
     }
     pthread_mutex_init(&b->lock, NULL);
     pthread_mutex_lock(&ps->alloc_lock);
     for (uint64_t i = 0; i < ps->max_pages && !ret; i++) {
-        uint64_t e = ps->entries[i];
+        uint64_t e = ps->entries[i], at = packed_at(e);
         if (!entry_backed(e) || entry_in_zram(e))
             continue;
-        /* Another device than the one written to, or two pages on one block. */
-        if (entry_block(e) >= blocks || block_used(b, entry_block(e)))
+        /* Another device than the one written to, two pages on one block,
+         * or a record on a page's block. */
+        if (!entry_packed(e)) {
+            if (entry_block(e) >= blocks || block_used(b, entry_block(e)))
+                ret = -EUCLEAN;
+            else
+                mark_block(b, entry_block(e), true), b->n_used++;
+            continue;
+        }
+        uint64_t last = (at + packed_span(e) - 1) / PAGE_SIZE;
+        if (last >= blocks || holds_page(b, at / PAGE_SIZE) || holds_page(b, last)) {
             ret = -EUCLEAN;
-        else
-            mark_block(b, entry_block(e), true), b->n_used++;
+            continue;
+        }
+        /* A frame's record once, at the first page of its group met. */
+        bool seen = false;
+        for (uint64_t k = i / FRAME_PAGES * FRAME_PAGES; k < i && !seen; k++)
+            seen = entry_codec(e) == ENTRY_FRAME && ps->entries[k] == e;
+        if (!seen)
+            count_on(b, e, 1);
     }
     ps->st.bd_blocks = ret ? 0 : blocks;
     if (!ret)                           /* the background reads it without the lock */
@@ -228,6 +314,7 @@ fail:
         scratch_free(b->scratch);
     free(b->batch);
     free(b->used);
+    free(b->records);
     free(b);
     return ret;
 }
@@ -242,6 +329,7 @@ void backing_free(struct page_store *ps)
     scratch_free(b->scratch);
     free(b->batch);
     free(b->used);
+    free(b->records);
     free(b);
     ps->backing = NULL;
 }

@@ -157,6 +157,7 @@ struct ps_scratch *scratch_new(struct page_store *ps, int codec, int level)
     /* Fault the scratch in, and let the codec allocate what it allocates on
      * first use now rather than on a write under memory pressure. */
     memset(w->page, 0, sizeof(w->page));
+    memset(w->record, 0, sizeof(w->record));
     memset(w->out, 0, sizeof(w->out));
     uint32_t len = compress_page(w, w->page, PAGE_SIZE);
     if (len && codec != PS_CODEC_NONE)

@@ -8,7 +8,8 @@
  *   0     0      0      0      0        0            0      0          never written, or discarded: zeros
  *   SAME  0      0      0      0        0            0      0          same-filled: the word in fills[]
  *   0     STORED PADDED CODEC  SETTLED  chunk        slot   len - 1    a payload in a slot
- *   0     0      BACKED 0      0        block (bits 57-0)              on the backing device (backing.c)
+ *   0     0      BACKED 0      0        block (bits 57-0)              on the backing device, whole (backing.c)
+ *   0     0      BACKED CODEC  0        span/16 - 1 (57-50), at/16     its payload packed there (backing.c)
  *   0     0      BACKED 0      ZRAM     the page's own index           in the kernel zram tier (zram_tier.c)
  *
  *   PADDED   the payload lies in a larger class's slot, its first two
@@ -18,6 +19,10 @@
  *            store's own codec; ENTRY_FRAME for a page in a frame (below)
  *   SETTLED  not worth recompressing (tried, or stored raw for its
  *            entropy) until it is rewritten
+ *
+ * A packed payload is a record at byte `at` of the backing device: its
+ * length (two bytes), then the payload as it was in its slot (a frame's
+ * header included), `span` bytes in all, a multiple of 16, at most a page.
  *
  * A chunk number has 34 bits: 2^31 chunks and a class's worth more, 64 TiB
  * raw. BACKED reuses PADDED's bit and ZRAM SETTLED's: no stored entry is
@@ -57,6 +62,8 @@
 #define ENTRY_BACKED      ENTRY_PADDED
 #define ENTRY_ZRAM        (1ull << 58)
 #define ENTRY_BLOCK_MASK  (ENTRY_ZRAM - 1)
+#define PACKED_SPAN_SHIFT 50
+#define PACKED_AT_MASK    ((1ull << PACKED_SPAN_SHIFT) - 1)
 #define ENTRY_CHUNK_SHIFT 24
 #define ENTRY_CHUNK_MASK  ((1ull << 34) - 1)
 #define ENTRY_SLOT_SHIFT  12
@@ -78,6 +85,14 @@ static inline uint64_t entry_backed_at(uint64_t block) { return ENTRY_BACKED | b
 static inline bool entry_in_zram(uint64_t e) { return entry_backed(e) && (e & ENTRY_ZRAM); }
 static inline uint64_t entry_zram(uint64_t index) { return ENTRY_BACKED | ENTRY_ZRAM | index; }
 static inline uint64_t entry_block(uint64_t e) { return e & ENTRY_BLOCK_MASK; }
+static inline bool entry_packed(uint64_t e) { return entry_backed(e) && !entry_in_zram(e) && (e & ENTRY_CODEC); }
+static inline uint64_t entry_packed_at(unsigned codec, uint64_t at, uint32_t span)
+{
+    return ENTRY_BACKED | (uint64_t)codec << ENTRY_CODEC_SHIFT | (uint64_t)(span / 16 - 1) << PACKED_SPAN_SHIFT |
+           at / 16;
+}
+static inline uint64_t packed_at(uint64_t e) { return (e & PACKED_AT_MASK) * 16; }
+static inline uint32_t packed_span(uint64_t e) { return ((uint32_t)(e >> PACKED_SPAN_SHIFT) & 0xff) * 16 + 16; }
 static inline unsigned entry_codec(uint64_t e) { return (unsigned)((e & ENTRY_CODEC) >> ENTRY_CODEC_SHIFT); }
 static inline uint64_t entry_chunk(uint64_t e) { return (e >> ENTRY_CHUNK_SHIFT) & ENTRY_CHUNK_MASK; }
 static inline uint32_t entry_slot(uint64_t e) { return (e >> ENTRY_SLOT_SHIFT) & ENTRY_FIELD_MASK; }

@@ -75,17 +75,24 @@ struct chunk_meta {
 };
 
 /* The backing device (backing.c) and the writeback's buffers (writeback.c). */
+#define WRITEBACK_PAGES (8 * PS_WRITEBACK_BATCH)   /* pages a batch may hold, packed */
 struct backing {
     int fd;                             /* O_DIRECT: reads and writes of whole, aligned pages */
     uint64_t blocks;                    /* the device's size in pages */
     uint64_t *used;                     /* a bit a block (alloc_lock) */
+    uint16_t *records;                  /* a count a block: the packed records on it (alloc_lock) */
     uint64_t n_used;                    /* blocks taken: published, or in a batch (alloc_lock) */
     uint64_t next;                      /* where take_block() looks first */
     pthread_mutex_t lock;               /* one writeback at a time */
     struct ps_scratch *scratch;         /* the writeback's decoding */
-    char *batch;                        /* PS_WRITEBACK_BATCH pages, aligned */
+    /* A batch (writeback.c): PS_WRITEBACK_BATCH blocks, aligned, and each
+     * one's device block and whether records are packed in it; its pages,
+     * each with the entry it had and the entry it will have. */
+    char *batch;
+    uint64_t block[PS_WRITEBACK_BATCH];
+    bool packs[PS_WRITEBACK_BATCH];
+    uint64_t index[WRITEBACK_PAGES], entry[WRITEBACK_PAGES], to[WRITEBACK_PAGES];
     uint64_t cursor;                    /* where the background's next slice starts */
-    uint64_t index[PS_WRITEBACK_BATCH], entry[PS_WRITEBACK_BATCH], block[PS_WRITEBACK_BATCH];
 };
 
 struct page_store {
@@ -150,6 +157,7 @@ struct ps_scratch {
     /* Read-modify-write of partial pages; direct reads from the backing
      * device (aligned, as O_DIRECT wants: scratch_new aligns the struct). */
     char page[PAGE_SIZE] __attribute__((aligned(PS_PAGE_SIZE)));
+    char record[2 * PAGE_SIZE] __attribute__((aligned(PS_PAGE_SIZE)));  /* a packed one's blocks, read */
     struct page_store *ps;              /* whose pages it decodes; NULL: a codec's own */
     int codec, level;                   /* what it compresses with */
     struct ps_scratch *next;            /* in ps->scratches */
@@ -353,6 +361,16 @@ PS_INTERNAL int rebuild(struct page_store *ps);
  * a block taken (UINT64_MAX: the device is full) or given back (alloc_lock
  * held); the device let go. */
 PS_INTERNAL int read_backed(struct ps_scratch *w, uint64_t e, void *dest);
+/* The blocks of packed entry `e`'s record read into w->record: the record
+ * found there, or NULL (-EIO, counted). */
+PS_INTERNAL const uint8_t *read_record(struct ps_scratch *w, uint64_t e);
+/* What a backed entry `e` of page `index` held, given back once nothing
+ * else holds it: its block, or its record's share of its blocks (a
+ * frame's record when no page of its group points at it). alloc_lock held. */
+PS_INTERNAL void release_backed(struct page_store *ps, uint64_t index, uint64_t e);
+/* Packed entry `e`'s record counted on its blocks (`sign` 1), or gone (-1):
+ * a block none is on any more is free. alloc_lock held. */
+PS_INTERNAL void count_record(struct page_store *ps, uint64_t e, int sign);
 PS_INTERNAL int write_backed(struct ps_scratch *w, uint64_t index, const void *page);
 PS_INTERNAL uint64_t take_block(struct page_store *ps);
 PS_INTERNAL void free_block(struct page_store *ps, uint64_t block);
@@ -393,6 +411,8 @@ PS_INTERNAL int decode_payload(struct ps_scratch *w, uint64_t e, const char *pay
 /* Page `index` out of the frame of entry `e`, the decoded frame kept in
  * w->frame for the run's next page. */
 PS_INTERNAL int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest);
+/* Page `index` of packed entry `e`, read from the backing device and decoded. */
+PS_INTERNAL int load_packed(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest);
 /* Copy a payload of `len` bytes (PAGE_SIZE: the page itself) into a free
  * slot and make its entry; for a background move (`background`), never
  * from a larger class's slot nor from the reserve's lower half: -EAGAIN

@@ -30,6 +30,8 @@ static int load_page(struct ps_scratch *w, uint64_t index, void *dest)
     }
     if (entry_in_zram(e))
         return read_zram(w, index, dest);
+    if (entry_packed(e))
+        return load_packed(w, index, e, dest);
     if (entry_backed(e))
         return read_backed(w, e, dest);
     note_access(ps, index);

@@ -75,6 +75,7 @@ struct ps_stats {
     /* The backing device's (backing.c, writeback.c), zram's bd_stat in 4 KiB pages */
     uint64_t bd_blocks;                 /* its size */
     uint64_t bd_count;                  /* pages on it now */
+    uint64_t bd_used_blocks;            /* its blocks in use: a raw page's, packed payloads' */
     uint64_t bd_reads;                  /* pages read from it, ever */
     uint64_t bd_writes;                 /* pages written to it, ever */
     uint64_t bd_read_errors;            /* reads it failed: that page's read failed */

@@ -2,7 +2,7 @@
  * Payloads: a page's compressed bytes put in a free slot (the slot's class
  * chosen, a larger class's free slot taken when a new chunk would wait or
  * break the memory limit), and a stored entry's payload decoded -- alone,
- * or out of its frame (entry.h).
+ * or out of its frame (entry.h), in a slot or packed on the backing device.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,13 +28,14 @@ int decode_payload(struct ps_scratch *w, uint64_t e, const char *payload, void *
     return decompress_page(w, codec ? codec : entry_codec_of(w->ps->codec), payload, len, dest);
 }
 
-/* Page `index` out of the frame of entry `e`: decoded whole into w->frame,
- * where the next page of the run is found without decoding it again. */
-int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest)
+/* Page `index` out of the frame `payload` (`len` bytes) of entry `e`:
+ * decoded whole into w->frame, where the next page of the run is found
+ * without decoding it again. */
+static int decode_frame(struct ps_scratch *w, uint64_t index, uint64_t e, const uint8_t *payload, uint32_t len,
+                        void *dest)
 {
     struct page_store *ps = w->ps;
-    const uint8_t *payload = (const uint8_t *)slot_addr(ps, entry_chunk(e), entry_slot(e));
-    uint32_t first = payload[0] & ~FRAME_DICT, count = payload[1], len = entry_len(e);
+    uint32_t first = payload[0] & ~FRAME_DICT, count = payload[1];
     uint32_t at = (uint32_t)(index % FRAME_PAGES) - first;
     uint64_t freed = __atomic_load_n(&ps->frames_freed, __ATOMIC_RELAXED);
     /* The dictionary, for a frame made with it (NULL: decoded without). */
@@ -52,6 +53,27 @@ int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest)
     }
     copy_bytes(dest, w->frame + at * PAGE_SIZE, PAGE_SIZE);
     return 0;
+}
+
+int load_frame(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest)
+{
+    return decode_frame(w, index, e, (const uint8_t *)slot_addr(w->ps, entry_chunk(e), entry_slot(e)),
+                        entry_len(e), dest);
+}
+
+int load_packed(struct ps_scratch *w, uint64_t index, uint64_t e, void *dest)
+{
+    const uint8_t *record = read_record(w, e);
+    uint16_t len;
+
+    if (!record)
+        return -EIO;
+    memcpy(&len, record, sizeof(len));
+    if (len == 0 || len + sizeof(len) > packed_span(e))
+        return -EIO;
+    if (entry_codec(e) == ENTRY_FRAME)
+        return decode_frame(w, index, e, record + sizeof(len), len, dest);
+    return decompress_page(w, entry_codec(e), (const char *)record + sizeof(len), len, dest);
 }
 
 /* The first class above `cls` with a free slot, or -1. */

@@ -1,9 +1,10 @@
 /*
  * Publishing: a page's entry changed with one 64-bit store, then what the
  * old entry held freed -- its slot, its frame's slot once no page of the
- * group points at it, its block on the backing device. Until the store,
- * the old entry still describes the page whole, so a worker killed at any
- * instant leaves a map that describes every page (see arena.c).
+ * group points at it, its block or record on the backing device. Until
+ * the store, the old entry still describes the page whole, so a worker
+ * killed at any instant leaves a map that describes every page (see
+ * arena.c).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -21,7 +22,7 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
     if (entry_in_zram(old))
         return;                         /* its caller discards its block (leave_zram) */
     if (entry_backed(old))
-        free_block(ps, entry_block(old));
+        release_backed(ps, index, old);
     else if (old & ENTRY_SAME)
         return;                         /* it held no room */
     else if (entry_codec(old) == ENTRY_FRAME)

@@ -21,6 +21,7 @@ void ps_get_stats(struct page_store *ps, struct ps_stats *out)
     *out = ps->st;
     out->mem_limit = ps->mem_limit;
     out->dict_bytes = ps->dict_len;
+    out->bd_used_blocks = ps->backing ? ps->backing->n_used : 0;
     out->reserve_chunks = ps->n_ready + ps->n_refilling;
     out->pool_bytes = (ps->st.live_chunks + out->reserve_chunks) * CHUNK_SIZE;
     out->map_bytes = PAGE_SIZE + 2 * map_bytes(ps->pages)

@@ -5,11 +5,13 @@
  * near the memory limit, the coldest pages spilled so that writes find
  * room.
  *
- * A writeback copies a batch of pages out under their stripe locks, writes
- * the batch with no lock held (one write per run of neighbouring blocks),
- * then publishes each page whose entry did not change meanwhile; a page
- * rewritten in between keeps its new data and its block is freed. A write
- * the device fails leaves every page of the batch in RAM.
+ * A writeback copies a batch of pages out under their stripe locks -- a
+ * compressed page's payload as it is, packed (backing.c), a raw one whole
+ * -- writes the batch with no lock held (one write per run of neighbouring
+ * blocks), then publishes each page whose entry did not change meanwhile;
+ * a page rewritten in between keeps its new data, and a block left with
+ * no page or record is freed. A write the device fails leaves every page
+ * of the batch in RAM.
  * Writebacks are background work (their caller is an IO_FLUSHER thread).
  */
 #define _GNU_SOURCE
@@ -59,8 +61,118 @@ static int copy_out(struct page_store *ps, struct ps_scratch *w, uint64_t index,
     return decode_payload(w, e, slot_addr(ps, entry_chunk(e), entry_slot(e)), dest);
 }
 
-/* Write the batch's pages [0, n) to their blocks, one write per run of
- * neighbouring blocks: 0 or -EIO. */
+/* The payload stored entry `e` would be packed as: where, how long, its
+ * codec (ENTRY_LZ4, ENTRY_ZSTD or ENTRY_FRAME); false for a page stored
+ * raw, which goes whole. */
+static bool packable(struct page_store *ps, uint64_t e, const char **payload, uint16_t *len, unsigned *codec)
+{
+    const char *at = slot_addr(ps, entry_chunk(e), entry_slot(e));
+    uint32_t n = entry_len(e);
+
+    if (e & ENTRY_PADDED) {
+        uint16_t inner;
+        memcpy(&inner, at, sizeof(inner));
+        if (inner == 0 || inner + sizeof(inner) > n)
+            return false;               /* left for copy_out to report */
+        at += sizeof(inner);
+        n = inner;
+    } else if (n == PAGE_SIZE) {
+        return false;
+    }
+    if (round_up(n + sizeof(*len), 16) > PAGE_SIZE)
+        return false;
+    *payload = at;
+    *len = (uint16_t)n;
+    *codec = entry_codec(e) ? entry_codec(e) : entry_codec_of(ps->codec);
+    return true;
+}
+
+/* A batch being filled: its pages and blocks so far, and the block records
+ * are packed into (-1: none) with the bytes of it they fill. */
+struct batch {
+    uint32_t pages, blocks, fill;
+    int open;
+};
+
+/* A free block for the batch (its number, or UINT64_MAX: the device is
+ * full, or the writeback limit reached). */
+static uint64_t batch_block(struct page_store *ps, const struct batch *bt)
+{
+    uint64_t block;
+
+    pthread_mutex_lock(&ps->alloc_lock);
+    block = ps->writeback_limit_enabled && ps->writeback_limit <= bt->pages ? UINT64_MAX : take_block(ps);
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return block;
+}
+
+/* Put page `index` (stored entry `e`, its stripe lock held) in the batch:
+ * its payload's record packed after the last one's (a frame's pages
+ * share one; a record straddles into the next block when that is the
+ * device's next), or the page whole in a block of its own. 0: put; 1: the
+ * batch is full; -ENOSPC: the device is full; -EIO: it did not decode,
+ * and stays in RAM. */
+static int add_page(struct page_store *ps, struct backing *b, struct batch *bt, uint64_t index, uint64_t e)
+{
+    const char *payload = NULL;
+    uint16_t len = 0;
+    unsigned codec = 0;
+    bool pack = packable(ps, e, &payload, &len, &codec);
+    uint32_t k = bt->pages, span = pack ? (uint32_t)round_up(len + sizeof(len), 16) : PAGE_SIZE;
+    uint64_t at = 0, block;
+    char *dest = NULL;
+
+    if (k == WRITEBACK_PAGES)
+        return 1;
+    if (pack && codec == ENTRY_FRAME && k && b->entry[k - 1] == e) {
+        b->to[k] = b->to[k - 1];
+    } else if (pack && bt->open >= 0 && bt->fill + span <= PAGE_SIZE) {
+        at = b->block[bt->open] * PAGE_SIZE + bt->fill;
+        dest = b->batch + (size_t)bt->open * PAGE_SIZE + bt->fill;
+        bt->fill += span;
+    } else {
+        if (bt->blocks == PS_WRITEBACK_BATCH)
+            return 1;
+        if ((block = batch_block(ps, bt)) == UINT64_MAX)
+            return -ENOSPC;
+        uint32_t j = bt->blocks++;
+        b->block[j] = block;
+        b->packs[j] = pack;
+        if (!pack) {
+            if (copy_out(ps, b->scratch, index, e, b->batch + (size_t)j * PAGE_SIZE) < 0) {
+                bt->blocks--;
+                pthread_mutex_lock(&ps->alloc_lock);
+                free_block(ps, block);
+                pthread_mutex_unlock(&ps->alloc_lock);
+                return -EIO;
+            }
+            b->to[k] = entry_backed_at(block);
+        } else if (bt->open >= 0 && j == (uint32_t)bt->open + 1 && block == b->block[bt->open] + 1 &&
+                   bt->fill < PAGE_SIZE) {
+            at = b->block[bt->open] * PAGE_SIZE + bt->fill;
+            dest = b->batch + (size_t)bt->open * PAGE_SIZE + bt->fill;
+            bt->fill += span - PAGE_SIZE;
+            bt->open = (int)j;
+        } else {
+            at = block * PAGE_SIZE;
+            dest = b->batch + (size_t)j * PAGE_SIZE;
+            bt->fill = span;
+            bt->open = (int)j;
+        }
+    }
+    if (dest) {
+        memcpy(dest, &len, sizeof(len));
+        copy_bytes(dest + sizeof(len), payload, len);
+        b->to[k] = entry_packed_at(codec, at, span);
+    }
+    b->index[k] = index;
+    b->entry[k] = e;
+    bt->pages++;
+    return 0;
+}
+
+/* Write the batch's blocks, one write per run of neighbouring ones: 0 or
+ * -EIO. */
 static int write_batch(struct backing *b, uint32_t n)
 {
     for (uint32_t i = 0, end; i < n; i = end) {
@@ -75,26 +187,34 @@ static int write_batch(struct backing *b, uint32_t n)
 }
 
 /* Publish the written batch: each page whose entry is still the one
- * copied takes its block; the others' blocks go back. */
-static uint64_t publish_batch(struct page_store *ps, struct backing *b, uint32_t n, int written)
+ * copied takes its block or record; the blocks left without a page or a
+ * record go back. */
+static uint64_t publish_batch(struct page_store *ps, struct backing *b, const struct batch *bt, int written)
 {
-    uint64_t done = 0;
+    uint64_t done = 0, counted = 0;
 
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < bt->pages; i++) {
         pthread_mutex_t *lock = stripe(ps, b->index[i]);
         bool locked = pthread_mutex_trylock(lock) == 0;     /* in use: it stays in RAM */
         pthread_mutex_lock(&ps->alloc_lock);
         if (locked && written == 0 && ps->entries[b->index[i]] == b->entry[i]) {
-            publish(ps, b->index[i], entry_backed_at(b->block[i]));
+            publish(ps, b->index[i], b->to[i]);
+            if (entry_packed(b->to[i]) && b->to[i] != counted)
+                count_record(ps, counted = b->to[i], 1);    /* a frame's pages: one record */
             ps->st.bd_writes++;
             done++;
-        } else {
-            free_block(ps, b->block[i]);
+        } else if (!entry_packed(b->to[i])) {
+            free_block(ps, entry_block(b->to[i]));
         }
         pthread_mutex_unlock(&ps->alloc_lock);
         if (locked)
             pthread_mutex_unlock(lock);
     }
+    pthread_mutex_lock(&ps->alloc_lock);
+    for (uint32_t j = 0; j < bt->blocks; j++)
+        if (b->packs[j] && !b->records[b->block[j]])
+            free_block(ps, b->block[j]);
+    pthread_mutex_unlock(&ps->alloc_lock);
     return done;
 }
 
@@ -112,10 +232,11 @@ static int writeback_range(struct page_store *ps, int type, uint32_t age, uint64
     int ret = 0;
 
     while (i < end && *done < max_pages && !ret && !*full && !spent) {
-        uint32_t n = 0;
+        struct batch bt = { .open = -1 };
+        int added = 0;
 
-        /* Gather a batch: pages of the type, each with a block. */
-        for (; i < end && n < PS_WRITEBACK_BATCH && *done + n < max_pages && !*full; i++) {
+        /* Gather a batch: pages of the type, each with a block or a record. */
+        for (; i < end && *done + bt.pages < max_pages && added != 1 && !*full; i++) {
             uint64_t e = __atomic_load_n(&ps->entries[i], __ATOMIC_RELAXED);
             if (!writeback_wanted(e, __atomic_load_n(&ps->fills[i], __ATOMIC_RELAXED), type, now, age))
                 continue;
@@ -124,28 +245,16 @@ static int writeback_range(struct page_store *ps, int type, uint32_t age, uint64
                 continue;               /* in use now: not cold, and never waited for */
             e = ps->entries[i];
             if (writeback_wanted(e, ps->fills[i], type, now, age)) {
-                pthread_mutex_lock(&ps->alloc_lock);
-                uint64_t block = ps->writeback_limit_enabled && ps->writeback_limit <= n
-                                 ? UINT64_MAX : take_block(ps);
-                pthread_mutex_unlock(&ps->alloc_lock);
-                if (block == UINT64_MAX) {
-                    *full = true;
-                    i--;                /* this page is still to do */
-                } else if (copy_out(ps, b->scratch, i, e, b->batch + (size_t)n * PAGE_SIZE) == 0) {
-                    b->index[n] = i;
-                    b->entry[n] = e;
-                    b->block[n++] = block;
-                } else {
-                    pthread_mutex_lock(&ps->alloc_lock);
-                    free_block(ps, block);
-                    pthread_mutex_unlock(&ps->alloc_lock);
-                }
+                added = add_page(ps, b, &bt, i, e);
+                *full = added == -ENOSPC;
             }
             pthread_mutex_unlock(lock);
+            if (added == 1 || *full)
+                i--;                    /* this page is still to do */
         }
-        if (n) {
-            int written = write_batch(b, n);
-            uint64_t moved = publish_batch(ps, b, n, written);
+        if (bt.pages) {
+            int written = write_batch(b, bt.blocks);
+            uint64_t moved = publish_batch(ps, b, &bt, written);
             pthread_mutex_lock(&ps->alloc_lock);
             if (written)
                 ps->st.bd_write_errors++;

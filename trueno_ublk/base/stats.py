@@ -119,6 +119,9 @@ STATS = [
     # the backing device's: zram's bd_stat, in 4 KiB pages
     Stat("bd_count", BACKING, "pages", "gauge", "backing_pages", "Pages on the backing device.",
          zram="bd_stat", column="BACKING"),
+    Stat("bd_used", BACKING, "bytes", "gauge", "backing_used_bytes",
+         "Room those pages take on the backing device: a compressed page's payload, packed with others; "
+         "a page stored raw, a block.", "bd_used_blocks", PAGE_SIZE),
     Stat("bd_reads", BACKING, "pages", "counter", "backing_reads_total", "Pages read from the backing device.",
          zram="bd_stat"),
     Stat("bd_writes", BACKING, "pages", "counter", "backing_writes_total", "Pages written to the backing device.",
