@@ -26,7 +26,9 @@ one), two more rows write the corpus with the disk as backing device: kernel
 zram lz4 with its own writeback as its users ask for it (`huge` at once,
 then `idle` once the corpus has been left idle as long), and trueno-ublk
 lz4 with its default policy (writeback-after as long). Reported: RAM held
-hot and cold, blocks on the disk, and reads that now hit the disk.
+hot and cold, the pages on the disk and the room they take there (zram's:
+a block each; ours: a compressed page's payload, packed), and reads that
+now hit the disk.
 
 Two shorter parts run alone (--only):
 - zram-tier: trueno-ublk lz4 with its pages in kernel zram (--zram-device)
@@ -195,6 +197,7 @@ def measure_zram_backed(size: str, after: int) -> dict:
         zram.mark_idle()
         zram.writeback("idle")
         return {"held": zram.mm_stat()[2], "held_hot": hot, "backed": zram.bd_stat()[0] * 4096,
+                "backed_pages": zram.bd_stat()[0],
                 "write": write, "read": read, "cold_read": read_all(zram.path), "latency": read_latency(zram.path)}
     finally:
         zram.close()
@@ -231,7 +234,7 @@ def measure_trueno(size: str, options: str, after: int) -> dict:
         waited = settle(dev, after) if after else 0.0
         st = dev.stat()
         return {"held": st["mem_used_total"], "held_hot": hot["mem_used_total"], "compr": st["compr_data_size"],
-                "backed": st.get("bd_count", 0) * 4096,
+                "backed": st.get("bd_used", 0), "backed_pages": st.get("bd_count", 0),
                 "huge": st["huge_pages"], "same": st["same_pages"], "write": write, "read": read,
                 "rss_growth": worker.memory_info().rss - empty, "reserve": st["mem_reserve"], "map": st["mem_map"],
                 "recompressed": st["recompressed_pages"], "entropy_raw": st["entropy_raw_pages"],
@@ -323,7 +326,7 @@ def measure_mem_limit(size: str) -> tuple[int, dict]:
     try:
         failed = write_pages(dev.path)
         st = dev.stat()
-        rows["trueno lz4 +disk"] = {"failed": failed, "peak": st["mem_used_max"], "backed": st["bd_count"] * 4096,
+        rows["trueno lz4 +disk"] = {"failed": failed, "peak": st["mem_used_max"], "backed": st["bd_used"],
                                     "intact": reads_back(dev.path)}
     finally:
         dev.close()
@@ -434,17 +437,20 @@ def print_backed(rows: dict, lz4: dict, after: int) -> None:
     lz4's without one; reads: of the whole corpus, cold, mostly from the disk."""
     print(f"with a backing device ({DISK}, a virtio disk of the guest): hot: just written (zram: and its huge "
           f"pages written back); cold: left idle {after} s (zram: then marked idle and its idle pages written "
-          "back); x lz4: RAM held against zram lz4 without a disk; cold rd x: zram +disk's time over ours")
-    print(f"{'target':<18}{'hot MiB':>8}{'cold MiB':>9}{'x lz4':>7}{'disk MiB':>9}{'cold rd x':>10}"
-          f"{'4K p50 us':>10}{'p99 us':>8}")
+          "back); x lz4: RAM held against zram lz4 without a disk; on disk: pages there, the room they take, "
+          "and its bytes a page; cold rd x: zram +disk's time over ours")
+    print(f"{'target':<18}{'hot MiB':>8}{'cold MiB':>9}{'x lz4':>7}{'on disk':>8}{'disk MiB':>9}{'B/page':>7}"
+          f"{'cold rd x':>10}{'4K p50 us':>10}{'p99 us':>8}")
     zram = rows["zram lz4 +disk"]
     for name, r in rows.items():
         if "missing" in r:
             print(f"{name:<18}{r['missing']}")
             continue
         vs = f"{zram['cold_read'] / r['cold_read']:>10.2f}" if "cold_read" in zram else f"{'-':>10}"
+        per_page = r['backed'] / r['backed_pages'] if r['backed_pages'] else 0
         print(f"{name:<18}{r['held_hot'] / MiB:>8.1f}{r['held'] / MiB:>9.1f}{r['held'] / lz4['held']:>7.2f}"
-              f"{r['backed'] / MiB:>9.1f}{vs}{r['latency']['p50']:>10.0f}{r['latency']['p99']:>8.0f}")
+              f"{r['backed_pages']:>8}{r['backed'] / MiB:>9.1f}{per_page:>7.0f}{vs}{r['latency']['p50']:>10.0f}"
+              f"{r['latency']['p99']:>8.0f}")
 
 
 if __name__ == "__main__":
