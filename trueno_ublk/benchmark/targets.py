@@ -37,15 +37,19 @@ def fio(dev: str, options: str) -> dict:
 class Zram:
     """A kernel zram device of `size`, made through zram-control, removed by
     close(); with `backing`, that block device as its backing_dev (kernels
-    built with CONFIG_ZRAM_WRITEBACK)."""
+    built with CONFIG_ZRAM_WRITEBACK); with `params`, that line written to
+    algorithm_params (6.12 on: "dict=PATH", "level=N")."""
 
-    def __init__(self, size: str | int, algorithm: str = "lz4", backing: str | None = None):
+    def __init__(self, size: str | int, algorithm: str = "lz4", backing: str | None = None,
+                 params: str | None = None):
         sh("modprobe zram num_devices=0")
         self.id = int(Path("/sys/class/zram-control/hot_add").read_text())
         self.sysfs = Path(f"/sys/block/zram{self.id}")
         self.path = f"/dev/zram{self.id}"
         try:
             (self.sysfs / "comp_algorithm").write_text(algorithm)
+            if params:
+                (self.sysfs / "algorithm_params").write_text(f"algo={algorithm} {params}")
             if backing:
                 (self.sysfs / "backing_dev").write_text(backing)
             (self.sysfs / "disksize").write_text(str(size))
