@@ -82,6 +82,7 @@ struct backing {
     uint64_t *used;                     /* a bit a block (alloc_lock) */
     uint16_t *records;                  /* a count a block: the packed records on it (alloc_lock) */
     uint64_t n_used;                    /* blocks taken: published, or in a batch (alloc_lock) */
+    uint64_t freed;                     /* blocks freed, ever: blocks read before may hold others now */
     uint64_t next;                      /* where take_block() looks first */
     pthread_mutex_t lock;               /* one writeback at a time */
     struct ps_scratch *scratch;         /* the writeback's decoding */
@@ -158,6 +159,10 @@ struct ps_scratch {
      * device (aligned, as O_DIRECT wants: scratch_new aligns the struct). */
     char page[PAGE_SIZE] __attribute__((aligned(PS_PAGE_SIZE)));
     char record[2 * PAGE_SIZE] __attribute__((aligned(PS_PAGE_SIZE)));  /* a packed one's blocks, read */
+    /* Those blocks: the first, how many, and the backing's count of freed
+     * blocks when they were read (read_record() reads them again for the
+     * next record on them only if none has been freed since). */
+    uint64_t record_block, record_blocks, record_freed;
     struct page_store *ps;              /* whose pages it decodes; NULL: a codec's own */
     int codec, level;                   /* what it compresses with */
     struct ps_scratch *next;            /* in ps->scratches */

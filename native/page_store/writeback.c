@@ -94,14 +94,20 @@ struct batch {
     int open;
 };
 
-/* A free block for the batch (its number, or UINT64_MAX: the device is
- * full, or the writeback limit reached). */
-static uint64_t batch_block(struct page_store *ps, const struct batch *bt)
+/* Whether the batch's pages have reached the writeback limit. */
+static bool at_writeback_limit(struct page_store *ps, const struct batch *bt)
 {
-    uint64_t block;
-
     pthread_mutex_lock(&ps->alloc_lock);
-    block = ps->writeback_limit_enabled && ps->writeback_limit <= bt->pages ? UINT64_MAX : take_block(ps);
+    bool reached = ps->writeback_limit_enabled && ps->writeback_limit <= bt->pages;
+    pthread_mutex_unlock(&ps->alloc_lock);
+    return reached;
+}
+
+/* A free block for the batch, or UINT64_MAX: the device is full. */
+static uint64_t batch_block(struct page_store *ps)
+{
+    pthread_mutex_lock(&ps->alloc_lock);
+    uint64_t block = take_block(ps);
     pthread_mutex_unlock(&ps->alloc_lock);
     return block;
 }
@@ -110,8 +116,8 @@ static uint64_t batch_block(struct page_store *ps, const struct batch *bt)
  * its payload's record packed after the last one's (a frame's pages
  * share one; a record straddles into the next block when that is the
  * device's next), or the page whole in a block of its own. 0: put; 1: the
- * batch is full; -ENOSPC: the device is full; -EIO: it did not decode,
- * and stays in RAM. */
+ * batch is full; -ENOSPC: the device is full, or the writeback limit
+ * reached; -EIO: it did not decode, and stays in RAM. */
 static int add_page(struct page_store *ps, struct backing *b, struct batch *bt, uint64_t index, uint64_t e)
 {
     const char *payload = NULL;
@@ -124,6 +130,8 @@ static int add_page(struct page_store *ps, struct backing *b, struct batch *bt, 
 
     if (k == WRITEBACK_PAGES)
         return 1;
+    if (at_writeback_limit(ps, bt))
+        return -ENOSPC;
     if (pack && codec == ENTRY_FRAME && k && b->entry[k - 1] == e) {
         b->to[k] = b->to[k - 1];
     } else if (pack && bt->open >= 0 && bt->fill + span <= PAGE_SIZE) {
@@ -133,7 +141,7 @@ static int add_page(struct page_store *ps, struct backing *b, struct batch *bt, 
     } else {
         if (bt->blocks == PS_WRITEBACK_BATCH)
             return 1;
-        if ((block = batch_block(ps, bt)) == UINT64_MAX)
+        if ((block = batch_block(ps)) == UINT64_MAX)
             return -ENOSPC;
         uint32_t j = bt->blocks++;
         b->block[j] = block;
