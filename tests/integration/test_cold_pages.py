@@ -12,7 +12,7 @@ import pytest
 
 from trueno_ublk.devices import admin
 
-from conftest import CLI, run_cli, sh
+from conftest import CLI, TEXT, run_cli, sh
 from faults import FIO, PATTERN, record, start_load, stop_load, wait_for
 
 pytestmark = pytest.mark.same_on_every_kernel
@@ -35,11 +35,6 @@ def region(dev, name: str, mib: int, offset_mib: int, source: str) -> str:
     sh(f"{source} | head -c {mib}M > /tmp/{name} && "
        f"dd if=/tmp/{name} of={dev} bs=1M seek={offset_mib} oflag=direct status=none")
     return f"dd if={dev} bs=1M skip={offset_mib} count={mib} iflag=direct status=none | cmp /tmp/{name} -"
-
-
-# Real text, which zstd shrinks well below LZ4 (fio's buffers are either
-# that compressible to both or to neither).
-TEXT = "cat $(find /usr/lib/python3* -name '*.py' | sort)"
 
 
 def test_pages_change_tiers_under_fio_verify_across_two_queues(make_device):
