@@ -89,7 +89,6 @@ void free_block(struct page_store *ps, uint64_t block)
     if (b && block < b->blocks && block_used(b, block)) {
         mark_block(b, block, false);
         b->n_used--;
-        __atomic_store_n(&b->freed, b->freed + 1, __ATOMIC_RELAXED);
     }
 }
 
@@ -111,7 +110,6 @@ static void count_on(struct backing *b, uint64_t e, int sign)
         } else if (--b->records[block] == 0) {
             mark_block(b, block, false);
             b->n_used--;
-            __atomic_store_n(&b->freed, b->freed + 1, __ATOMIC_RELAXED);
         }
     }
 }
@@ -147,26 +145,31 @@ const uint8_t *read_record(struct ps_scratch *w, uint64_t e)
     struct page_store *ps = w->ps;
     struct backing *b = ps->backing;
     uint64_t at = packed_at(e), first = at / PAGE_SIZE, n = (at + packed_span(e) - 1) / PAGE_SIZE - first + 1;
-    uint64_t freed;
+    uint64_t writes, want = n;
 
     if (!b || first + n > b->blocks) {
         __atomic_fetch_add(&ps->st.bd_read_errors, 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    /* The blocks read last, unless one was freed since (and so may hold
-     * another record now): the next page's record is often on them. */
-    freed = __atomic_load_n(&b->freed, __ATOMIC_RELAXED);
-    if (w->record_blocks && first >= w->record_block && first + n <= w->record_block + w->record_blocks &&
-        freed == w->record_freed)
+    /* The blocks read before, unless the device was written since (a block
+     * free then, or read ahead, may hold records now): the next page's
+     * record is often on them. */
+    writes = __atomic_load_n(&b->writes, __ATOMIC_ACQUIRE);
+    bool in_order = w->record_blocks && first >= w->record_block &&
+                    first <= w->record_block + w->record_blocks;
+    if (in_order && first + n <= w->record_block + w->record_blocks && writes == w->record_writes)
         return (const uint8_t *)w->record + (at - w->record_block * PAGE_SIZE);
+    /* Reads in order read ahead: a writeback packs pages in order. */
+    if (in_order)
+        want = b->blocks - first < RECORD_BLOCKS ? b->blocks - first : RECORD_BLOCKS;
     w->record_blocks = 0;
-    if (pread(b->fd, w->record, n * PAGE_SIZE, (off_t)(first * PAGE_SIZE)) != (ssize_t)(n * PAGE_SIZE)) {
+    if (pread(b->fd, w->record, want * PAGE_SIZE, (off_t)(first * PAGE_SIZE)) != (ssize_t)(want * PAGE_SIZE)) {
         __atomic_fetch_add(&ps->st.bd_read_errors, 1, __ATOMIC_RELAXED);
         return NULL;
     }
     w->record_block = first;
-    w->record_blocks = n;
-    w->record_freed = freed;
+    w->record_blocks = want;
+    w->record_writes = writes;
     __atomic_fetch_add(&ps->st.bd_reads, 1, __ATOMIC_RELAXED);
     return (const uint8_t *)w->record + at % PAGE_SIZE;
 }
@@ -209,6 +212,7 @@ int write_backed(struct ps_scratch *w, uint64_t index, const void *page)
     if (page != w->page)
         copy_bytes(w->page, page, PAGE_SIZE);
     bool written = pwrite(b->fd, w->page, PAGE_SIZE, (off_t)(block * PAGE_SIZE)) == PAGE_SIZE;
+    __atomic_fetch_add(&b->writes, 1, __ATOMIC_RELEASE);
     pthread_mutex_lock(&ps->alloc_lock);
     if (written) {
         publish(ps, index, entry_backed_at(block));

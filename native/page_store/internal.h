@@ -76,13 +76,14 @@ struct chunk_meta {
 
 /* The backing device (backing.c) and the writeback's buffers (writeback.c). */
 #define WRITEBACK_PAGES (8 * PS_WRITEBACK_BATCH)   /* pages a batch may hold, packed */
+#define RECORD_BLOCKS   16              /* blocks a read of packed records in order reads at once */
 struct backing {
     int fd;                             /* O_DIRECT: reads and writes of whole, aligned pages */
     uint64_t blocks;                    /* the device's size in pages */
     uint64_t *used;                     /* a bit a block (alloc_lock) */
     uint16_t *records;                  /* a count a block: the packed records on it (alloc_lock) */
     uint64_t n_used;                    /* blocks taken: published, or in a batch (alloc_lock) */
-    uint64_t freed;                     /* blocks freed, ever: blocks read before may hold others now */
+    uint64_t writes;                    /* writes to it, ever: blocks read before may hold other data now */
     uint64_t next;                      /* where take_block() looks first */
     pthread_mutex_t lock;               /* one writeback at a time */
     struct ps_scratch *scratch;         /* the writeback's decoding */
@@ -158,11 +159,10 @@ struct ps_scratch {
     /* Read-modify-write of partial pages; direct reads from the backing
      * device (aligned, as O_DIRECT wants: scratch_new aligns the struct). */
     char page[PAGE_SIZE] __attribute__((aligned(PS_PAGE_SIZE)));
-    char record[2 * PAGE_SIZE] __attribute__((aligned(PS_PAGE_SIZE)));  /* a packed one's blocks, read */
-    /* Those blocks: the first, how many, and the backing's count of freed
-     * blocks when they were read (read_record() reads them again for the
-     * next record on them only if none has been freed since). */
-    uint64_t record_block, record_blocks, record_freed;
+    /* Blocks read for packed records (read_record()): the first, how
+     * many, and the backing's count of writes when they were read. */
+    char record[RECORD_BLOCKS * PAGE_SIZE] __attribute__((aligned(PS_PAGE_SIZE)));
+    uint64_t record_block, record_blocks, record_writes;
     struct page_store *ps;              /* whose pages it decodes; NULL: a codec's own */
     int codec, level;                   /* what it compresses with */
     struct ps_scratch *next;            /* in ps->scratches */
@@ -366,8 +366,9 @@ PS_INTERNAL int rebuild(struct page_store *ps);
  * a block taken (UINT64_MAX: the device is full) or given back (alloc_lock
  * held); the device let go. */
 PS_INTERNAL int read_backed(struct ps_scratch *w, uint64_t e, void *dest);
-/* The blocks of packed entry `e`'s record read into w->record: the record
- * found there, or NULL (-EIO, counted). */
+/* Packed entry `e`'s record, read into w->record with the blocks after it
+ * when the reads go in order, or found there: the record, or NULL (-EIO,
+ * counted). */
 PS_INTERNAL const uint8_t *read_record(struct ps_scratch *w, uint64_t e);
 /* What a backed entry `e` of page `index` held, given back once nothing
  * else holds it: its block, or its record's share of its blocks (a

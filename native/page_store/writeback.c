@@ -187,8 +187,10 @@ static int write_batch(struct backing *b, uint32_t n)
         for (end = i + 1; end < n && b->block[end] == b->block[end - 1] + 1; end++)
             ;
         size_t len = (size_t)(end - i) * PAGE_SIZE;
-        if (pwrite(b->fd, b->batch + (size_t)i * PAGE_SIZE, len, (off_t)(b->block[i] * PAGE_SIZE))
-            != (ssize_t)len)
+        ssize_t done = pwrite(b->fd, b->batch + (size_t)i * PAGE_SIZE, len, (off_t)(b->block[i] * PAGE_SIZE));
+        /* Blocks read ahead before it are stale (read_record()). */
+        __atomic_fetch_add(&b->writes, 1, __ATOMIC_RELEASE);
+        if (done != (ssize_t)len)
             return -EIO;
     }
     return 0;

@@ -182,9 +182,9 @@ def test_compressed_pages_are_written_back_packed_taking_their_payloads_room(tmp
     # it; the last block is partly filled.
     assert payloads < st["bd_used"] <= payloads + 18 * len(text) + PAGE
     assert all(client.read(i * PAGE, PAGE) == d for i, d in enumerate(text))
-    # Read in order, a page's record is mostly on the blocks read for the
-    # one before: far fewer reads than pages.
-    assert store.stats()["bd_reads"] < len(text) * 3 // 4
+    # Read in order, the blocks after a page's record are read with it,
+    # and the next pages' records found there: far fewer reads than pages.
+    assert store.stats()["bd_reads"] < len(text) // 8
     # A new worker finds every record, and reads them.
     arena = os.dup(store.fd)
     store.close()
