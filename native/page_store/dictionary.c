@@ -22,8 +22,8 @@
  * worker killed at any instant leaves either no dictionary (its chunk
  * found unused on attach) or a whole one, which the next worker decodes
  * with in place (the decoder's tables refer to the chunk, not a copy).
- * Its chunk counts in mem_used, as zram's pool would not count a
- * dictionary of its user's; ours costs 64 KiB.
+ * Its chunk, 64 KiB, counts in mem_used (zram's pool leaves out the
+ * dictionary its user gives it).
  */
 #define _GNU_SOURCE
 #define ZDICT_STATIC_LINKING_ONLY       /* fastCover with set parameters */
