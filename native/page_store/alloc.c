@@ -131,16 +131,6 @@ void free_slot(struct page_store *ps, uint32_t c, uint32_t slot)
 
 /* -- the rebuild on attach -------------------------------------------------- */
 
-/* Whether frame entry `e` of page `index` was met already, at an earlier
- * page of its group. */
-static bool frame_seen(const struct page_store *ps, uint64_t index, uint64_t e)
-{
-    for (uint64_t i = index / FRAME_PAGES * FRAME_PAGES; i < index; i++)
-        if (ps->entries[i] == e)
-            return true;
-    return false;
-}
-
 /* Slots past the last used one of chunk `c` stay unhanded (and untouched);
  * the free ones below it are linked; the chunk is counted live. */
 static void rebuild_chunk(struct page_store *ps, uint64_t c, const uint8_t *used_slots)

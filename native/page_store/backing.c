@@ -121,8 +121,6 @@ void count_record(struct page_store *ps, uint64_t e, int sign)
 
 void release_backed(struct page_store *ps, uint64_t index, uint64_t e)
 {
-    uint64_t group = index / FRAME_PAGES * FRAME_PAGES;
-
     if (!ps->backing)
         return;
     if (!entry_packed(e)) {
@@ -130,9 +128,8 @@ void release_backed(struct page_store *ps, uint64_t index, uint64_t e)
         return;
     }
     if (entry_codec(e) == ENTRY_FRAME) {
-        for (uint64_t i = group; i < group + FRAME_PAGES && i < ps->max_pages; i++)
-            if (ps->entries[i] == e)
-                return;                 /* another page of the frame still reads it */
+        if (frame_held(ps, index, e))
+            return;                     /* another page of the frame still reads it */
         /* Its place may take another frame's record: a decoded copy of it
          * (w->frame) is stale. */
         __atomic_store_n(&ps->frames_freed, ps->frames_freed + 1, __ATOMIC_RELAXED);
@@ -316,10 +313,7 @@ int ps_set_backing(struct page_store *ps, int fd, uint64_t blocks)
             continue;
         }
         /* A frame's record once, at the first page of its group met. */
-        bool seen = false;
-        for (uint64_t k = i / FRAME_PAGES * FRAME_PAGES; k < i && !seen; k++)
-            seen = entry_codec(e) == ENTRY_FRAME && ps->entries[k] == e;
-        if (!seen)
+        if (entry_codec(e) != ENTRY_FRAME || !frame_seen(ps, i, e))
             count_on(b, e, 1);
     }
     ps->st.bd_blocks = ret ? 0 : blocks;

@@ -274,6 +274,28 @@ static inline bool is_idle(uint64_t atime, uint64_t now, uint32_t age)
     return atime == 0 || (atime <= now && now - atime >= age);
 }
 
+/* Whether a page of `index`'s group still holds frame entry `e` (the page
+ * itself has left it): its slot or record is then still in use. */
+static inline bool frame_held(const struct page_store *ps, uint64_t index, uint64_t e)
+{
+    uint64_t group = index / FRAME_PAGES * FRAME_PAGES;
+
+    for (uint64_t i = group; i < group + FRAME_PAGES && i < ps->max_pages; i++)
+        if (ps->entries[i] == e)
+            return true;
+    return false;
+}
+
+/* Whether frame entry `e` of page `index` was met already, at an earlier
+ * page of its group (a rebuild counts a frame once). */
+static inline bool frame_seen(const struct page_store *ps, uint64_t index, uint64_t e)
+{
+    for (uint64_t i = index / FRAME_PAGES * FRAME_PAGES; i < index; i++)
+        if (ps->entries[i] == e)
+            return true;
+    return false;
+}
+
 /* A page's lock, shared with its group's pages: a frame's pages change together. */
 static inline pthread_mutex_t *stripe(struct page_store *ps, uint64_t index)
 {

@@ -33,11 +33,8 @@ void publish(struct page_store *ps, uint64_t index, uint64_t entry)
 
 void frame_release(struct page_store *ps, uint64_t index, uint64_t e)
 {
-    uint64_t group = index / FRAME_PAGES * FRAME_PAGES;
-
-    for (uint64_t i = group; i < group + FRAME_PAGES && i < ps->max_pages; i++)
-        if (ps->entries[i] == e)
-            return;
+    if (frame_held(ps, index, e))
+        return;
     account(ps, e, HELD_FRAME, -1);
     __atomic_store_n(&ps->frames_freed, ps->frames_freed + 1, __ATOMIC_RELAXED);
     free_slot(ps, (uint32_t)entry_chunk(e), entry_slot(e));
